@@ -1,0 +1,26 @@
+# geoseg: `make demo` sets up and runs the main job on the sample data; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.geoseg-installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing geoseg and its dependencies into $(VENV) (log: $(VENV)/pip.log) ..."
+	@$(BIN)/python -m pip install -e '.[dev]' > $(VENV)/pip.log 2>&1 || (tail -n 40 $(VENV)/pip.log; exit 1)
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/geoseg train --config pipelines/sample.yaml
+	$(BIN)/geoseg predict sample_data/test_1.tif -o outputs/landcover.gpkg --overwrite
+	$(BIN)/geoseg evaluate outputs/landcover.tif --truth sample_data/test_1_classes.tif --json outputs/heldout_metrics.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf runs outputs .pytest_cache

@@ -1,0 +1,69 @@
+"""Atomic outputs: write to a temporary name beside the target, rename on success.
+
+A crash or Ctrl-C never leaves a half-written file under the final name, and an
+existing output is untouched until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from geoseg.errors import OutputError
+
+#: Sidecars GDAL may write beside a raster; they travel with it.
+SIDECAR_SUFFIXES = (".aux.xml", "-journal", "-wal", "-shm")
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Validate that ``path`` can be written; return it as a Path."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write {path}: folder {parent} is not writable")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass --overwrite to replace it")
+    return path
+
+
+def temporary_path(path: Path) -> Path:
+    """A hidden temporary name in the same folder that keeps the extension (drivers need it)."""
+    return path.with_name(f".{path.stem}.geoseg-tmp-{os.getpid()}{path.suffix}")
+
+
+def _remove(path: Path) -> None:
+    for p in [path, *(Path(str(path) + s) for s in SIDECAR_SUFFIXES)]:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it (and GDAL's ``.aux.xml``) to ``path``."""
+    final = check_output_path(path, overwrite)
+    tmp = temporary_path(final)
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    aux = Path(str(tmp) + ".aux.xml")
+    if aux.exists():
+        os.replace(aux, str(final) + ".aux.xml")
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            Path(str(final) + ".aux.xml").unlink()
+    os.replace(tmp, final)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a small text file atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,0 +1,139 @@
+"""Class schema: codes, names, colours and the ignore class.
+
+A :class:`ClassSchema` maps the user's class *codes* (the values written in
+label and output rasters, e.g. 10, 20, 30 as in ESA WorldCover) to contiguous
+*indices* that the model trains on. The DeepGlobe Land Cover schema is the
+default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from geoseg.errors import ConfigError
+
+#: Value used for "no label / ignored" in index space and for nodata in class rasters.
+IGNORE_INDEX = 255
+NODATA = 255
+
+
+@dataclass(frozen=True)
+class LandClass:
+    """One land-cover class."""
+
+    code: int
+    name: str
+    color: tuple[int, int, int]
+    ignore: bool = False
+
+
+@dataclass(frozen=True)
+class ClassSchema:
+    """An ordered list of classes; a class's position is its model index."""
+
+    classes: tuple[LandClass, ...]
+
+    def __post_init__(self) -> None:
+        codes = [c.code for c in self.classes]
+        names = [c.name for c in self.classes]
+        if len(set(codes)) != len(codes):
+            raise ConfigError(f"class codes must be unique, got {codes}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"class names must be unique, got {names}")
+        for c in self.classes:
+            if not 0 <= c.code < NODATA:
+                raise ConfigError(f"class code {c.code} of '{c.name}' must be in 0..254 (255 is nodata)")
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def codes(self) -> list[int]:
+        return [c.code for c in self.classes]
+
+    @property
+    def colors(self) -> list[tuple[int, int, int]]:
+        return [c.color for c in self.classes]
+
+    @property
+    def ignored_indices(self) -> list[int]:
+        return [i for i, c in enumerate(self.classes) if c.ignore]
+
+    @property
+    def evaluated_indices(self) -> list[int]:
+        return [i for i, c in enumerate(self.classes) if not c.ignore]
+
+    def index_of(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise ConfigError(f"unknown class '{name}'; classes are {', '.join(self.names)}") from None
+
+    def code_to_index_lut(self) -> np.ndarray:
+        """A 256-entry lookup table from class code to model index (ignored → 255)."""
+        lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+        for i, c in enumerate(self.classes):
+            lut[c.code] = IGNORE_INDEX if c.ignore else i
+        return lut
+
+    def index_to_code_lut(self) -> np.ndarray:
+        """A 256-entry lookup table from model index to class code (255 stays nodata)."""
+        lut = np.full(256, NODATA, dtype=np.uint8)
+        for i, c in enumerate(self.classes):
+            lut[i] = c.code
+        return lut
+
+    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
+        """GDAL colour table keyed by class code (nodata left transparent)."""
+        cmap = {code: (0, 0, 0, 0) for code in range(256)}
+        for c in self.classes:
+            cmap[c.code] = (*c.color, 255)
+        return cmap
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        return [
+            {"code": c.code, "name": c.name, "color": list(c.color), "ignore": c.ignore}
+            for c in self.classes
+        ]
+
+    @classmethod
+    def from_dict(cls, items: Iterable[dict[str, Any]]) -> "ClassSchema":
+        classes = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or "name" not in item or "color" not in item:
+                raise ConfigError(f"classes[{i}] must be a mapping with 'name' and 'color' (and optional 'code', 'ignore')")
+            color = item["color"]
+            if not (isinstance(color, Sequence) and len(color) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
+                raise ConfigError(f"classes[{i}].color must be three integers 0..255, got {color!r}")
+            code = item.get("code", i)
+            if not isinstance(code, int) or isinstance(code, bool):
+                raise ConfigError(f"classes[{i}].code must be an integer, got {code!r}")
+            classes.append(LandClass(code=code, name=str(item["name"]), color=tuple(color), ignore=bool(item.get("ignore", False))))
+        if len(classes) < 2:
+            raise ConfigError("classes must list at least two classes")
+        return cls(tuple(classes))
+
+    def with_ignored(self, indices: Iterable[int]) -> "ClassSchema":
+        """A copy with the given indices marked as ignored."""
+        ignored = set(indices)
+        return ClassSchema(tuple(
+            LandClass(c.code, c.name, c.color, c.ignore or i in ignored) for i, c in enumerate(self.classes)
+        ))
+
+
+DEEPGLOBE = ClassSchema((
+    LandClass(0, "urban", (0, 255, 255)),
+    LandClass(1, "agriculture", (255, 255, 0)),
+    LandClass(2, "rangeland", (255, 0, 255)),
+    LandClass(3, "forest", (0, 255, 0)),
+    LandClass(4, "water", (0, 0, 255)),
+    LandClass(5, "barren", (255, 255, 255)),
+    LandClass(6, "unknown", (0, 0, 0), ignore=True),
+))

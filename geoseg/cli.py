@@ -1,0 +1,161 @@
+"""``geoseg`` command line: parse options, call the library, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from geoseg import __version__
+from geoseg.errors import GeoSegError
+from geoseg.progress import set_quiet
+
+_debug = False
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geoseg")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """Land-cover segmentation for satellite and aerial imagery."""
+    global _debug
+    _debug = debug
+
+
+@cli.command()
+@click.option("--config", "-c", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML run config, e.g. pipelines/sample.yaml.")
+@click.option("--epochs", type=int, default=None, help="Override the config's epochs.")
+@quiet_option
+def train(config_path: str, epochs: int | None, quiet: bool) -> None:
+    """Train a model as a run config says; writes best.ckpt, last.ckpt and metrics to the run folder."""
+    from geoseg.config import load_config
+    from geoseg.train import train as run_training
+
+    set_quiet(quiet)
+    cfg = load_config(config_path, {"epochs": epochs} if epochs is not None else None)
+    result = run_training(cfg)
+    click.echo(f"best val mIoU {result.best_val_miou:.3f}; best checkpoint {result.best}")
+
+
+@cli.command()
+@click.argument("scene", type=click.Path())
+@click.option("--output", "-o", required=True, type=click.Path(),
+              help="landcover.gpkg (polygons + class raster beside it) or landcover.tif (raster only). "
+                   "Also .geojson, .shp, .fgb, .parquet.")
+@click.option("--model", "-m", type=click.Path(), default=None,
+              help="Checkpoint; default: the one set with set-default-model, else the latest run's best.")
+@click.option("--raster", type=click.Path(), default=None, help="Where to write the class GeoTIFF.")
+@click.option("--overlap", type=int, default=None, help="Pixels shared by neighbouring chips (default chip/8).")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--workers", type=int, default=None, help="dask workers of the local cluster (default 1).")
+@click.option("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers).")
+@click.option("--block-chips", type=int, default=4, show_default=True, help="Output block side in chip strides.")
+@click.option("--scheduler", default=None, help="Address of an existing dask.distributed scheduler.")
+@click.option("--layer", default="landcover", show_default=True, help="GeoPackage layer name.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@quiet_option
+def predict(scene, output, model, raster, overlap, batch_size, precision, workers, threads, block_chips,
+            scheduler, layer, overwrite, quiet) -> None:
+    """Predict land cover of SCENE into a class GeoTIFF and land-cover polygons."""
+    from geoseg.predict import PredictOptions
+    from geoseg.workflow import predict_to_files
+
+    set_quiet(quiet)
+    options = PredictOptions(overlap=overlap, block_chips=block_chips, batch_size=batch_size, precision=precision,
+                             workers=workers, threads=threads, scheduler=scheduler)
+    predict_to_files(scene, output, model=model, raster=raster, options=options, layer=layer, overwrite=overwrite)
+
+
+@cli.command()
+@click.argument("prediction", type=click.Path())
+@click.option("--truth", "-t", required=True, type=click.Path(), help="Labels: class ids, RGB mask or polygons.")
+@click.option("--model", "-m", type=click.Path(), default=None, help="Checkpoint whose classes to use.")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the metrics as JSON.")
+def evaluate(prediction, truth, model, json_path) -> None:
+    """Score a predicted class raster against labels on the same grid (per-class IoU, mIoU)."""
+    from geoseg.atomic import atomic_write_text
+    from geoseg.evaluate import evaluate_raster
+    from geoseg.models import load_checkpoint
+    from geoseg.registry import resolve_model
+
+    try:
+        schema = load_checkpoint(resolve_model(model)).classes
+    except GeoSegError:
+        if model is not None:
+            raise
+        from geoseg.classes import DEEPGLOBE
+        schema = DEEPGLOBE
+    ev = evaluate_raster(prediction, truth, schema)
+    for key, value in ev.metrics.items():
+        click.echo(f"{key:>20s}  {value:.4f}")
+    if json_path:
+        atomic_write_text(json_path, json.dumps({**ev.metrics, "confusion": ev.confusion.tolist()}, indent=1))
+
+
+@cli.command("sample-data")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--size", type=click.IntRange(64, 1 << 20), default=1024, show_default=True, help="Scene side in pixels.")
+@click.option("--seed", type=int, default=43, show_default=True)
+@click.option("--splits", default="train,train,train,val,test", show_default=True,
+              help="One scene per entry, e.g. 'train,val,test'.")
+@click.option("--compress", type=click.Choice(["jpeg", "deflate"]), default="jpeg", show_default=True,
+              help="Imagery compression (jpeg keeps nodata in an internal mask, deflate uses nodata 0).")
+@click.option("--no-polygons", is_flag=True, help="Skip the polygon labels (GeoPackage).")
+@quiet_option
+def sample_data(out_dir, size, seed, splits, compress, no_polygons, quiet) -> None:
+    """Generate synthetic georeferenced scenes with labels in three forms and a manifest."""
+    from geoseg.progress import bar
+    from geoseg.sampledata import make_sample_data, render_blocks
+
+    set_quiet(quiet)
+    names = tuple(s.strip() for s in splits.split(",") if s.strip())
+    if not names or any(s not in ("train", "val", "test") for s in names):
+        raise click.BadParameter("use train, val and test, comma-separated", param_hint="--splits")
+    with bar(render_blocks(size) * len(names), "render", unit="block") as pbar:
+        scenes = make_sample_data(out_dir, size, seed, names, compress, not no_polygons, progress=pbar.update)
+    for s in scenes:
+        total = sum(s.class_counts) or 1
+        share = " ".join(f"{c / total:.0%}" for c in s.class_counts)
+        click.echo(f"{s.split:5s} {s.image}  classes {share}")
+    click.echo(f"manifest {Path(out_dir) / 'manifest.csv'}")
+
+
+@cli.command("set-default-model")
+@click.argument("checkpoint", type=click.Path())
+def set_default_model(checkpoint) -> None:
+    """Make CHECKPOINT the model predict uses when --model is not given."""
+    from geoseg.models import load_checkpoint
+    from geoseg.registry import set_default
+
+    load_checkpoint(checkpoint)
+    set_default(checkpoint)
+    click.echo(f"default model: {Path(checkpoint).resolve()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning geoseg errors into one line on stderr and an exit code."""
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        cli.main(args=argv, prog_name="geoseg", standalone_mode=False)
+    except GeoSegError as exc:
+        if _debug:
+            raise
+        click.echo(f"geoseg: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("geoseg: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("geoseg: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(0)

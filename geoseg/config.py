@@ -1,0 +1,181 @@
+"""Run configuration: YAML files with the reference experiment's keys, validated.
+
+The reference experiment's keys (``batch_size, ce_weights, downsize_res, epochs,
+loss_fn, lr, model_architecture, model_config, num_workers, optimizer``) are
+accepted exactly as written; geoseg adds data, chip and output keys. Every
+unknown key or wrong value is a :class:`~geoseg.errors.ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geoseg.classes import DEEPGLOBE, ClassSchema
+from geoseg.errors import ConfigError
+
+LOSSES = ("CrossEntropyLoss", "DiceLoss", "FocalLoss", "LovaszLoss", "CE+Dice")
+OPTIMIZERS = ("Adam", "AdamW", "SGD")
+PRECISIONS = ("auto", "bf16", "fp32")
+LOGGERS = ("csv", "wandb")
+MODEL_CONFIG_REQUIRED = ("classes", "encoder_name", "encoder_weights", "in_channels")
+
+
+@dataclass
+class RunConfig:
+    """A validated training run configuration."""
+
+    # The reference experiment's keys.
+    batch_size: int = 6
+    ce_weights: list[float] | None = None
+    downsize_res: int | None = None
+    epochs: int = 40
+    loss_fn: str = "CrossEntropyLoss"
+    lr: float = 3e-4
+    model_architecture: str = "Unet"
+    model_config: dict[str, Any] = field(default_factory=lambda: {
+        "classes": 7, "encoder_name": "resnet34", "encoder_weights": "imagenet", "in_channels": 3})
+    num_workers: int = 2
+    optimizer: str = "Adam"
+    # geoseg's keys.
+    manifest: str | None = None
+    classes: ClassSchema = DEEPGLOBE
+    bands: list[int] = field(default_factory=lambda: [1, 2, 3])
+    chip_size: int = 512
+    chips_per_epoch: int = 500
+    val_chips: int | None = None
+    weight_decay: float = 0.0
+    augment: bool = True
+    precision: str = "auto"
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None
+    logger: str = "csv"
+    sample_images: int = 4
+    #: Folder the config file lives in; relative paths in the config are resolved against it.
+    base_dir: Path = field(default_factory=Path.cwd, repr=False)
+
+    @property
+    def manifest_path(self) -> Path:
+        if self.manifest is None:
+            raise ConfigError("config key 'manifest' is required: the CSV that lists image, label and split")
+        return (self.base_dir / self.manifest).resolve()
+
+    @property
+    def output_path(self) -> Path:
+        return (self.base_dir / self.output_dir).resolve()
+
+    @property
+    def ignored_indices(self) -> list[int]:
+        """Classes left out of loss and metrics: marked ``ignore`` or given a zero ``ce_weights`` entry."""
+        zero = [i for i, w in enumerate(self.ce_weights or []) if w == 0]
+        return sorted(set(self.classes.ignored_indices) | set(zero))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "base_dir"}
+        d["classes"] = self.classes.to_dict()
+        d["model_config"] = dict(self.model_config)
+        return d
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _check(cond: bool, key: str, value: Any, what: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}' must be {what}, got {value!r}")
+
+
+def _validate_model_config(mc: Any, n_classes: int) -> dict[str, Any]:
+    _check(isinstance(mc, dict), "model_config", mc, "a mapping")
+    missing = [k for k in MODEL_CONFIG_REQUIRED if k not in mc]
+    if missing:
+        raise ConfigError(f"config key 'model_config' is missing {', '.join(missing)}")
+    _check(_is_int(mc["classes"]) and mc["classes"] >= 2, "model_config.classes", mc["classes"], "an integer ≥ 2")
+    _check(mc["classes"] == n_classes, "model_config.classes", mc["classes"],
+           f"equal to the number of classes in 'classes' ({n_classes})")
+    _check(isinstance(mc["encoder_name"], str), "model_config.encoder_name", mc["encoder_name"], "a string")
+    _check(mc["encoder_weights"] is None or isinstance(mc["encoder_weights"], str),
+           "model_config.encoder_weights", mc["encoder_weights"], "a string such as 'imagenet' or null")
+    _check(_is_int(mc["in_channels"]) and mc["in_channels"] >= 1, "model_config.in_channels", mc["in_channels"],
+           "a positive integer")
+    return dict(mc)
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str = "config") -> RunConfig:
+    """Validate a config mapping and return a :class:`RunConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a YAML mapping of keys to values")
+    known = {f.name for f in fields(RunConfig)} - {"base_dir"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key '{unknown[0]}' in {source}; valid keys are {', '.join(sorted(known))}")
+    kw: dict[str, Any] = dict(raw)
+    if "classes" in kw:
+        c = kw["classes"]
+        if c == "deepglobe" or c is None:
+            kw["classes"] = DEEPGLOBE
+        else:
+            _check(isinstance(c, list), "classes", c, "'deepglobe' or a list of {code, name, color, ignore}")
+            kw["classes"] = ClassSchema.from_dict(c)
+    cfg = RunConfig(**kw, base_dir=base_dir or Path.cwd())
+    n = len(cfg.classes)
+
+    for key in ("batch_size", "epochs", "chip_size", "chips_per_epoch"):
+        v = getattr(cfg, key)
+        _check(_is_int(v) and v >= 1, key, v, "a positive integer")
+    _check(_is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", cfg.num_workers, "an integer ≥ 0")
+    _check(_is_int(cfg.seed), "seed", cfg.seed, "an integer")
+    _check(_is_int(cfg.sample_images) and cfg.sample_images >= 0, "sample_images", cfg.sample_images, "an integer ≥ 0")
+    _check(cfg.val_chips is None or (_is_int(cfg.val_chips) and cfg.val_chips >= 1), "val_chips", cfg.val_chips,
+           "a positive integer or null")
+    _check(cfg.downsize_res is None or (_is_int(cfg.downsize_res) and cfg.downsize_res >= 16), "downsize_res",
+           cfg.downsize_res, "an integer ≥ 16 or null")
+    _check(_is_number(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "a positive number")
+    _check(_is_number(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a number ≥ 0")
+    _check(cfg.loss_fn in LOSSES, "loss_fn", cfg.loss_fn, f"one of {', '.join(LOSSES)}")
+    _check(cfg.optimizer in OPTIMIZERS, "optimizer", cfg.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+    _check(cfg.precision in PRECISIONS, "precision", cfg.precision, f"one of {', '.join(PRECISIONS)}")
+    _check(cfg.logger in LOGGERS, "logger", cfg.logger, f"one of {', '.join(LOGGERS)}")
+    _check(isinstance(cfg.augment, bool), "augment", cfg.augment, "true or false")
+    _check(isinstance(cfg.model_architecture, str), "model_architecture", cfg.model_architecture, "a string")
+    _check(isinstance(cfg.output_dir, str), "output_dir", cfg.output_dir, "a path")
+    _check(cfg.manifest is None or isinstance(cfg.manifest, str), "manifest", cfg.manifest, "a path")
+    _check(cfg.run_name is None or isinstance(cfg.run_name, str), "run_name", cfg.run_name, "a string")
+    _check(isinstance(cfg.bands, list) and len(cfg.bands) >= 1 and all(_is_int(b) and b >= 1 for b in cfg.bands),
+           "bands", cfg.bands, "a list of 1-based band numbers")
+    if cfg.ce_weights is not None:
+        _check(isinstance(cfg.ce_weights, list) and all(_is_number(w) and w >= 0 for w in cfg.ce_weights),
+               "ce_weights", cfg.ce_weights, "a list of non-negative numbers or null")
+        _check(len(cfg.ce_weights) == n, "ce_weights", cfg.ce_weights, f"a list of {n} weights, one per class")
+        _check(any(w > 0 for w in cfg.ce_weights), "ce_weights", cfg.ce_weights, "not all zero")
+    cfg.model_config = _validate_model_config(cfg.model_config, n)
+    _check(cfg.model_config["in_channels"] == len(cfg.bands), "model_config.in_channels",
+           cfg.model_config["in_channels"], f"equal to the number of bands ({len(cfg.bands)})")
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a YAML run config; relative paths resolve against its folder."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}") from None
+    raw = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
+    if overrides and isinstance(raw, dict):
+        raw.update(overrides)
+    return parse_config(raw, p.parent.resolve(), source=str(path))

@@ -1,0 +1,135 @@
+"""Pure geometry of scenes, chips and blocks.
+
+A :class:`GeoGrid` is a scene's pixel grid (shape, affine transform, CRS) as one
+immutable value. A :class:`ChipGrid` is the *one global* stride grid of chips
+over a scene: every chip position is a function of the scene alone, so a pixel's
+prediction never depends on how the scene is cut into processing blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+
+@dataclass(frozen=True)
+class GeoGrid:
+    """A raster's pixel grid: ``width`` × ``height`` pixels placed by ``transform`` in ``crs``."""
+
+    width: int
+    height: int
+    transform: Affine
+    crs: CRS | None
+
+    @classmethod
+    def from_dataset(cls, dataset) -> "GeoGrid":
+        return cls(dataset.width, dataset.height, dataset.transform, dataset.crs)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def pixel_area(self) -> float:
+        """Area of one pixel in squared CRS units."""
+        return abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
+
+    def window_transform(self, window: Window) -> Affine:
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
+
+    def full_window(self) -> Window:
+        return Window(0, 0, self.width, self.height)
+
+    def clip(self, window: Window) -> Window:
+        """The part of ``window`` inside the grid (may be empty)."""
+        c0 = max(0, int(window.col_off))
+        r0 = max(0, int(window.row_off))
+        c1 = min(self.width, int(window.col_off + window.width))
+        r1 = min(self.height, int(window.row_off + window.height))
+        return Window(c0, r0, max(0, c1 - c0), max(0, r1 - r0))
+
+
+def _chip_count(length: int, chip: int, stride: int, offset: int) -> int:
+    """Chips needed so that chip k = [k*stride - offset, k*stride - offset + chip) covers [0, length)."""
+    return max(1, math.ceil((length + offset - chip) / stride) + 1)
+
+
+@dataclass(frozen=True)
+class ChipGrid:
+    """The global chip grid: chip (i, j) starts at row ``i*stride - offset``, column ``j*stride - offset``.
+
+    ``offset`` (half the overlap) places scene edges inside the first chip rather
+    than on its border; chips may extend past the scene, where the reader pads.
+    """
+
+    width: int
+    height: int
+    chip: int
+    stride: int
+    offset: int
+
+    @classmethod
+    def for_scene(cls, width: int, height: int, chip: int, overlap: int) -> "ChipGrid":
+        if chip <= 0:
+            raise ValueError(f"chip size must be positive, got {chip}")
+        if not 0 <= overlap < chip:
+            raise ValueError(f"overlap must be in [0, chip size), got {overlap} for chip {chip}")
+        return cls(width, height, chip, chip - overlap, overlap // 2)
+
+    @property
+    def overlap(self) -> int:
+        return self.chip - self.stride
+
+    @property
+    def rows(self) -> int:
+        return _chip_count(self.height, self.chip, self.stride, self.offset)
+
+    @property
+    def cols(self) -> int:
+        return _chip_count(self.width, self.chip, self.stride, self.offset)
+
+    def __len__(self) -> int:
+        return self.rows * self.cols
+
+    def origin(self, i: int, j: int) -> tuple[int, int]:
+        """(row, col) of chip (i, j)'s top-left pixel in scene coordinates."""
+        return i * self.stride - self.offset, j * self.stride - self.offset
+
+    def chip_window(self, i: int, j: int) -> Window:
+        r, c = self.origin(i, j)
+        return Window(c, r, self.chip, self.chip)
+
+    def _covering(self, start: int, stop: int, count: int) -> range:
+        """Chip indices along one axis whose span meets pixels [start, stop)."""
+        first = max(0, (start + self.offset - self.chip) // self.stride + 1)
+        last = min(count - 1, (stop - 1 + self.offset) // self.stride)
+        return range(first, last + 1)
+
+    def chips_covering(self, window: Window) -> tuple[range, range]:
+        """Row and column chip indices of all chips that meet ``window``."""
+        r0, c0 = int(window.row_off), int(window.col_off)
+        return (
+            self._covering(r0, r0 + int(window.height), self.rows),
+            self._covering(c0, c0 + int(window.width), self.cols),
+        )
+
+
+def blocks(width: int, height: int, block: int) -> Iterator[Window]:
+    """Non-overlapping windows of at most ``block`` × ``block`` pixels tiling the grid, row by row."""
+    if block <= 0:
+        raise ValueError(f"block size must be positive, got {block}")
+    for r in range(0, height, block):
+        for c in range(0, width, block):
+            yield Window(c, r, min(block, width - c), min(block, height - r))
+
+
+def span_window(grid: ChipGrid, rows: range, cols: range) -> Window:
+    """The pixel window spanned by chips ``rows`` × ``cols`` (may extend past the scene)."""
+    r0, c0 = grid.origin(rows.start, cols.start)
+    r1, c1 = grid.origin(rows.stop - 1, cols.stop - 1)
+    return Window(c0, r0, c1 + grid.chip - c0, r1 + grid.chip - r0)

@@ -1,0 +1,166 @@
+"""Label sources: class-id rasters, RGB colour-coded masks, polygons.
+
+Each reader turns a window of labels into model *indices* (0..n-1, and
+:data:`~geoseg.classes.IGNORE_INDEX` for no label), whatever the source form.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.features import rasterize
+from rasterio.windows import Window, bounds as window_bounds
+
+from geoseg.classes import IGNORE_INDEX, ClassSchema
+from geoseg.errors import LabelError, RasterError
+from geoseg.grid import GeoGrid
+from geoseg.raster import open_raster
+
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet")
+
+
+def label_kind(path: str | os.PathLike) -> str:
+    """'polygons', 'rgb' or 'ids', from the file's extension and band count."""
+    if Path(path).suffix.lower() in VECTOR_SUFFIXES:
+        return "polygons"
+    with open_raster(path) as src:
+        return "rgb" if src.count >= 3 else "ids"
+
+
+def rgb_decoder(schema: ClassSchema) -> np.ndarray | None:
+    """An 8-entry table from binarized (R,G,B) to index, if all class colours are binary (as in DeepGlobe)."""
+    table = np.full(8, -1, np.int16)
+    for i, c in enumerate(schema.classes):
+        if any(v not in (0, 255) for v in c.color):
+            return None
+        key = (c.color[0] // 255) * 4 + (c.color[1] // 255) * 2 + c.color[2] // 255
+        table[key] = IGNORE_INDEX if c.ignore else i
+    return table
+
+
+def decode_rgb(rgb: np.ndarray, schema: ClassSchema, source: str = "mask") -> np.ndarray:
+    """Decode an RGB mask [3, h, w] to indices, as DeepGlobe's authors specify.
+
+    Each channel is binarized at 128 (compression moves values off the palette),
+    then mapped to the palette. A colour outside the palette is an error naming it.
+    """
+    table = rgb_decoder(schema)
+    if table is not None:
+        key = ((rgb[0] >= 128).astype(np.uint8) * 4 + (rgb[1] >= 128) * 2 + (rgb[2] >= 128)).astype(np.uint8)
+        out = table[key]
+    else:
+        out = np.full(rgb.shape[1:], -1, np.int16)
+        for i, c in enumerate(schema.classes):
+            hit = (rgb[0] == c.color[0]) & (rgb[1] == c.color[1]) & (rgb[2] == c.color[2])
+            out[hit] = IGNORE_INDEX if c.ignore else i
+    bad = out < 0
+    if bad.any():
+        r, col = np.argwhere(bad)[0]
+        colour = tuple(int(v) for v in rgb[:, r, col])
+        raise LabelError(f"{source} has colour {colour} that matches no class colour")
+    return out.astype(np.uint8)
+
+
+def decode_ids(codes: np.ndarray, schema: ClassSchema, nodata: int | None, source: str = "label") -> np.ndarray:
+    """Map class codes to indices; nodata → ignore; a code outside the class list is an error."""
+    lut = schema.code_to_index_lut()
+    known = np.zeros(256, bool)
+    known[schema.codes] = True
+    if nodata is not None and 0 <= nodata < 256:
+        known[int(nodata)] = True
+    codes = codes.astype(np.int64)
+    outside = (codes < 0) | (codes > 255)
+    if not outside.any():
+        unknown = ~known[codes]
+        outside = unknown
+    if outside.any():
+        values = sorted(set(np.unique(codes[outside]).tolist()))[:5]
+        raise LabelError(f"{source} has value(s) {values} that are not class codes {schema.codes}")
+    out = lut[codes]
+    if nodata is not None and 0 <= nodata < 256:
+        out[codes == int(nodata)] = IGNORE_INDEX
+    return out
+
+
+class LabelReader:
+    """Reads label windows on an image's grid, in model indices."""
+
+    def __init__(self, path: str | os.PathLike, image_grid: GeoGrid, schema: ClassSchema,
+                 class_field: str = "class_id"):
+        self.path = str(path)
+        self.grid = image_grid
+        self.schema = schema
+        self.kind = label_kind(path)
+        self.class_field = class_field
+        self._src = None
+        self._gdf = None
+        if self.kind != "polygons":
+            with open_raster(path) as src:
+                self._check_grid(GeoGrid.from_dataset(src))
+
+    def _check_grid(self, grid: GeoGrid) -> None:
+        g = self.grid
+        if grid.crs != g.crs and grid.crs is not None and g.crs is not None:
+            raise RasterError(f"label {self.path} is in {grid.crs} but its image is in {g.crs}; reproject one of them")
+        if (grid.width, grid.height) != (g.width, g.height) or not grid.transform.almost_equals(g.transform, 1e-9):
+            raise RasterError(
+                f"label {self.path} ({grid.width}×{grid.height}) is not on its image's grid "
+                f"({g.width}×{g.height}, same transform); labels must align pixel for pixel"
+            )
+
+    def _polygons(self):
+        if self._gdf is None:
+            import geopandas as gpd
+            gdf = gpd.read_file(self.path)
+            if self.class_field not in gdf.columns:
+                raise LabelError(f"label {self.path} has no '{self.class_field}' field")
+            if gdf.crs is not None and self.grid.crs is not None and gdf.crs != self.grid.crs:
+                gdf = gdf.to_crs(self.grid.crs)
+            lut = self.schema.code_to_index_lut()
+            codes = gdf[self.class_field].to_numpy()
+            bad = sorted(set(int(c) for c in codes if int(c) not in self.schema.codes))
+            if bad:
+                raise LabelError(f"label {self.path} has class code(s) {bad[:5]} not in {self.schema.codes}")
+            gdf["_index"] = lut[codes.astype(int)]
+            self._gdf = gdf
+        return self._gdf
+
+    def read(self, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
+        """Label indices for ``window`` (image pixels) resampled to ``out_shape``; outside → ignore."""
+        if self.kind == "polygons":
+            gdf = self._polygons()
+            left, bottom, right, top = window_bounds(window, self.grid.transform)
+            hits = gdf.iloc[gdf.sindex.query(_box(left, bottom, right, top), predicate="intersects")]
+            out = np.full(out_shape, IGNORE_INDEX, np.uint8)
+            if len(hits):
+                t = self.grid.transform @ Affine.translation(window.col_off, window.row_off) @ Affine.scale(
+                    window.width / out_shape[1], window.height / out_shape[0])
+                out = rasterize(zip(hits.geometry, hits["_index"].astype(int)), out_shape=out_shape,
+                                transform=t, fill=IGNORE_INDEX, dtype="uint8")
+            return out
+        if self._src is None:
+            self._src = rasterio.open(self.path)
+        src = self._src
+        if self.kind == "rgb":
+            data = src.read([1, 2, 3], window=window, out_shape=(3, *out_shape), boundless=True, fill_value=0,
+                            resampling=Resampling.nearest)
+            return decode_rgb(data, self.schema, source=f"label {self.path}")
+        nodata = int(src.nodata) if src.nodata is not None else IGNORE_INDEX
+        data = src.read(1, window=window, out_shape=out_shape, boundless=True, fill_value=nodata,
+                        resampling=Resampling.nearest)
+        return decode_ids(data, self.schema, nodata, source=f"label {self.path}")
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_src"] = None
+        return state
+
+
+def _box(left, bottom, right, top):
+    import shapely
+    return shapely.box(min(left, right), min(bottom, top), max(left, right), max(bottom, top))

@@ -1,0 +1,150 @@
+"""Model factory over segmentation-models-pytorch, checkpoints, and precision.
+
+A checkpoint is one file holding everything ``predict`` needs: the factory's
+arguments, weights, class schema, bands, normalisation, chip size and
+resolution, plus the training config and metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geoseg import __version__
+from geoseg.atomic import atomic_output
+from geoseg.classes import ClassSchema
+from geoseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
+
+CHECKPOINT_FORMAT = "geoseg-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def build_model(architecture: str, model_config: dict[str, Any], pretrained: bool = True) -> torch.nn.Module:
+    """Create an smp model from ``model_architecture`` and ``model_config`` (the reference keys).
+
+    With ``pretrained=False`` the encoder is built without downloading weights
+    (for loading a checkpoint). Missing pretrained weights raise one clear sentence.
+    """
+    import segmentation_models_pytorch as smp
+
+    kwargs = dict(model_config)
+    weights = kwargs.pop("encoder_weights", None)
+    try:
+        with _quiet():
+            model = smp.create_model(architecture, encoder_weights=None, **kwargs)
+    except KeyError as exc:
+        raise ConfigError(f"model_architecture/encoder not available in segmentation-models-pytorch: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model_config is not accepted by {architecture}: {exc}") from None
+    if not pretrained or weights is None:
+        return model
+    try:
+        with _quiet():
+            return smp.create_model(architecture, encoder_weights=weights, **kwargs)
+    except Exception as exc:  # network, cache or hub failures all mean the same to the user
+        raise WeightsUnavailableError(
+            f"pretrained '{weights}' weights for encoder '{kwargs.get('encoder_name')}' could not be downloaded "
+            f"or found in the local cache ({type(exc).__name__}); connect to the internet once, copy them into "
+            f"the torch/Hugging Face cache, or set model_config.encoder_weights: null"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to rebuild a trained model and apply it to a scene."""
+
+    architecture: str
+    model_config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    classes: ClassSchema
+    bands: list[int]
+    mean: list[float]
+    std: list[float]
+    chip_size: int
+    resolution: float | None = None
+    train_config: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training_state: dict[str, Any] | None = None
+
+    def build(self) -> torch.nn.Module:
+        """The model with this checkpoint's weights, in eval mode."""
+        model = build_model(self.architecture, self.model_config, pretrained=False)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint weights do not fit {self.architecture}: {str(exc).splitlines()[0]}") from None
+        return model.eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "geoseg_version": __version__,
+            "architecture": self.architecture, "model_config": self.model_config,
+            "state_dict": self.state_dict, "classes": self.classes.to_dict(), "bands": self.bands,
+            "normalization": {"mean": self.mean, "std": self.std}, "chip_size": self.chip_size,
+            "resolution": self.resolution, "train_config": self.train_config, "epoch": self.epoch,
+            "metrics": self.metrics, "training_state": self.training_state,
+        }
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
+    """Write a checkpoint atomically."""
+    with atomic_output(path) as tmp:
+        torch.save(ckpt.to_dict(), tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint, refusing anything that is not a complete geoseg checkpoint."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
+    try:
+        d = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable geoseg checkpoint (truncated or corrupt: {type(exc).__name__})") from None
+    if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a geoseg checkpoint")
+    if d.get("format_version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer geoseg ({d.get('geoseg_version')}); upgrade geoseg")
+    try:
+        return Checkpoint(
+            architecture=d["architecture"], model_config=d["model_config"], state_dict=d["state_dict"],
+            classes=ClassSchema.from_dict(d["classes"]), bands=list(d["bands"]),
+            mean=list(d["normalization"]["mean"]), std=list(d["normalization"]["std"]),
+            chip_size=int(d["chip_size"]), resolution=d.get("resolution"), train_config=d.get("train_config", {}),
+            epoch=int(d.get("epoch", 0)), metrics=d.get("metrics", {}), training_state=d.get("training_state"),
+        )
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{path} is an incomplete geoseg checkpoint (missing {exc})") from None
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` ('auto', 'bf16', 'fp32') on ``device``; None means fp32."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if supported else None
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

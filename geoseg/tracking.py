@@ -1,0 +1,98 @@
+"""Experiment tracking: local CSV/JSON always, Weights & Biases when asked (offline by default)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from geoseg.atomic import atomic_output, atomic_write_text
+
+
+class LocalLog:
+    """Per-epoch metrics in ``metrics.csv`` and ``metrics.json``, rewritten atomically each epoch."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.rows: list[dict[str, Any]] = []
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({k: _fmt(r.get(k)) for k in keys})
+        atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+        atomic_write_text(self.run_dir / "metrics.json", json.dumps(self.rows, indent=1, default=_json))
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def _json(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return str(v)
+
+
+class WandbLog:
+    """A thin wrapper over a wandb run; ``WANDB_MODE`` defaults to offline so no account is needed."""
+
+    def __init__(self, run_dir: Path, name: str, config: dict[str, Any]):
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(project="geoseg", name=name, dir=str(run_dir), config=_jsonable(config),
+                              reinit="finish_previous")
+
+    def log(self, data: dict[str, Any], step: int | None = None) -> None:
+        self.run.log({k: v for k, v in data.items() if not (isinstance(v, float) and math.isnan(v))}, step=step)
+
+    def log_image(self, key: str, path: Path, step: int | None = None) -> None:
+        self.run.log({key: self.wandb.Image(str(path))}, step=step)
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def _jsonable(d: Any) -> Any:
+    return json.loads(json.dumps(d, default=str))
+
+
+def sample_panel(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], preds: Sequence[np.ndarray],
+                 colors: Sequence[tuple[int, int, int]], mean: Sequence[float], std: Sequence[float],
+                 path: Path, thumb: int = 128) -> Path:
+    """Save rows of image | truth | prediction thumbnails (class colours) as one PNG."""
+    from PIL import Image
+
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(colors)] = colors
+    palette[255] = (64, 64, 64)
+    rows = []
+    for img, t, p in zip(images, truths, preds):
+        rgb = img[:3] * np.asarray(std[:3])[:, None, None] + np.asarray(mean[:3])[:, None, None]
+        rgb = np.clip(np.moveaxis(rgb, 0, -1), 0, 255).astype(np.uint8)
+        if rgb.shape[-1] < 3:
+            rgb = np.repeat(rgb[..., :1], 3, axis=-1)
+        tiles = [Image.fromarray(a).resize((thumb, thumb), Image.NEAREST) for a in (rgb, palette[t], palette[p])]
+        row = Image.new("RGB", (thumb * 3 + 4, thumb))
+        for k, tile in enumerate(tiles):
+            row.paste(tile, (k * (thumb + 2), 0))
+        rows.append(row)
+    panel = Image.new("RGB", (thumb * 3 + 4, len(rows) * (thumb + 2)))
+    for k, row in enumerate(rows):
+        panel.paste(row, (0, k * (thumb + 2)))
+    with atomic_output(path) as tmp:
+        panel.save(tmp, format="PNG")
+    return path

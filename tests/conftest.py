@@ -1,0 +1,77 @@
+"""Fixtures: tiny rasters written to tmp_path, a tiny model checkpoint, an isolated GEOSEG_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+
+from geoseg.classes import DEEPGLOBE, NODATA
+from geoseg.models import Checkpoint, build_model, save_checkpoint
+
+UTM = CRS.from_epsg(32633)
+TINY_MODEL = {"classes": 7, "encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3,
+              "encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+
+
+@pytest.fixture(autouse=True)
+def geoseg_home(tmp_path, monkeypatch):
+    """Keep the default-model registry of each test to itself."""
+    home = tmp_path / "geoseg_home"
+    monkeypatch.setenv("GEOSEG_HOME", str(home))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    return home
+
+
+def write_raster(path: Path, data: np.ndarray, transform: Affine | None = None, crs=UTM, nodata=None,
+                 **extra) -> Path:
+    """Write ``data`` ([bands, h, w] or [h, w]) as a GeoTIFF."""
+    if data.ndim == 2:
+        data = data[None]
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": data.dtype.name, "crs": crs, "transform": transform or Affine(0.5, 0, 500000, 0, -0.5, 5000000)}
+    if nodata is not None:
+        profile["nodata"] = nodata
+    profile.update(extra)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture
+def rgb_scene(tmp_path) -> Path:
+    """A 200×150 RGB scene with structure, a nodata (0) triangle and an odd size."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:150, 0:200]
+    data = np.stack([(x * 1.2) % 255, (y * 1.5) % 255, ((x + y) * 0.7) % 255]).astype(np.uint8)
+    data = np.clip(data.astype(int) + rng.integers(-5, 6, data.shape), 1, 255).astype(np.uint8)
+    data[:, x + y < 40] = 0
+    return write_raster(tmp_path / "scene.tif", data, nodata=0)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    """A randomly initialised tiny U-Net saved as a geoseg checkpoint (64 px chips)."""
+    torch.manual_seed(0)
+    model = build_model("Unet", TINY_MODEL)
+    ckpt = Checkpoint("Unet", dict(TINY_MODEL), model.state_dict(), DEEPGLOBE, [1, 2, 3],
+                      [120.0, 120.0, 120.0], [60.0, 60.0, 60.0], 64, 0.5)
+    return save_checkpoint(ckpt, tmp_path / "tiny.ckpt")
+
+
+@pytest.fixture
+def sample_dir(tmp_path_factory) -> Path:
+    """Synthetic sample scenes (train, val, test) of 160 px from geoseg's own generator."""
+    from geoseg.sampledata import make_sample_data
+
+    out = tmp_path_factory.mktemp("sample")
+    make_sample_data(out, size=160, seed=43, splits=("train", "val", "test"))
+    return out
+
+
+__all__ = ["write_raster", "UTM", "TINY_MODEL", "NODATA"]

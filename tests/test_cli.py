@@ -1,0 +1,92 @@
+"""End to end through the command line, as a user types it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import yaml
+from rasterio.features import rasterize
+
+from geoseg.classes import NODATA
+
+from conftest import TINY_MODEL
+
+
+def geoseg(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "geoseg", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def test_train_predict_evaluate_end_to_end(sample_dir, tmp_path, geoseg_home):
+    cfg = {
+        "batch_size": 4, "ce_weights": [1, 1, 1, 1, 1, 1, 0], "downsize_res": None, "epochs": 1,
+        "loss_fn": "CrossEntropyLoss", "lr": 0.001, "model_architecture": "Unet", "model_config": TINY_MODEL,
+        "num_workers": 0, "optimizer": "Adam", "manifest": str(sample_dir / "manifest.csv"), "chip_size": 64,
+        "chips_per_epoch": 8, "output_dir": str(tmp_path / "runs"), "run_name": "e2e", "seed": 1,
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    r = geoseg("train", "--config", tmp_path / "run.yaml")
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "runs" / "e2e"
+    assert (run / "best.ckpt").exists() and (run / "last.ckpt").exists()
+    rows = json.loads((run / "metrics.json").read_text())
+    assert len(rows) == 1 and {"train_loss", "val_loss", "val_miou", "val_iou_water"} <= set(rows[0])
+    assert (run / "metrics.csv").read_text().startswith("epoch,")
+
+    # predict exactly as typed after training: the model defaults to the latest run's best checkpoint
+    out = tmp_path / "out"
+    out.mkdir()
+    scene = sample_dir / "test_1.tif"
+    r = geoseg("predict", scene, "-o", out / "landcover.gpkg", "--quiet")
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(scene) as src, rasterio.open(out / "landcover.tif") as cls:
+        assert cls.crs == src.crs and cls.transform == src.transform and cls.shape == src.shape
+        assert cls.nodata == NODATA and cls.colormap(1)[3] == (0, 255, 0, 255)
+        classes = cls.read(1)
+        assert ((classes == NODATA) == (src.dataset_mask() == 0)).all()
+        transform = cls.transform
+    gdf = gpd.read_file(out / "landcover.gpkg", layer="landcover")
+    assert gdf.crs == rasterio.open(scene).crs and gdf.geometry.is_valid.all()
+    assert set(gdf.class_name) <= {"urban", "agriculture", "rangeland", "forest", "water", "barren", "unknown"}
+    back = rasterize(zip(gdf.geometry, gdf.class_id), out_shape=classes.shape, transform=transform, fill=NODATA,
+                     dtype="uint8")
+    assert (back == classes).all()
+    assert (out / "landcover.qml").exists()
+
+    r = geoseg("evaluate", out / "landcover.tif", "--truth", sample_dir / "test_1_classes.tif")
+    assert r.returncode == 0, r.stderr
+    assert "miou" in r.stdout
+
+    # a second predict refuses to overwrite without --overwrite, and leaves the outputs alone
+    before = (out / "landcover.tif").read_bytes()
+    r = geoseg("predict", scene, "-o", out / "landcover.gpkg")
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    assert (out / "landcover.tif").read_bytes() == before
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    r = geoseg("predict", tmp_path / "missing.tif", "-o", tmp_path / "x.gpkg", "--model", tmp_path / "m.ckpt")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "m.ckpt does not exist" in r.stderr
+
+    (tmp_path / "bad.yaml").write_text("batch_size: 4\nbogus: 1\n")
+    r = geoseg("train", "--config", tmp_path / "bad.yaml")
+    assert r.returncode == 2 and "'bogus'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_predict_without_any_model_says_how_to_get_one(tmp_path, rgb_scene):
+    r = geoseg("predict", rgb_scene, "-o", tmp_path / "x.gpkg")
+    assert r.returncode == 2 and "geoseg train" in r.stderr
+
+
+def test_sample_data_command(tmp_path):
+    r = geoseg("sample-data", tmp_path / "sd", "--size", 96, "--splits", "train,test", "--seed", 5)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "sd").iterdir())
+    assert names == ["manifest.csv", "test_1.tif", "test_1_classes.tif", "test_1_labels.gpkg", "test_1_mask.tif",
+                     "train_1.tif", "train_1_classes.tif", "train_1_labels.gpkg", "train_1_mask.tif"]

@@ -1,0 +1,86 @@
+import pytest
+import yaml
+
+from geoseg.config import load_config, parse_config
+from geoseg.errors import ConfigError
+
+REFERENCE = """
+batch_size: 6
+ce_weights: [0.89, 0.40, 0.91, 0.88, 0.96, 0.92, 0.0]
+downsize_res: 512
+epochs: 40
+loss_fn: CrossEntropyLoss
+lr: 0.0003
+model_architecture: Unet
+model_config:
+  classes: 7
+  encoder_name: resnet34
+  encoder_weights: imagenet
+  in_channels: 3
+num_workers: 2
+optimizer: Adam
+"""
+
+
+def test_reference_experiment_config_is_accepted_as_written(tmp_path):
+    p = tmp_path / "ref.yaml"
+    p.write_text(REFERENCE)
+    cfg = load_config(p)
+    assert cfg.batch_size == 6 and cfg.epochs == 40 and cfg.lr == 0.0003 and cfg.downsize_res == 512
+    assert cfg.model_config == {"classes": 7, "encoder_name": "resnet34", "encoder_weights": "imagenet",
+                                "in_channels": 3}
+    # a zero class weight means the class is ignored: 'unknown' (index 6)
+    assert cfg.ignored_indices == [6]
+
+
+def _raw(**changes):
+    raw = yaml.safe_load(REFERENCE)
+    raw.update(changes)
+    return raw
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"batchsize": 4}, "batchsize"),
+    ({"batch_size": "6"}, "batch_size"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"lr": -1}, "lr"),
+    ({"loss_fn": "HingeLoss"}, "loss_fn"),
+    ({"optimizer": "Adagrad"}, "optimizer"),
+    ({"ce_weights": [1, 2]}, "ce_weights"),
+    ({"epochs": True}, "epochs"),
+    ({"model_config": {"classes": 5, "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 3}},
+     "model_config.classes"),
+    ({"model_config": {"classes": 7, "encoder_name": "resnet34", "in_channels": 3}}, "model_config"),
+    ({"bands": [1, 2]}, "model_config.in_channels"),
+    ({"precision": "fp8"}, "precision"),
+])
+def test_bad_values_name_the_key(changes, key):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_raw(**changes))
+    assert f"'{key}'" in str(exc.value)
+
+
+def test_custom_classes_with_own_codes():
+    raw = _raw(ce_weights=None, classes=[
+        {"code": 10, "name": "tree", "color": [0, 100, 0]},
+        {"code": 20, "name": "shrub", "color": [255, 187, 34]},
+        {"code": 80, "name": "water", "color": [0, 100, 200]},
+    ], model_config={"classes": 3, "encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3})
+    cfg = parse_config(raw)
+    assert cfg.classes.codes == [10, 20, 80]
+    assert cfg.classes.code_to_index_lut()[[10, 20, 80, 30]].tolist() == [0, 1, 2, 255]
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch_size: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_bundled_pipelines_are_valid():
+    from pathlib import Path
+    for p in (Path(__file__).parent.parent / "pipelines").glob("*.yaml"):
+        load_config(p)

@@ -1,0 +1,70 @@
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+
+from geoseg.classes import DEEPGLOBE, ClassSchema
+from geoseg.errors import LabelError, RasterError
+from geoseg.grid import GeoGrid
+from geoseg.labels import LabelReader, decode_ids, decode_rgb
+
+from conftest import UTM, write_raster
+
+
+def test_rgb_mask_binarized_at_128_like_deepglobe():
+    # compressed mask values near the palette: urban, agriculture, rangeland, forest, water, barren, unknown
+    rgb = np.array([[[3, 250, 200, 10, 0, 255, 100]],
+                    [[252, 251, 60, 200, 2, 130, 127]],
+                    [[255, 8, 129, 30, 254, 128, 0]]], np.uint8)
+    assert decode_rgb(rgb, DEEPGLOBE).tolist() == [[0, 1, 2, 3, 4, 5, 255]]
+
+
+def test_rgb_colour_outside_palette_names_the_colour():
+    rgb = np.zeros((3, 2, 2), np.uint8)
+    rgb[0, 1, 1] = 240  # red: not a DeepGlobe colour
+    with pytest.raises(LabelError, match=r"\(240, 0, 0\)"):
+        decode_rgb(rgb, DEEPGLOBE, source="mask.png")
+
+
+def test_class_ids_with_user_codes():
+    schema = ClassSchema.from_dict([
+        {"code": 10, "name": "tree", "color": [0, 100, 0]},
+        {"code": 30, "name": "grass", "color": [255, 255, 76]},
+        {"code": 80, "name": "water", "color": [0, 100, 200]},
+    ])
+    codes = np.array([[10, 30], [80, 255]], np.uint8)
+    assert decode_ids(codes, schema, nodata=255).tolist() == [[0, 1], [2, 255]]
+    with pytest.raises(LabelError, match=r"\[20\]"):
+        decode_ids(np.array([[10, 20]]), schema, nodata=255)
+
+
+def test_polygon_labels_rasterize_per_window(tmp_path):
+    t = Affine(1, 0, 1000, 0, -1, 2000)
+    grid = GeoGrid(8, 8, t, UTM)
+    gdf = gpd.GeoDataFrame({"class_id": [4, 3]},
+                           geometry=[shapely.box(1000, 1996, 1004, 2000), shapely.box(1004, 1992, 1008, 1996)],
+                           crs=UTM)
+    path = tmp_path / "labels.gpkg"
+    gdf.to_file(path)
+    reader = LabelReader(path, grid, DEEPGLOBE)
+    out = reader.read(Window(2, 2, 4, 4), (4, 4))
+    assert out.tolist() == [[4, 4, 255, 255], [4, 4, 255, 255], [255, 255, 3, 3], [255, 255, 3, 3]]
+
+
+def test_polygon_labels_in_another_crs_are_reprojected(tmp_path):
+    t = Affine(1, 0, 500000, 0, -1, 5000000)
+    grid = GeoGrid(4, 4, t, UTM)
+    gdf = gpd.GeoDataFrame({"class_id": [4]}, geometry=[shapely.box(500000, 4999998, 500004, 5000000)], crs=UTM)
+    path = tmp_path / "labels_wgs84.gpkg"
+    gdf.to_crs("EPSG:4326").to_file(path)
+    out = LabelReader(path, grid, DEEPGLOBE).read(Window(0, 0, 4, 4), (4, 4))
+    assert (out[:2] == 4).all() and (out[2:] == 255).all()
+
+
+def test_label_on_another_grid_is_refused(tmp_path):
+    img = GeoGrid(8, 8, Affine(1, 0, 0, 0, -1, 8), UTM)
+    lab = write_raster(tmp_path / "lab.tif", np.zeros((8, 8), np.uint8), Affine(1, 0, 1, 0, -1, 8), nodata=255)
+    with pytest.raises(RasterError, match="not on its image's grid"):
+        LabelReader(lab, img, DEEPGLOBE)

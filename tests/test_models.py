@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from geoseg.classes import DEEPGLOBE
+from geoseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from geoseg.models import build_model, load_checkpoint
+
+from conftest import TINY_MODEL
+
+
+def test_checkpoint_roundtrip_rebuilds_the_same_model(tiny_checkpoint):
+    ckpt = load_checkpoint(tiny_checkpoint)
+    assert ckpt.classes == DEEPGLOBE and ckpt.bands == [1, 2, 3] and ckpt.chip_size == 64
+    model = ckpt.build()
+    x = torch.randn(1, 3, 64, 64)
+    torch.manual_seed(0)
+    ref = build_model("Unet", TINY_MODEL).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), ref(x))
+
+
+def test_not_a_checkpoint(tmp_path):
+    p = tmp_path / "notes.ckpt"
+    p.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable geoseg checkpoint"):
+        load_checkpoint(p)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_truncated_checkpoint(tiny_checkpoint, tmp_path):
+    data = tiny_checkpoint.read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(cut)
+
+
+def test_other_torch_file_is_not_a_checkpoint(tmp_path):
+    p = tmp_path / "weights.pt"
+    torch.save({"state_dict": {}}, p)
+    with pytest.raises(CheckpointError, match="not a geoseg checkpoint"):
+        load_checkpoint(p)
+
+
+def test_unknown_encoder_is_a_config_error():
+    with pytest.raises(ConfigError):
+        build_model("Unet", {**TINY_MODEL, "encoder_name": "resnet9000"})
+
+
+def test_missing_pretrained_weights_are_one_clear_sentence(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(WeightsUnavailableError, match="encoder_weights: null"):
+        build_model("Unet", {**TINY_MODEL, "encoder_weights": "imagenet"})
