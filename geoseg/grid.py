@@ -133,3 +133,42 @@ def span_window(grid: ChipGrid, rows: range, cols: range) -> Window:
     r0, c0 = grid.origin(rows.start, cols.start)
     r1, c1 = grid.origin(rows.stop - 1, cols.stop - 1)
     return Window(c0, r0, c1 + grid.chip - c0, r1 + grid.chip - r0)
+
+
+@dataclass(frozen=True)
+class GridBlock:
+    """An output block of ``cells`` × ``cells`` grid strides: the pixels it owns and the chips it computes.
+
+    Block (i, j) computes exactly the chips whose origin lies in its cells, so
+    every chip of the global grid is computed once; a chip's overlap reaching
+    into the next block is handed over (see :mod:`geoseg.predict`).
+    """
+
+    i: int
+    j: int
+    window: Window    # owned pixels
+    rows: range       # chip rows computed here
+    cols: range       # chip columns computed here
+
+
+def _axis_blocks(length: int, stride: int, offset: int, cells: int, n_chips: int) -> list[tuple[int, int, range]]:
+    out = []
+    m = 0
+    while True:
+        start = max(0, m * cells * stride - offset)
+        if start >= length:
+            return out
+        stop = min(length, (m + 1) * cells * stride - offset)
+        out.append((start, stop, range(m * cells, min((m + 1) * cells, n_chips))))
+        m += 1
+
+
+def grid_blocks(grid: ChipGrid, cells: int) -> list[list[GridBlock]]:
+    """Rows of output blocks aligned to the chip grid, each ``cells`` strides on a side."""
+    if cells <= 0:
+        raise ValueError(f"block size in grid cells must be positive, got {cells}")
+    rows = _axis_blocks(grid.height, grid.stride, grid.offset, cells, grid.rows)
+    cols = _axis_blocks(grid.width, grid.stride, grid.offset, cells, grid.cols)
+    return [[GridBlock(i, j, Window(c0, r0, c1 - c0, r1 - r0), rr, cc)
+             for j, (c0, c1, cc) in enumerate(cols)]
+            for i, (r0, r1, rr) in enumerate(rows)]

@@ -1,22 +1,24 @@
 """Scene → class raster: blocks on dask, chips on one global grid, smooth blending, streamed output.
 
-Every output block reads its pixels plus a halo, predicts exactly the chips of
-the scene's global :class:`~geoseg.grid.ChipGrid` that touch it, blends their
-class probabilities with a smooth weight window and keeps its own pixels. So
-the class raster does not depend on the block size or the number of workers.
-Blocks are written into the output GeoTIFF as they finish: memory holds a few
-blocks, never the scene.
+The scene is covered by one global :class:`~geoseg.grid.ChipGrid`. Output
+blocks are aligned to it and each computes exactly the chips whose origin lies
+in its cells (every chip once), accumulating weighted class probabilities over
+its own pixels plus the overlap its last chips reach into the next blocks. That
+overlap is handed to the neighbours (right, below, diagonal), which add it before
+taking the argmax. The class raster therefore does not depend on the block size
+or the number of workers, and no chip is computed twice. Finished blocks are
+written into the output GeoTIFF as they complete, with a bounded number in
+flight, so memory holds a few blocks, never the scene.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -28,12 +30,14 @@ from rasterio.windows import Window
 from geoseg import __version__
 from geoseg.atomic import atomic_output, atomic_write_text, check_output_path
 from geoseg.classes import NODATA
-from geoseg.errors import RasterError
-from geoseg.grid import ChipGrid, GeoGrid, blocks, span_window
+from geoseg.errors import InputError, RasterError
+from geoseg.grid import ChipGrid, GeoGrid, GridBlock, grid_blocks
 from geoseg.models import Checkpoint, autocast_dtype, default_device, load_checkpoint
 from geoseg.progress import bar, say
 from geoseg.raster import check_bands, class_raster_profile, open_raster, read_padded, write_class_metadata
 from geoseg.style import raster_qml
+
+TTA_MODES = ("none", "flips")
 
 
 @dataclass(frozen=True)
@@ -44,24 +48,42 @@ class PredictOptions:
     block_chips: int = 4            # output block side, in chip strides
     batch_size: int = 8
     precision: str = "auto"         # auto | bf16 | fp32
-    workers: int | None = None      # dask workers of the local cluster
-    threads: int | None = None      # torch threads per worker
-    processes: bool = True          # local cluster of processes (False: threads in this process)
+    tta: str = "none"               # none | flips
+    workers: int | None = None      # dask workers of the local cluster (default 1)
+    threads: int | None = None      # torch threads per worker (default: cores / workers)
+    processes: bool | None = None   # local workers as processes (default: only when workers > 1)
     scheduler: str | None = None    # address of an existing dask.distributed scheduler
+    confidence: bool = False        # also write max probability (uint8 0–100)
+    probabilities: str | None = None  # also write per-class probabilities: 'uint8' or 'float16'
+    cog: bool = False               # write Cloud-Optimized GeoTIFFs
 
 
 @dataclass(frozen=True)
 class BlockTask:
-    """Everything a worker needs to predict one output block."""
+    """Everything a worker needs to predict the chips of one output block."""
 
     scene: str
     checkpoint: str
-    window: tuple[int, int, int, int]   # col_off, row_off, width, height of the owned pixels
+    block: GridBlock
     chip: int
     overlap: int
+    spill: tuple[int, int]          # rows, cols of overlap handed to the next blocks (clipped to the scene)
     batch_size: int
     precision: str
+    tta: str
     threads: int | None
+
+
+@dataclass
+class BlockAccumulation:
+    """Weighted class probabilities (+ weight sum as the last channel) of one block's own chips."""
+
+    core: np.ndarray      # [K+1, h, w] over the owned pixels
+    right: np.ndarray     # [K+1, h, spill_cols] for the block to the right
+    bottom: np.ndarray    # [K+1, spill_rows, w] for the block below
+    corner: np.ndarray    # [K+1, spill_rows, spill_cols] for the block diagonally below-right
+    valid: np.ndarray     # [h, w] scene validity of the owned pixels
+    chips: int
 
 
 @dataclass
@@ -70,6 +92,7 @@ class PredictResult:
     grid: GeoGrid
     chips: int
     seconds: float
+    extra: dict[str, Path] = field(default_factory=dict)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -79,8 +102,8 @@ class PredictResult:
 def blend_weights(chip: int, overlap: int) -> np.ndarray:
     """A separable 2-D weight: 1 in the chip's core, linear ramps across the overlap, never 0.
 
-    Neighbouring chips' ramps cross-fade so the blended probability changes
-    smoothly from one chip to the next.
+    Within an overlap band the two chips' ramps sum to 1, so the blended
+    probability cross-fades from one chip to the next without a step.
     """
     if overlap <= 0:
         return np.ones((chip, chip), np.float32)
@@ -101,63 +124,116 @@ def _load_model(path: str, mtime: float, threads: int | None) -> tuple[Checkpoin
 
 
 def model_for(path: str, threads: int | None = None) -> tuple[Checkpoint, torch.nn.Module]:
+    """The model of checkpoint ``path``, loaded at most once per worker process."""
     return _load_model(os.path.abspath(path), os.path.getmtime(path), threads)
 
 
-def predict_block(task: BlockTask) -> tuple[tuple[int, int, int, int], np.ndarray, int]:
-    """Predict one owned window; returns (window, class codes [h, w], chips run)."""
+def accumulate_block(task: BlockTask) -> BlockAccumulation:
+    """Run one block's own chips and accumulate their weighted probabilities over owned + spill pixels."""
     ckpt, model = model_for(task.checkpoint, task.threads)
     device = next(model.parameters()).device
     amp = autocast_dtype(device, task.precision)
-    col_off, row_off, width, height = task.window
-    owned = Window(col_off, row_off, width, height)
+    b = task.block
+    r0, c0 = int(b.window.row_off), int(b.window.col_off)
+    h, w = int(b.window.height), int(b.window.width)
+    sh, sw = task.spill
+    k = len(ckpt.classes)
+    acc = torch.zeros((k + 1, h + sh, w + sw), dtype=torch.float32)
     with open_raster(task.scene) as src:
         grid = ChipGrid.for_scene(src.width, src.height, task.chip, task.overlap)
-        rows, cols = grid.chips_covering(owned)
-        span = span_window(grid, rows, cols)
-        data, valid = read_padded(src, span, ckpt.bands)
-    mean = np.asarray(ckpt.mean, np.float32)[:, None, None]
-    std = np.asarray(ckpt.std, np.float32)[:, None, None]
-    data = (data - mean) / std
-    data[:, ~valid] = 0.0
-    n_classes = len(ckpt.classes)
-    acc = np.zeros((n_classes, height, width), np.float32)
-    wsum = np.zeros((height, width), np.float32)
-    weights = blend_weights(task.chip, task.overlap)
-    sr, sc = int(span.row_off), int(span.col_off)
-
-    chips = []
-    for i in rows:
-        for j in cols:
-            r, c = grid.origin(i, j)
-            if valid[r - sr:r - sr + task.chip, c - sc:c - sc + task.chip].any():
-                chips.append((r, c))
-    for start in range(0, len(chips), task.batch_size):
-        batch = chips[start:start + task.batch_size]
-        x = np.stack([data[:, r - sr:r - sr + task.chip, c - sc:c - sc + task.chip] for r, c in batch])
-        probs = _forward(model, x, device, amp)
-        for (r, c), p in zip(batch, probs):
-            # Intersect the chip with the owned window, in owned-window coordinates.
-            r0, r1 = max(r, row_off), min(r + task.chip, row_off + height)
-            c0, c1 = max(c, col_off), min(c + task.chip, col_off + width)
-            if r0 >= r1 or c0 >= c1:
-                continue
-            w = weights[r0 - r:r1 - r, c0 - c:c1 - c]
-            acc[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] += p[:, r0 - r:r1 - r, c0 - c:c1 - c] * w
-            wsum[r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] += w
-    index = acc.argmax(axis=0).astype(np.uint8)
-    codes = ckpt.classes.index_to_code_lut()[index]
-    own_valid = valid[row_off - sr:row_off - sr + height, col_off - sc:col_off - sc + width]
-    codes[~own_valid | (wsum == 0)] = NODATA
-    return task.window, codes, len(chips)
+        if len(b.rows) and len(b.cols):
+            top, left = grid.origin(b.rows.start, b.cols.start)
+            bottom, right = grid.origin(b.rows.stop - 1, b.cols.stop - 1)
+            read = Window(min(left, c0), min(top, r0), max(right + task.chip, c0 + w) - min(left, c0),
+                          max(bottom + task.chip, r0 + h) - min(top, r0))
+        else:
+            read = b.window
+        data, valid = read_padded(src, read, ckpt.bands)
+    sr, sc = int(read.row_off), int(read.col_off)
+    own_valid = valid[r0 - sr:r0 - sr + h, c0 - sc:c0 - sc + w].copy()
+    chips = [grid.origin(i, j) for i in b.rows for j in b.cols]
+    chips = [(r, c) for r, c in chips if valid[r - sr:r - sr + task.chip, c - sc:c - sc + task.chip].any()]
+    if chips:
+        mean = np.asarray(ckpt.mean, np.float32)[:, None, None]
+        std = np.asarray(ckpt.std, np.float32)[:, None, None]
+        data -= mean
+        data /= std
+        data[:, ~valid] = 0.0
+        weight = torch.from_numpy(blend_weights(task.chip, task.overlap))
+        for start in range(0, len(chips), task.batch_size):
+            batch = chips[start:start + task.batch_size]
+            x = np.stack([data[:, r - sr:r - sr + task.chip, c - sc:c - sc + task.chip] for r, c in batch])
+            if len(batch) < task.batch_size:  # a fixed batch shape keeps results independent of blocking
+                x = np.concatenate([x, np.zeros((task.batch_size - len(batch), *x.shape[1:]), x.dtype)])
+            probs = predict_probabilities(model, x, device, amp, task.tta)[:len(batch)]
+            weighted = torch.cat([probs * weight, weight.expand(len(batch), 1, -1, -1)], dim=1)
+            for (r, c), p in zip(batch, weighted):
+                ar0, ar1 = max(r, r0), min(r + task.chip, r0 + h + sh)
+                ac0, ac1 = max(c, c0), min(c + task.chip, c0 + w + sw)
+                if ar0 < ar1 and ac0 < ac1:
+                    acc[:, ar0 - r0:ar1 - r0, ac0 - c0:ac1 - c0] += p[:, ar0 - r:ar1 - r, ac0 - c:ac1 - c]
+    a = acc.numpy()
+    return BlockAccumulation(a[:, :h, :w].copy(), a[:, :h, w:].copy(), a[:, h:, :w].copy(), a[:, h:, w:].copy(),
+                             own_valid, len(chips))
 
 
 @torch.inference_mode()
-def _forward(model: torch.nn.Module, x: np.ndarray, device: torch.device, amp: torch.dtype | None) -> np.ndarray:
-    t = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        logits = model(t)
-    return torch.softmax(logits.float(), dim=1).cpu().numpy()
+def predict_probabilities(model: torch.nn.Module, x: np.ndarray, device: torch.device,
+                          amp: torch.dtype | None, tta: str = "none") -> torch.Tensor:
+    """Softmax class probabilities [n, K, h, w] (float32, CPU) for a batch of normalised chips."""
+    t = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    flips = [()] if tta == "none" else [(), (3,), (2,), (2, 3)]
+    out = None
+    for dims in flips:
+        inp = torch.flip(t, dims) if dims else t
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(inp)
+        p = torch.softmax(logits.float(), dim=1)
+        p = torch.flip(p, dims) if dims else p
+        out = p if out is None else out + p
+    return (out / len(flips)).cpu()
+
+
+@dataclass
+class FinishedBlock:
+    window: Window
+    codes: np.ndarray
+    confidence: np.ndarray | None
+    probabilities: np.ndarray | None
+    chips: int
+
+
+def finish_block(own: BlockAccumulation, window: Window, lut: np.ndarray, left: np.ndarray | None,
+                 above: np.ndarray | None, diagonal: np.ndarray | None, confidence: bool,
+                 probabilities: str | None) -> FinishedBlock:
+    """Add the neighbours' overlap to a block's own accumulation and turn it into class codes."""
+    acc = own.core.copy()
+    if left is not None:
+        acc[:, :, :left.shape[2]] += left
+    if above is not None:
+        acc[:, :above.shape[1], :] += above
+    if diagonal is not None:
+        acc[:, :diagonal.shape[1], :diagonal.shape[2]] += diagonal
+    wsum = acc[-1]
+    probs = acc[:-1]
+    index = probs.argmax(axis=0).astype(np.uint8)
+    nodata = ~own.valid | (wsum <= 0)
+    codes = lut[index]
+    codes[nodata] = NODATA
+    conf = prob_out = None
+    if confidence or probabilities:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = probs / np.where(wsum > 0, wsum, 1)
+        if confidence:
+            conf = np.rint(p.max(axis=0) * 100).astype(np.uint8)
+            conf[nodata] = NODATA
+        if probabilities == "uint8":
+            prob_out = np.rint(p * 254).astype(np.uint8)
+            prob_out[:, nodata] = NODATA
+        elif probabilities == "float16":
+            prob_out = p.astype(np.float16)
+            prob_out[:, nodata] = np.nan
+    return FinishedBlock(window, codes, conf, prob_out, own.chips)
 
 
 @contextlib.contextmanager
@@ -166,30 +242,55 @@ def dask_client(options: PredictOptions) -> Iterator:
     from distributed import Client, LocalCluster
 
     if options.scheduler:
-        with Client(options.scheduler, timeout="20s") as client:
+        try:
+            client = Client(options.scheduler, timeout="20s")
+        except OSError as exc:
+            raise InputError(f"cannot reach the dask scheduler at {options.scheduler} ({exc})") from None
+        with client:
             yield client
         return
     workers = options.workers or 1
+    processes = options.processes if options.processes is not None else workers > 1
+    dashboard = ":0" if _has_bokeh() else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=options.processes,
-                               dashboard_address=None, silence_logs=50)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                               dashboard_address=dashboard, silence_logs=50)
     try:
         with Client(cluster) as client:
+            if dashboard and client.dashboard_link:
+                say(f"dask dashboard: {client.dashboard_link}")
             yield client
     finally:
         cluster.close()
 
 
-def _default_threads(options: PredictOptions) -> int:
+def _has_bokeh() -> bool:
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_threads(options: PredictOptions) -> int:
+    """torch threads per worker: the cores shared out among the local workers."""
     if options.threads:
         return options.threads
     return max(1, (os.cpu_count() or 1) // (options.workers or 1))
 
 
+def _sidecar(output: Path, name: str) -> Path:
+    return output.with_name(f"{output.stem}_{name}{output.suffix}")
+
+
 def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, output: str | os.PathLike,
                   options: PredictOptions = PredictOptions(), overwrite: bool = False) -> PredictResult:
-    """Predict ``scene`` with ``checkpoint`` into a class GeoTIFF at ``output`` (plus a QGIS ``.qml``)."""
+    """Predict ``scene`` with ``checkpoint`` into a class GeoTIFF at ``output`` (plus a QGIS ``.qml``).
+
+    With ``options.confidence`` / ``options.probabilities`` the rasters
+    ``<output>_confidence.tif`` / ``<output>_probabilities.tif`` are written too.
+    """
     output = check_output_path(output, overwrite)
     ckpt = load_checkpoint(checkpoint)
     with open_raster(scene) as src:
@@ -197,53 +298,135 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
         grid = GeoGrid.from_dataset(src)
     if grid.crs is None:
         warnings.warn(f"{scene} has no CRS; the outputs will have none either")
+    if options.tta not in TTA_MODES:
+        raise InputError(f"--tta must be one of {', '.join(TTA_MODES)}, got {options.tta!r}")
+    if options.probabilities not in (None, "uint8", "float16"):
+        raise InputError(f"--probabilities must be uint8 or float16, got {options.probabilities!r}")
     chip = ckpt.chip_size
     overlap = chip // 8 if options.overlap is None else options.overlap
-    if not 0 <= overlap < chip:
-        raise RasterError(f"--overlap must be between 0 and {chip - 1} pixels for this model's {chip} px chips")
+    if not 0 <= overlap <= chip // 2:
+        raise InputError(f"--overlap must be between 0 and {chip // 2} pixels for this model's {chip} px chips")
     chip_grid = ChipGrid.for_scene(grid.width, grid.height, chip, overlap)
-    block = chip_grid.stride * max(1, options.block_chips)
-    windows = list(blocks(grid.width, grid.height, block))
-    threads = _default_threads(options)
-    tasks = [BlockTask(str(Path(scene).resolve()) if not str(scene).startswith("/vsi") else str(scene),
-                       str(Path(checkpoint).resolve()),
-                       (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), chip, overlap,
-                       options.batch_size, options.precision, threads) for w in windows]
+    layout = grid_blocks(chip_grid, max(1, options.block_chips))
+    extras = {}
+    if options.confidence:
+        extras["confidence"] = check_output_path(_sidecar(output, "confidence"), overwrite)
+    if options.probabilities:
+        extras["probabilities"] = check_output_path(_sidecar(output, "probabilities"), overwrite)
+    scene_ref = str(scene) if str(scene).startswith("/vsi") else str(Path(scene).resolve())
     tags = {"geoseg_version": __version__, "checkpoint": str(Path(checkpoint).resolve()),
-            "overlap": str(overlap), "chip_size": str(chip)}
+            "overlap": str(overlap), "chip_size": str(chip), "tta": options.tta}
+    n_blocks = sum(len(r) for r in layout)
     start = time.perf_counter()
     n_chips = 0
-    with atomic_output(output, overwrite=True) as tmp:
-        with rasterio.open(tmp, "w", **class_raster_profile(grid)) as dst:
-            write_class_metadata(dst, ckpt.classes, tags)
-            with dask_client(options) as client, bar(len(tasks), "predict", unit="block") as pbar:
-                for window, codes, n in _run(client, tasks, max_in_flight=2 * max(1, options.workers or 1) + 1):
-                    dst.write(codes, 1, window=Window(*window))
-                    n_chips += n
-                    pbar.update(1)
-                    pbar.set_postfix(chips_per_s=f"{n_chips / (time.perf_counter() - start):.1f}")
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_output(output, overwrite=True))
+        dst = stack.enter_context(rasterio.open(tmp, "w", **class_raster_profile(grid)))
+        write_class_metadata(dst, ckpt.classes, tags)
+        side = {name: stack.enter_context(rasterio.open(
+            stack.enter_context(atomic_output(path, overwrite=True)), "w", **_extra_profile(grid, name, options, ckpt)))
+            for name, path in extras.items()}
+        client = stack.enter_context(dask_client(options))
+        pbar = stack.enter_context(bar(n_blocks, "predict", unit="block"))
+        tasks = _block_tasks(layout, scene_ref, str(Path(checkpoint).resolve()), chip, overlap, grid,
+                             options, default_threads(options))
+        lut = ckpt.classes.index_to_code_lut()
+        for done in _run(client, tasks, lut, options, max_in_flight=2 * (options.workers or 1) + 2):
+            dst.write(done.codes, 1, window=done.window)
+            if done.confidence is not None:
+                side["confidence"].write(done.confidence, 1, window=done.window)
+            if done.probabilities is not None:
+                side["probabilities"].write(done.probabilities, window=done.window)
+            n_chips += done.chips
+            pbar.update(1)
+            pbar.set_postfix(chips_per_s=f"{n_chips / (time.perf_counter() - start):.1f}")
+    if options.cog:
+        for path in [output, *extras.values()]:
+            _to_cog(path)
     atomic_write_text(output.with_suffix(".qml"), raster_qml(ckpt.classes))
-    result = PredictResult(output, grid, n_chips, time.perf_counter() - start)
-    say(f"predicted {grid.width}×{grid.height} px ({n_chips} chips) in {result.seconds:.1f} s "
-        f"= {result.megapixels_per_second:.2f} Mpx/s → {output}")
+    result = PredictResult(output, grid, n_chips, time.perf_counter() - start, extras)
+    say(f"predicted {grid.width}×{grid.height} px, {n_chips} chips in {result.seconds:.1f} s "
+        f"({n_chips / max(result.seconds, 1e-9):.2f} chips/s, {result.megapixels_per_second:.2f} Mpx/s) → {output}")
     return result
 
 
-def _run(client, tasks: list[BlockTask], max_in_flight: int):
-    """Submit tasks with at most ``max_in_flight`` pending; yield results as they complete."""
+def _extra_profile(grid: GeoGrid, name: str, options: PredictOptions, ckpt: Checkpoint) -> dict:
+    profile = class_raster_profile(grid)
+    if name == "probabilities":
+        profile.update(count=len(ckpt.classes), interleave="band")
+        if options.probabilities == "float16":
+            profile.update(dtype="float16", nodata=float("nan"), predictor=1)
+    return profile
+
+
+def _to_cog(path: Path) -> None:
+    """Rewrite a finished GeoTIFF as a Cloud-Optimized GeoTIFF (overviews, COG layout), atomically."""
+    from rasterio.shutil import copy as rio_copy
+
+    with atomic_output(path, overwrite=True) as tmp:
+        with rasterio.open(path) as src:
+            resampling = "NEAREST" if src.dtypes[0] == "uint8" and src.colorinterp else "AVERAGE"
+        rio_copy(path, tmp, driver="COG", compress="DEFLATE", overview_resampling=resampling)
+
+
+def _block_tasks(layout: list[list[GridBlock]], scene: str, checkpoint: str, chip: int, overlap: int,
+                 grid: GeoGrid, options: PredictOptions, threads: int) -> list[list[BlockTask]]:
+    tasks = []
+    for row in layout:
+        out_row = []
+        for b in row:
+            r1 = int(b.window.row_off + b.window.height)
+            c1 = int(b.window.col_off + b.window.width)
+            spill = (min(overlap, grid.height - r1), min(overlap, grid.width - c1))
+            out_row.append(BlockTask(scene, checkpoint, b, chip, overlap, spill, options.batch_size,
+                                     options.precision, options.tta, threads))
+        tasks.append(out_row)
+    return tasks
+
+
+def _run(client, tasks: list[list[BlockTask]], lut: np.ndarray, options: PredictOptions,
+         max_in_flight: int) -> Iterator[FinishedBlock]:
+    """Submit accumulate → finish pairs in row-major order, at most ``max_in_flight`` unfinished.
+
+    The client keeps only the futures of overlap strips still to be handed on;
+    dask releases everything else as soon as it is consumed.
+    """
     from distributed import as_completed
 
-    pending = iter(tasks)
-    first = [client.submit(predict_block, t, pure=False) for t in _take(pending, max_in_flight)]
+    strips: dict[tuple[int, int, str], object] = {}
+    order = [(i, j) for i in range(len(tasks)) for j in range(len(tasks[i]))]
+    n_cols = len(tasks[0]) if tasks else 0
+
+    def submit(i: int, j: int):
+        t = tasks[i][j]
+        acc = client.submit(accumulate_block, t, pure=False)
+        last_col, last_row = j == n_cols - 1, i == len(tasks) - 1
+        for part, needed in (("right", not last_col), ("bottom", not last_row),
+                             ("corner", not (last_col or last_row))):
+            if needed:
+                strips[(i, j, part)] = client.submit(getattr_, acc, part, pure=False)
+        left = strips.pop((i, j - 1, "right"), None)
+        above = strips.pop((i - 1, j, "bottom"), None)
+        diagonal = strips.pop((i - 1, j - 1, "corner"), None)
+        return client.submit(finish_block, acc, t.block.window, lut, left, above, diagonal, options.confidence,
+                             options.probabilities, pure=False)
+
+    it = iter(order)
+    first = [submit(i, j) for i, j in _take(it, max_in_flight)]
     if not first:
         return
     done = as_completed(first)
     for future in done:
         result = future.result()
         future.release()
-        for t in _take(pending, 1):
-            done.add(client.submit(predict_block, t, pure=False))
+        for i, j in _take(it, 1):
+            done.add(submit(i, j))
         yield result
+
+
+def getattr_(obj, name: str):
+    """``getattr`` as a dask task (picklable by reference)."""
+    return getattr(obj, name)
 
 
 def _take(it, n):

@@ -27,6 +27,7 @@ def test_train_predict_evaluate_end_to_end(sample_dir, tmp_path, geoseg_home):
         "loss_fn": "CrossEntropyLoss", "lr": 0.001, "model_architecture": "Unet", "model_config": TINY_MODEL,
         "num_workers": 0, "optimizer": "Adam", "manifest": str(sample_dir / "manifest.csv"), "chip_size": 64,
         "chips_per_epoch": 8, "output_dir": str(tmp_path / "runs"), "run_name": "e2e", "seed": 1,
+        "logger": "wandb",
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
     r = geoseg("train", "--config", tmp_path / "run.yaml")
@@ -36,6 +37,9 @@ def test_train_predict_evaluate_end_to_end(sample_dir, tmp_path, geoseg_home):
     rows = json.loads((run / "metrics.json").read_text())
     assert len(rows) == 1 and {"train_loss", "val_loss", "val_miou", "val_iou_water"} <= set(rows[0])
     assert (run / "metrics.csv").read_text().startswith("epoch,")
+    assert (run / "samples" / "epoch_001.png").exists()
+    # Weights & Biases ran offline: its run files are on disk
+    assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
 
     # predict exactly as typed after training: the model defaults to the latest run's best checkpoint
     out = tmp_path / "out"
