@@ -52,7 +52,7 @@ def train(config_path: str, epochs: int | None, quiet: bool) -> None:
               help="Checkpoint; default: the one set with set-default-model, else the latest run's best.")
 @click.option("--raster", type=click.Path(), default=None, help="Where to write the class GeoTIFF.")
 @click.option("--overlap", type=int, default=None, help="Pixels shared by neighbouring chips (default chip/8).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Chips per forward pass (default 1 on CPU, 8 on GPU).")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
 @click.option("--workers", type=int, default=None, help="dask workers of the local cluster (default 1).")
 @click.option("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers).")

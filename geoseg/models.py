@@ -114,7 +114,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if p.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     try:
-        d = torch.load(p, map_location="cpu", weights_only=True)
+        d = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # weights read lazily
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable geoseg checkpoint (truncated or corrupt: {type(exc).__name__})") from None
     if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
