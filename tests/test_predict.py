@@ -80,3 +80,74 @@ def test_wrong_band_count_is_refused(tiny_checkpoint, tmp_path):
     with pytest.raises(RasterError, match="has 1 band"):
         predict_scene(scene, tiny_checkpoint, tmp_path / "out.tif", PredictOptions(**FP32))
     assert not list(tmp_path.glob("out*"))
+
+
+def _reference_prediction(scene, ckpt_path, overlap):
+    """Whole-scene blending written out plainly: the answer block-wise prediction must give."""
+    import torch
+    from geoseg.grid import ChipGrid
+    from geoseg.models import load_checkpoint
+    from geoseg.raster import open_raster, read_padded
+    from rasterio.windows import Window
+
+    ckpt = load_checkpoint(ckpt_path)
+    model = ckpt.build()
+    with open_raster(scene) as src:
+        g = ChipGrid.for_scene(src.width, src.height, ckpt.chip_size, overlap)
+        span = Window(-g.offset, -g.offset, (g.cols - 1) * g.stride + g.chip, (g.rows - 1) * g.stride + g.chip)
+        data, valid = read_padded(src, span, ckpt.bands)
+        h, w = src.height, src.width
+    data = (data - np.array(ckpt.mean, np.float32)[:, None, None]) / np.array(ckpt.std, np.float32)[:, None, None]
+    data[:, ~valid] = 0
+    weight = blend_weights(g.chip, overlap)
+    acc = np.zeros((len(ckpt.classes), data.shape[1], data.shape[2]), np.float64)
+    for i in range(g.rows):
+        for j in range(g.cols):
+            r, c = i * g.stride, j * g.stride
+            if not valid[r:r + g.chip, c:c + g.chip].any():
+                continue
+            with torch.no_grad():
+                p = torch.softmax(model(torch.from_numpy(data[None, :, r:r + g.chip, c:c + g.chip])), 1)[0].numpy()
+            acc[:, r:r + g.chip, c:c + g.chip] += p * weight
+    o = g.offset
+    classes = acc[:, o:o + h, o:o + w].argmax(0).astype(np.uint8)
+    classes[~valid[o:o + h, o:o + w]] = NODATA
+    return classes
+
+
+@pytest.mark.parametrize("overlap", [0, 16, 32])
+def test_block_wise_prediction_equals_whole_scene_blending(rgb_scene, tiny_checkpoint, tmp_path, overlap):
+    """200×150 px is no multiple of the stride (64 - overlap) and has a nodata corner."""
+    got, _, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "out.tif", block_chips=2, overlap=overlap,
+                         batch_size=1)
+    expected = _reference_prediction(rgb_scene, tiny_checkpoint, overlap)
+    assert (got == expected).mean() >= 0.9999
+    assert ((got == NODATA) == (expected == NODATA)).all()
+
+
+def test_confidence_probabilities_and_cog(rgb_scene, tiny_checkpoint, tmp_path):
+    out = tmp_path / "lc.tif"
+    res = predict_scene(rgb_scene, tiny_checkpoint, out,
+                        PredictOptions(**FP32, confidence=True, probabilities="uint8", cog=True))
+    assert set(res.extra) == {"confidence", "probabilities"}
+    with rasterio.open(out) as c, rasterio.open(tmp_path / "lc_confidence.tif") as conf, \
+            rasterio.open(tmp_path / "lc_probabilities.tif") as prob:
+        assert c.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert conf.transform == c.transform and prob.count == 7
+        classes, confidence, probs = c.read(1), conf.read(1), prob.read()
+        assert c.colormap(1)[4] == (0, 0, 255, 255)
+    valid = classes != NODATA
+    assert ((confidence == NODATA) == ~valid).all()
+    assert confidence[valid].min() >= 14 and confidence[valid].max() <= 100  # ≥ 1/7 for 7 classes
+    # the class is the most probable one and probabilities sum to ~1 (uint8, scaled by 254)
+    pv = probs[:, valid].astype(int)
+    chosen = np.take_along_axis(pv, classes[valid][None].astype(int), 0)[0]
+    assert (chosen >= pv.max(0) - 1).all()  # equal to the maximum up to uint8 rounding
+    assert np.abs(probs[:, valid].astype(int).sum(0) - 254).max() <= 4
+
+
+def test_tta_flips_runs_and_keeps_the_grid(rgb_scene, tiny_checkpoint, tmp_path):
+    a, profile, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "a.tif", tta="flips")
+    with rasterio.open(rgb_scene) as src:
+        assert profile["transform"] == src.transform
+    assert a.shape == (150, 200)
