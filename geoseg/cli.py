@@ -58,19 +58,33 @@ def train(config_path: str, epochs: int | None, quiet: bool) -> None:
 @click.option("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers).")
 @click.option("--block-chips", type=int, default=4, show_default=True, help="Output block side in chip strides.")
 @click.option("--scheduler", default=None, help="Address of an existing dask.distributed scheduler.")
+@click.option("--tta", type=click.Choice(["none", "flips"]), default="none", show_default=True,
+              help="Test-time augmentation: average over flips (4× the compute).")
+@click.option("--confidence", is_flag=True, help="Also write <raster>_confidence.tif (max probability, 0–100).")
+@click.option("--probabilities", type=click.Choice(["uint8", "float16"]), default=None,
+              help="Also write <raster>_probabilities.tif, one band per class.")
+@click.option("--cog", is_flag=True, help="Write Cloud-Optimized GeoTIFFs.")
+@click.option("--min-area", type=click.FloatRange(min=0), default=None,
+              help="Minimum mapping unit in m²: smaller regions are absorbed by a neighbour (raster and polygons).")
+@click.option("--simplify", type=click.FloatRange(min=0), default=None,
+              help="Simplify polygons with this tolerance (CRS units), keeping shared edges shared.")
+@click.option("--dissolve", is_flag=True, help="One multipolygon per class.")
 @click.option("--layer", default="landcover", show_default=True, help="GeoPackage layer name.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @quiet_option
 def predict(scene, output, model, raster, overlap, batch_size, precision, workers, threads, block_chips,
-            scheduler, layer, overwrite, quiet) -> None:
+            scheduler, tta, confidence, probabilities, cog, min_area, simplify, dissolve, layer, overwrite,
+            quiet) -> None:
     """Predict land cover of SCENE into a class GeoTIFF and land-cover polygons."""
     from geoseg.predict import PredictOptions
-    from geoseg.workflow import predict_to_files
+    from geoseg.workflow import VectorOptions, predict_to_files
 
     set_quiet(quiet)
     options = PredictOptions(overlap=overlap, block_chips=block_chips, batch_size=batch_size, precision=precision,
-                             workers=workers, threads=threads, scheduler=scheduler)
-    predict_to_files(scene, output, model=model, raster=raster, options=options, layer=layer, overwrite=overwrite)
+                             tta=tta, workers=workers, threads=threads, scheduler=scheduler, confidence=confidence,
+                             probabilities=probabilities, cog=cog)
+    vector = VectorOptions(min_area=min_area, simplify=simplify, dissolve=dissolve, layer=layer)
+    predict_to_files(scene, output, model=model, raster=raster, options=options, vector=vector, overwrite=overwrite)
 
 
 @cli.command()

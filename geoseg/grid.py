@@ -54,6 +54,16 @@ class GeoGrid:
         return Window(c0, r0, max(0, c1 - c0), max(0, r1 - r0))
 
 
+def metres_per_unit(crs) -> float:
+    """Metres per linear unit of a projected CRS (1 for metres, 0.3048 for feet); 1 when unknown."""
+    if crs is None:
+        return 1.0
+    from pyproj import CRS as ProjCRS
+
+    info = ProjCRS.from_user_input(crs).axis_info
+    return float(info[0].unit_conversion_factor) if info else 1.0
+
+
 def _chip_count(length: int, chip: int, stride: int, offset: int) -> int:
     """Chips needed so that chip k = [k*stride - offset, k*stride - offset + chip) covers [0, length)."""
     return max(1, math.ceil((length + offset - chip) / stride) + 1)

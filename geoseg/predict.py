@@ -36,7 +36,7 @@ from geoseg.grid import ChipGrid, GeoGrid, GridBlock, grid_blocks
 from geoseg.models import Checkpoint, autocast_dtype, default_device, load_checkpoint
 from geoseg.progress import bar, say
 from geoseg.raster import check_bands, class_raster_profile, open_raster, read_padded, write_class_metadata
-from geoseg.style import raster_qml
+from geoseg.style import category_aux_xml, raster_qml
 
 TTA_MODES = ("none", "flips")
 QUIET_DASK = {"distributed.worker.profile.enabled": False,
@@ -336,6 +336,7 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
     n_chips = 0
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_output(output, overwrite=True))
+        stack.callback(_write_categories, tmp, ckpt.classes)  # runs once the raster is closed
         dst = stack.enter_context(rasterio.open(tmp, "w", **class_raster_profile(grid)))
         write_class_metadata(dst, ckpt.classes, tags)
         side = {name: stack.enter_context(rasterio.open(
@@ -365,6 +366,11 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
     return result
 
 
+def _write_categories(path: Path, schema) -> None:
+    if path.exists():
+        Path(str(path) + ".aux.xml").write_text(category_aux_xml(schema), encoding="utf-8")
+
+
 def _extra_profile(grid: GeoGrid, name: str, options: PredictOptions, ckpt: Checkpoint) -> dict:
     profile = class_raster_profile(grid)
     if name == "probabilities":
@@ -378,10 +384,14 @@ def _to_cog(path: Path) -> None:
     """Rewrite a finished GeoTIFF as a Cloud-Optimized GeoTIFF (overviews, COG layout), atomically."""
     from rasterio.shutil import copy as rio_copy
 
+    aux = Path(str(path) + ".aux.xml")
     with atomic_output(path, overwrite=True) as tmp:
         with rasterio.open(path) as src:
-            resampling = "NEAREST" if src.dtypes[0] == "uint8" and src.colorinterp else "AVERAGE"
-        rio_copy(path, tmp, driver="COG", compress="DEFLATE", overview_resampling=resampling)
+            categorical = src.colorinterp[0].name == "palette"
+        rio_copy(path, tmp, driver="COG", compress="DEFLATE",
+                 overview_resampling="MODE" if categorical else "AVERAGE")
+        if aux.exists() and not Path(str(tmp) + ".aux.xml").exists():
+            Path(str(tmp) + ".aux.xml").write_text(aux.read_text(encoding="utf-8"), encoding="utf-8")
 
 
 def _block_tasks(layout: list[list[GridBlock]], scene: str, checkpoint: str, chip: int, overlap: int,

@@ -21,7 +21,7 @@ from geoseg.classes import DEEPGLOBE, NODATA, ClassSchema
 from geoseg.grid import GeoGrid, blocks
 from geoseg.raster import class_raster_profile, write_class_metadata
 from geoseg.synth import make_landscape, render
-from geoseg.vectorize import vectorize_raster
+from geoseg.vector_output import write_polygons
 
 CRS_UTM33N = CRS.from_epsg(32633)
 PIXEL_SIZE = 0.5
@@ -94,7 +94,7 @@ def write_scene(out_dir: Path, name: str, split: str, size: int, seed: int, inde
     gpkg = None
     if polygons:
         gpkg = out_dir / f"{name}_labels.gpkg"
-        vectorize_raster(classes, gpkg, schema, layer="labels")
+        write_polygons(classes, gpkg, schema, layer="labels", summary=False)
     return SampleScene(name, split, image, classes, rgb_mask, gpkg,
                        tuple(int(counts[c.code]) for c in schema.classes))
 

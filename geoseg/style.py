@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from geoseg.classes import ClassSchema
 
@@ -31,6 +31,16 @@ def raster_qml(schema: ClassSchema) -> str:
         '  </pipe>\n'
         '</qgis>\n'
     )
+
+
+def category_aux_xml(schema: ClassSchema) -> str:
+    """GDAL's PAM sidecar (``.aux.xml``) holding the class names as band category names."""
+    names = [""] * (max(schema.codes) + 1)
+    for c in schema.classes:
+        names[c.code] = c.name
+    cats = "".join(f"<Category>{escape(n)}</Category>" for n in names)
+    return (f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{cats}</CategoryNames>\n'
+            '  </PAMRasterBand>\n</PAMDataset>\n')
 
 
 def vector_qml(schema: ClassSchema, field: str = "class_id") -> str:

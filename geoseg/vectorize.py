@@ -2,79 +2,88 @@
 
 Each block is vectorized with :func:`rasterio.features.shapes` (4-connectivity:
 one polygon per 4-connected region of one class, holes kept). Polygons that
-touch an inner block edge are held back and merged with their neighbours across
-the edge, so the result equals vectorizing the whole raster at once while
-memory stays bounded by one block plus the edge-touching polygons.
-Vertices are computed in integer pixel coordinates and placed in the CRS only
-at the end, so merges are exact.
+touch an inner block edge are held back and merged with the same-class
+polygons they share an edge with across the block edge, so the result equals
+vectorizing the whole raster at once while memory stays bounded by one block
+plus the edge-touching polygons. Vertices are computed in integer pixel
+coordinates and placed in the CRS only at the end, so merges are exact.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import geopandas as gpd
 import numpy as np
-import pyogrio
+import rasterio
 import shapely
 from affine import Affine
-from rasterio.features import shapes
+from rasterio.features import rasterize, shapes, sieve
+from rasterio.windows import Window
 from shapely.geometry import shape
 
-from geoseg import __version__
 from geoseg.atomic import atomic_output
-from geoseg.classes import NODATA, ClassSchema
+from geoseg.classes import NODATA
 from geoseg.grid import GeoGrid, blocks
 from geoseg.raster import open_raster
-from geoseg.style import add_gpkg_default_style, vector_qml
 
 DEFAULT_BLOCK = 2048
-DEFAULT_LAYER = "landcover"
+SIEVE_HALO_MAX = 1024
+
+
+@dataclass
+class Region:
+    """One polygon (global pixel coordinates) with its class and pixel statistics."""
+
+    polygon: shapely.Polygon
+    value: int
+    pixels: int
+    confidence_sum: float = 0.0
 
 
 @dataclass
 class BlockPolygons:
-    """Polygons of one block, in global pixel coordinates."""
-
-    interior: list[tuple[shapely.Polygon, int]]
-    edge: list[tuple[shapely.Polygon, int]]
+    interior: list[Region]
+    edge: list[Region]
 
 
 def vectorize_block(classes: np.ndarray, col_off: int, row_off: int, width: int, height: int,
-                    nodata: int = NODATA) -> BlockPolygons:
+                    nodata: int = NODATA, confidence: np.ndarray | None = None) -> BlockPolygons:
     """Vectorize one block of a ``width`` × ``height`` raster; sort out polygons on inner edges."""
     h, w = classes.shape
     transform = Affine.translation(col_off, row_off)
-    inner_edges = (
-        col_off if col_off > 0 else None,
-        col_off + w if col_off + w < width else None,
-        row_off if row_off > 0 else None,
-        row_off + h if row_off + h < height else None,
-    )
+    inner = (col_off if col_off > 0 else None, col_off + w if col_off + w < width else None,
+             row_off if row_off > 0 else None, row_off + h if row_off + h < height else None)
     out = BlockPolygons([], [])
     mask = classes != nodata
     if not mask.any():
         return out
-    for geom, value in shapes(classes, mask=mask, connectivity=4, transform=transform):
-        poly = shape(geom)
-        x0, y0, x1, y1 = poly.bounds
-        touches = (x0 == inner_edges[0] or x1 == inner_edges[1]
-                   or y0 == inner_edges[2] or y1 == inner_edges[3])
-        (out.edge if touches else out.interior).append((poly, int(value)))
+    regions = [Region(shape(g), int(v), 0) for g, v in shapes(classes, mask=mask, connectivity=4,
+                                                              transform=transform)]
+    for r in regions:
+        r.pixels = int(round(r.polygon.area))
+    if confidence is not None and regions:
+        ids = rasterize(((r.polygon, k + 1) for k, r in enumerate(regions)), out_shape=(h, w), transform=transform,
+                        fill=0, dtype="int32")
+        sums = np.bincount(ids.ravel(), weights=confidence.ravel().astype(np.float64), minlength=len(regions) + 1)
+        for k, r in enumerate(regions):
+            r.confidence_sum = float(sums[k + 1])
+    for r in regions:
+        x0, y0, x1, y1 = r.polygon.bounds
+        touches = x0 == inner[0] or x1 == inner[1] or y0 == inner[2] or y1 == inner[3]
+        (out.edge if touches else out.interior).append(r)
     return out
 
 
-def merge_edge_polygons(polys: list[tuple[shapely.Polygon, int]]) -> list[tuple[shapely.Polygon, int]]:
-    """Union same-class polygons that share an edge (not just a corner) across block edges."""
-    if not polys:
+def merge_edge_regions(regions: list[Region]) -> list[Region]:
+    """Union same-class regions that share an edge (not just a corner) across block edges."""
+    if not regions:
         return []
-    geoms = np.array([p for p, _ in polys], dtype=object)
-    values = np.array([v for _, v in polys])
-    tree = shapely.STRtree(geoms)
-    left, right = tree.query(geoms, predicate="intersects")
+    geoms = np.array([r.polygon for r in regions], dtype=object)
+    values = np.array([r.value for r in regions])
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     keep = (left < right) & (values[left] == values[right])
     left, right = left[keep], right[keep]
     if len(left):
@@ -99,28 +108,42 @@ def merge_edge_polygons(polys: list[tuple[shapely.Polygon, int]]) -> list[tuple[
     for root in sorted(groups):
         members = groups[root]
         if len(members) == 1:
-            geom = geoms[members[0]]
-        else:  # drop the collinear vertices the union leaves where block edges were
-            geom = shapely.simplify(shapely.union_all(geoms[members]), 0)
-        for part in shapely.get_parts(geom):
-            merged.append((part, int(values[root])))
+            merged.append(regions[root])
+            continue
+        # drop the collinear vertices the union leaves where block edges were
+        geom = shapely.simplify(shapely.union_all(geoms[members]), 0)
+        merged.append(Region(geom, int(values[root]), sum(regions[m].pixels for m in members),
+                             sum(regions[m].confidence_sum for m in members)))
     return merged
 
 
-def iter_polygons(path: str | os.PathLike, block: int = DEFAULT_BLOCK,
-                  progress: Callable[[int], None] | None = None) -> Iterator[tuple[shapely.Polygon, int]]:
-    """All polygons of a class raster (pixel coordinates, value), block by block."""
+def iter_regions(path: str | os.PathLike, block: int = DEFAULT_BLOCK, confidence: str | os.PathLike | None = None,
+                 progress: Callable[[int], None] | None = None) -> Iterator[Region]:
+    """All regions of a class raster (pixel coordinates), block by block; edge regions merged at the end."""
     with open_raster(path) as src:
-        nodata = int(src.nodata) if src.nodata is not None else NODATA
-        edge: list[tuple[shapely.Polygon, int]] = []
-        for window in blocks(src.width, src.height, block):
-            data = src.read(1, window=window)
-            result = vectorize_block(data, int(window.col_off), int(window.row_off), src.width, src.height, nodata)
-            yield from result.interior
-            edge.extend(result.edge)
-            if progress:
-                progress(1)
-        yield from merge_edge_polygons(edge)
+        conf_src = open_raster(confidence) if confidence else None
+        try:
+            nodata = int(src.nodata) if src.nodata is not None else NODATA
+            edge: list[Region] = []
+            for window in blocks(src.width, src.height, block):
+                data = src.read(1, window=window)
+                conf = conf_src.read(1, window=window).astype(np.float32) if conf_src else None
+                result = vectorize_block(data, int(window.col_off), int(window.row_off), src.width, src.height,
+                                         nodata, conf)
+                yield from result.interior
+                edge.extend(result.edge)
+                if progress:
+                    progress(1)
+            yield from merge_edge_regions(edge)
+        finally:
+            if conf_src:
+                conf_src.close()
+
+
+def iter_polygons(path: str | os.PathLike, block: int = DEFAULT_BLOCK) -> Iterator[tuple[shapely.Polygon, int]]:
+    """(polygon in pixel coordinates, class value) for every region of a class raster."""
+    for r in iter_regions(path, block):
+        yield r.polygon, r.value
 
 
 def pixel_to_world(geoms: np.ndarray, transform: Affine) -> np.ndarray:
@@ -131,72 +154,34 @@ def pixel_to_world(geoms: np.ndarray, transform: Affine) -> np.ndarray:
     return shapely.transform(geoms, lambda pts: pts @ matrix + offset)
 
 
-def _frame(batch: list[tuple[shapely.Polygon, int]], grid: GeoGrid, schema: ClassSchema) -> gpd.GeoDataFrame:
-    geoms = pixel_to_world(np.array([p for p, _ in batch], dtype=object), grid.transform) if batch else np.array([], dtype=object)
-    codes = np.array([v for _, v in batch], dtype=np.int32)
-    names = {c.code: c.name for c in schema.classes}
-    gdf = gpd.GeoDataFrame(
-        {"class_id": codes, "class_name": [names.get(int(v), str(v)) for v in codes]},
-        geometry=gpd.GeoSeries(geoms, crs=grid.crs), crs=grid.crs,
-    )
-    gdf["area_m2"] = _area_m2(gdf)
-    return gdf
+def sieve_raster(path: str | os.PathLike, output: str | os.PathLike, min_pixels: int,
+                 block: int = DEFAULT_BLOCK) -> None:
+    """Absorb regions smaller than ``min_pixels`` into their largest neighbour (GDAL sieve), block by block.
 
-
-def _area_m2(gdf: gpd.GeoDataFrame) -> np.ndarray:
-    """Polygon areas in square metres: CRS units for projected CRSs, equal-area for geographic."""
-    if len(gdf) == 0:
-        return np.zeros(0)
-    crs = gdf.crs
-    if crs is None:
-        return gdf.geometry.area.to_numpy()
-    if crs.is_geographic:
-        return gdf.geometry.to_crs("EPSG:6933").area.to_numpy()
-    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    return gdf.geometry.area.to_numpy() * factor**2
-
-
-def vectorize_raster(raster: str | os.PathLike, output: str | os.PathLike, schema: ClassSchema, *,
-                     layer: str = DEFAULT_LAYER, block: int = DEFAULT_BLOCK, overwrite: bool = True,
-                     metadata: dict[str, str] | None = None,
-                     progress: Callable[[int], None] | None = None) -> int:
-    """Write the polygons of a class raster to a vector file (format from the extension).
-
-    Returns the number of polygons written. A GeoPackage gets a default QGIS
-    style in ``layer_styles``; other formats get a ``.qml`` sidecar.
+    Each block is sieved with a halo of ``min(min_pixels, 1024)`` pixels: a region
+    that is small enough to be removed fits inside the halo, so the decision is
+    the same as for the whole raster whenever ``min_pixels`` ≤ 1024 (regions are
+    4-connected). Nodata is never filled.
     """
-    with open_raster(raster) as src:
+    halo = min(int(min_pixels), SIEVE_HALO_MAX)
+    with open_raster(path) as src:
+        profile = src.profile
         grid = GeoGrid.from_dataset(src)
-    output = Path(output)
-    count = 0
-    meta = {"geoseg_version": __version__, "classes": ",".join(f"{c.code}:{c.name}" for c in schema.classes)}
-    meta.update(metadata or {})
-    with atomic_output(output, overwrite=overwrite) as tmp:
-        is_gpkg = output.suffix.lower() == ".gpkg"
-        driver_kw = {"layer": layer} if is_gpkg else {}
-        batch: list[tuple[shapely.Polygon, int]] = []
-        written = False
-
-        def flush() -> None:
-            nonlocal written, batch, count
-            gdf = _frame(batch, grid, schema)
-            extra = dict(driver_kw)
-            if not written and is_gpkg:
-                extra["layer_metadata"] = meta
-            pyogrio.write_dataframe(gdf, tmp, append=written, **extra)
-            written = True
-            count += len(batch)
-            batch = []
-
-        for item in iter_polygons(raster, block, progress):
-            batch.append(item)
-            if len(batch) >= 20000:
-                flush()
-        if batch or not written:
-            flush()
-        if output.suffix.lower() == ".gpkg":
-            add_gpkg_default_style(tmp, layer, vector_qml(schema))
-    if output.suffix.lower() != ".gpkg":
-        from geoseg.atomic import atomic_write_text
-        atomic_write_text(output.with_suffix(".qml"), vector_qml(schema))
-    return count
+        cmap = src.colormap(1) if src.colorinterp[0].name == "palette" else None
+        tags = src.tags()
+        with atomic_output(output, overwrite=True) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            if cmap:
+                dst.write_colormap(1, cmap)
+            dst.update_tags(**tags, sieve_min_pixels=str(min_pixels))
+            for window in blocks(grid.width, grid.height, block):
+                big = grid.clip(Window(window.col_off - halo, window.row_off - halo,
+                                       window.width + 2 * halo, window.height + 2 * halo))
+                data = src.read(1, window=big)
+                valid = data != (src.nodata if src.nodata is not None else NODATA)
+                sieved = sieve(data, size=int(min_pixels), connectivity=4, mask=valid)
+                sieved[~valid] = data[~valid]
+                r, c = int(window.row_off - big.row_off), int(window.col_off - big.col_off)
+                dst.write(sieved[r:r + int(window.height), c:c + int(window.width)], 1, window=window)
+        aux = Path(str(path) + ".aux.xml")
+        if aux.exists():  # keep the class names
+            Path(str(tmp) + ".aux.xml").write_text(aux.read_text(encoding="utf-8"), encoding="utf-8")

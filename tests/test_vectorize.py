@@ -8,7 +8,8 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from geoseg.classes import DEEPGLOBE
-from geoseg.vectorize import iter_polygons, merge_edge_polygons, vectorize_block, vectorize_raster
+from geoseg.vector_output import write_polygons
+from geoseg.vectorize import Region, iter_polygons, merge_edge_regions, vectorize_block
 
 from conftest import UTM, write_raster
 
@@ -21,7 +22,7 @@ def test_three_by_three_exact_polygons():
     a = np.array([[1, 1, 2], [1, 2, 2], [3, 3, 3]], np.uint8)
     res = vectorize_block(a, 0, 0, 3, 3)
     assert res.edge == []
-    got = sorted((p.normalize().wkt, v) for p, v in res.interior)
+    got = sorted((r.polygon.normalize().wkt, r.value) for r in res.interior)
     expected = sorted([
         (shapely.Polygon([(0, 0), (2, 0), (2, 1), (1, 1), (1, 2), (0, 2)]).normalize().wkt, 1),
         (shapely.Polygon([(2, 0), (3, 0), (3, 2), (1, 2), (1, 1), (2, 1)]).normalize().wkt, 2),
@@ -59,8 +60,10 @@ def test_diagonal_contacts_stay_separate(tmp_path):
 
 def test_merge_ignores_point_contacts():
     a, b = shapely.box(0, 0, 1, 1), shapely.box(1, 1, 2, 2)
-    assert len(merge_edge_polygons([(a, 1), (b, 1)])) == 2
-    assert len(merge_edge_polygons([(a, 1), (shapely.box(1, 0, 2, 1), 1)])) == 1
+    assert len(merge_edge_regions([Region(a, 1, 1), Region(b, 1, 1)])) == 2
+    merged = merge_edge_regions([Region(a, 1, 1, 10.0), Region(shapely.box(1, 0, 2, 1), 1, 1, 20.0)])
+    assert len(merged) == 1 and merged[0].pixels == 2 and merged[0].confidence_sum == 30.0
+    assert merged[0].polygon.normalize().equals_exact(shapely.box(0, 0, 2, 1).normalize(), 0)
 
 
 def test_gpkg_roundtrip_reproduces_raster(tmp_path):
@@ -69,7 +72,7 @@ def test_gpkg_roundtrip_reproduces_raster(tmp_path):
     t = Affine(0.5, 0, 500000, 0, -0.5, 5000000)
     src = write_raster(tmp_path / "c.tif", a, t, nodata=255)
     out = tmp_path / "out.gpkg"
-    n = vectorize_raster(src, out, DEEPGLOBE, block=7)
+    n = write_polygons(src, out, DEEPGLOBE, block=7).polygons
     gdf = gpd.read_file(out, layer="landcover")
     assert len(gdf) == n and gdf.crs == UTM
     assert gdf.geometry.is_valid.all()
