@@ -15,6 +15,7 @@ from geoseg.errors import OutputError
 
 #: Sidecars GDAL may write beside a raster; they travel with it.
 SIDECAR_SUFFIXES = (".aux.xml", "-journal", "-wal", "-shm")
+MULTIFILE_SUFFIXES = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -37,8 +38,22 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.geoseg-tmp-{os.getpid()}{path.suffix}")
 
 
+def _companions(path: Path) -> list[Path]:
+    """Files that belong to ``path``: GDAL sidecars and multi-file formats' parts (.shx, .dbf, .prj …)."""
+    stem = _stem(path)
+    out = [Path(str(path) + s) for s in SIDECAR_SUFFIXES]
+    if path.suffix.lower() == ".shp" and path.parent.is_dir():
+        out += [p for p in path.parent.iterdir() if p != path and p.name.startswith(stem + ".")
+                and p.suffix.lower() in MULTIFILE_SUFFIXES]
+    return out
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(path.suffix)] if path.suffix else path.name
+
+
 def _remove(path: Path) -> None:
-    for p in [path, *(Path(str(path) + s) for s in SIDECAR_SUFFIXES)]:
+    for p in [path, *_companions(path)]:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
 
@@ -54,12 +69,13 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     except BaseException:
         _remove(tmp)
         raise
-    aux = Path(str(tmp) + ".aux.xml")
-    if aux.exists():
-        os.replace(aux, str(final) + ".aux.xml")
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            Path(str(final) + ".aux.xml").unlink()
+    tmp_stem, final_stem = _stem(tmp), _stem(final)
+    new_parts = {p.name[len(tmp_stem):]: p for p in _companions(tmp) if p.exists()}
+    for old in _companions(final):  # parts of an earlier output that the new one does not have
+        if old.exists() and old.name[len(final_stem):] not in new_parts:
+            old.unlink()
+    for ending, part in new_parts.items():
+        os.replace(part, final.with_name(final_stem + ending))
     os.replace(tmp, final)
 
 

@@ -34,6 +34,7 @@ DEFAULT_LAYER = "landcover"
 FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile",
            ".fgb": "FlatGeobuf", ".parquet": "Parquet"}
 EQUAL_AREA = "EPSG:6933"
+SHAPEFILE_FIELDS = {"perimeter_m": "perim_m", "confidence_mean": "conf_mean"}
 BATCH = 20000
 
 
@@ -179,6 +180,8 @@ def _write_once(gdf: gpd.GeoDataFrame, path: Path, suffix: str, layer: str, meta
         gdf.to_parquet(path)
     elif suffix == ".gpkg":
         pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG", layer_metadata=meta)
+    elif suffix == ".shp":  # dBase field names stop at 10 characters
+        pyogrio.write_dataframe(gdf.rename(columns=SHAPEFILE_FIELDS), path, driver=FORMATS[suffix])
     else:
         pyogrio.write_dataframe(gdf, path, driver=FORMATS[suffix])
 

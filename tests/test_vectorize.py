@@ -87,3 +87,101 @@ def test_gpkg_roundtrip_reproduces_raster(tmp_path):
     row = con.execute("SELECT f_table_name, f_geometry_column, useAsDefault, styleQML FROM layer_styles").fetchone()
     con.close()
     assert row[:3] == ("landcover", "geom", 1) and 'type="categorizedSymbol"' in row[3]
+
+
+def _scene_classes(tmp_path, crs=UTM, transform=None):
+    a = _straddling_raster()
+    t = transform or Affine(0.5, 0, 500000, 0, -0.5, 5000000)
+    return write_raster(tmp_path / "c.tif", a, t, crs=crs, nodata=255), a, t
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".shp", ".fgb", ".parquet", ".gpkg"])
+def test_formats_from_extension(tmp_path, suffix):
+    src, a, t = _scene_classes(tmp_path)
+    out = tmp_path / f"lc{suffix}"
+    res = write_polygons(src, out, DEEPGLOBE, block=8)
+    gdf = gpd.read_parquet(out) if suffix == ".parquet" else gpd.read_file(out)
+    assert len(gdf) == res.polygons and gdf.crs == UTM
+    perimeter = "perim_m" if suffix == ".shp" else "perimeter_m"  # dBase: 10 characters at most
+    assert {"class_id", "class_name", "area_m2", perimeter} <= set(gdf.columns)
+    assert (out.with_suffix(".qml").exists()) == (suffix != ".gpkg")
+    back = rasterize(zip(gdf.geometry, gdf.class_id), out_shape=a.shape, transform=t, fill=255, dtype="uint8")
+    assert (back == a).all()
+
+
+def test_summary_counts_pixels_exactly(tmp_path):
+    src, a, _ = _scene_classes(tmp_path)
+    res = write_polygons(src, tmp_path / "lc.gpkg", DEEPGLOBE)
+    by_name = {r["class_name"]: r for r in res.summary}
+    for c in DEEPGLOBE.classes:
+        assert by_name[c.name]["pixels"] == int((a == c.code).sum())
+        assert by_name[c.name]["area_m2"] == pytest.approx((a == c.code).sum() * 0.25)
+    assert sum(r["share"] for r in res.summary) == pytest.approx(1.0)
+    csv_text = (tmp_path / "lc_summary.csv").read_text()
+    assert csv_text.startswith("class_id,class_name,pixels,area_m2,share")
+
+
+def test_perimeter_and_confidence_mean(tmp_path):
+    a = np.array([[1, 1, 2], [1, 1, 2], [2, 2, 2]], np.uint8)
+    t = Affine(2, 0, 0, 0, -2, 6)
+    src = write_raster(tmp_path / "c.tif", a, t, nodata=255)
+    conf = write_raster(tmp_path / "conf.tif", np.array([[90, 80, 50], [70, 60, 50], [40, 40, 40]], np.uint8), t)
+    res = write_polygons(src, tmp_path / "lc.geojson", DEEPGLOBE, confidence=conf, block=2)
+    gdf = gpd.read_file(tmp_path / "lc.geojson").sort_values("class_id")
+    assert gdf.area_m2.tolist() == [16.0, 20.0]
+    assert gdf.perimeter_m.tolist() == [16.0, 24.0]
+    assert gdf.confidence_mean.tolist() == pytest.approx([75.0, 44.0])
+    assert res.polygons == 2
+
+
+def test_area_in_geographic_crs_is_equal_area(tmp_path):
+    a = np.ones((10, 10), np.uint8)
+    t = Affine(0.001, 0, 10.0, 0, -0.001, 0.005)  # ~111 m pixels at the equator
+    src = write_raster(tmp_path / "geo.tif", a, t, crs="EPSG:4326", nodata=255)
+    write_polygons(src, tmp_path / "lc.gpkg", DEEPGLOBE)
+    gdf = gpd.read_file(tmp_path / "lc.gpkg", layer="landcover")
+    assert gdf.area_m2.iloc[0] == pytest.approx(1113.2 * 1105.7, rel=0.01)
+
+
+def test_simplify_keeps_a_clean_coverage(tmp_path):
+    from geoseg.synth import make_landscape, render
+    _, cls, _ = render(make_landscape(160, 160, 5), (0, 160), (0, 160))
+    t = Affine(0.5, 0, 500000, 0, -0.5, 5000000)
+    src = write_raster(tmp_path / "c.tif", cls, t, nodata=255)
+    plain = gpd.read_file(tmp_path / "p.gpkg", layer="landcover") if write_polygons(
+        src, tmp_path / "p.gpkg", DEEPGLOBE) else None
+    write_polygons(src, tmp_path / "s.gpkg", DEEPGLOBE, simplify=2.0)
+    simple = gpd.read_file(tmp_path / "s.gpkg", layer="landcover")
+    assert simple.geometry.is_valid.all()
+    assert shapely.coverage_is_valid(simple.geometry.to_numpy())  # no overlaps, edges still shared
+    assert shapely.get_num_coordinates(simple.geometry.to_numpy()).sum() < \
+        shapely.get_num_coordinates(plain.geometry.to_numpy()).sum()
+    # no gaps opened between neighbours: the union has no more holes than before
+    holes = lambda g: sum(shapely.get_num_interior_rings(p) for p in shapely.get_parts(shapely.union_all(g)))
+    assert holes(simple.geometry.to_numpy()) == holes(plain.geometry.to_numpy())
+
+
+def test_dissolve_gives_one_multipolygon_per_class(tmp_path):
+    src, a, _ = _scene_classes(tmp_path)
+    write_polygons(src, tmp_path / "d.gpkg", DEEPGLOBE, dissolve=True)
+    gdf = gpd.read_file(tmp_path / "d.gpkg", layer="landcover")
+    present = sorted(int(v) for v in np.unique(a) if v != 255)
+    assert sorted(gdf.class_id) == present
+    assert (gdf.geometry.geom_type == "MultiPolygon").all() and gdf.geometry.is_valid.all()
+    for _, row in gdf.iterrows():
+        assert row.area_m2 == pytest.approx((a == row.class_id).sum() * 0.25)
+
+
+def test_sieve_removes_small_regions_and_keeps_nodata(tmp_path):
+    from geoseg.vectorize import sieve_raster
+    src, a, t = _scene_classes(tmp_path)
+    out = tmp_path / "sieved.tif"
+    sieve_raster(src, out, min_pixels=4, block=8)
+    with rasterio.open(out) as ds:
+        s = ds.read(1)
+    assert ((s == 255) == (a == 255)).all()
+    regions = list(iter_polygons(out, 1000))
+    assert min(p.area for p, _ in regions) >= 4
+    whole = tmp_path / "whole.tif"
+    sieve_raster(src, whole, min_pixels=4, block=1000)
+    assert (rasterio.open(whole).read(1) == s).all()  # the same whatever the block size
