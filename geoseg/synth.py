@@ -110,7 +110,11 @@ def labels(land: Landscape, x: np.ndarray, y: np.ndarray, tree: cKDTree) -> tupl
         riparian = np.where(fbm(x, y, 70, s + 23, 2) > 0.5, FOREST, RANGELAND)
         cls = np.where(bank, riparian, cls)
         cls = np.where(river_dist < 1, WATER, cls)
+    x0, x1, y0, y1 = x.min(), x.max(), y.min(), y.max()
     for cx, cy, r, p1, p2 in land.ponds:
+        reach = r * 1.3
+        if cx + reach < x0 or cx - reach > x1 or cy + reach < y0 or cy - reach > y1:
+            continue  # the pond is nowhere near this window
         theta = np.arctan2(y - cy, x - cx)
         radius = r * (1 + 0.18 * np.sin(3 * theta + p1) + 0.1 * np.sin(5 * theta + p2))
         inside = np.hypot(x - cx, y - cy) < radius

@@ -158,10 +158,12 @@ def sieve_raster(path: str | os.PathLike, output: str | os.PathLike, min_pixels:
                  block: int = DEFAULT_BLOCK) -> None:
     """Absorb regions smaller than ``min_pixels`` into their largest neighbour (GDAL sieve), block by block.
 
-    Each block is sieved with a halo of ``min(min_pixels, 1024)`` pixels: a region
-    that is small enough to be removed fits inside the halo, so the decision is
-    the same as for the whole raster whenever ``min_pixels`` ≤ 1024 (regions are
-    4-connected). Nodata is never filled.
+    Each block is sieved with a halo of ``min(min_pixels, 1024)`` pixels: a
+    4-connected region small enough to be removed fits inside the halo, so *which*
+    regions are removed is the same as for the whole raster whenever
+    ``min_pixels`` ≤ 1024. Which neighbour absorbs a removed region is GDAL's
+    choice (the largest neighbour) and can differ when that neighbour is cut by
+    the halo. Nodata is never filled.
     """
     halo = min(int(min_pixels), SIEVE_HALO_MAX)
     with open_raster(path) as src:
