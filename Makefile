@@ -16,7 +16,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/geoseg train --config pipelines/sample.yaml
+	@mkdir -p outputs
 	$(BIN)/geoseg predict sample_data/test_1.tif -o outputs/landcover.gpkg --overwrite
+	@echo "held-out scene sample_data/test_1.tif vs its labels:"
 	$(BIN)/geoseg evaluate outputs/landcover.tif --truth sample_data/test_1_classes.tif --json outputs/heldout_metrics.json
 
 test: $(STAMP)

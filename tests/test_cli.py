@@ -94,3 +94,21 @@ def test_sample_data_command(tmp_path):
     names = sorted(p.name for p in (tmp_path / "sd").iterdir())
     assert names == ["manifest.csv", "test_1.tif", "test_1_classes.tif", "test_1_labels.gpkg", "test_1_mask.tif",
                      "train_1.tif", "train_1_classes.tif", "train_1_labels.gpkg", "train_1_mask.tif"]
+
+
+def test_predict_with_cartographic_options(tmp_path, rgb_scene, tiny_checkpoint):
+    out = tmp_path / "lc.geojson"
+    r = geoseg("predict", rgb_scene, "-o", out, "--model", tiny_checkpoint, "--min-area", 2.0, "--confidence",
+               "--layer", "ignored_for_geojson", "--quiet")
+    assert r.returncode == 0, r.stderr
+    gdf = gpd.read_file(out)
+    assert {"class_id", "class_name", "area_m2", "perimeter_m", "confidence_mean"} <= set(gdf.columns)
+    assert gdf.area_m2.min() >= 2.0  # 0.25 m² pixels: no region under 8 px survives the sieve
+    assert gdf.confidence_mean.between(0, 100).all()
+    with rasterio.open(tmp_path / "lc.tif") as cls:
+        classes, transform = cls.read(1), cls.transform
+    back = rasterize(zip(gdf.geometry, gdf.class_id), out_shape=classes.shape, transform=transform, fill=NODATA,
+                     dtype="uint8")
+    assert (back == classes).all()  # the sieved raster and the polygons agree
+    assert (tmp_path / "lc.qml").exists() and (tmp_path / "lc_summary.csv").exists()
+    assert (tmp_path / "lc_confidence.tif").exists()
