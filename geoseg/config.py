@@ -9,7 +9,7 @@ unknown key or wrong value is a :class:`~geoseg.errors.ConfigError` naming it.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 

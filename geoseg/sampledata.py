@@ -17,7 +17,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geoseg.atomic import atomic_output
-from geoseg.classes import DEEPGLOBE, NODATA, ClassSchema
+from geoseg.classes import DEEPGLOBE, ClassSchema
 from geoseg.grid import GeoGrid, blocks
 from geoseg.raster import class_raster_profile, write_class_metadata
 from geoseg.synth import make_landscape, render

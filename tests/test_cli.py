@@ -3,10 +3,8 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import rasterio
 import yaml
 from rasterio.features import rasterize

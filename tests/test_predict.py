@@ -151,3 +151,10 @@ def test_tta_flips_runs_and_keeps_the_grid(rgb_scene, tiny_checkpoint, tmp_path)
     with rasterio.open(rgb_scene) as src:
         assert profile["transform"] == src.transform
     assert a.shape == (150, 200)
+
+
+def test_two_worker_processes_match_in_process(rgb_scene, tiny_checkpoint, tmp_path):
+    a, _, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "a.tif", block_chips=1, batch_size=1)
+    b, _, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "b.tif", block_chips=1, batch_size=1, workers=2,
+                       processes=True)
+    assert (a == b).all()

@@ -1,0 +1,201 @@
+"""Per-block work of prediction: chips → probabilities → blended, handed-over accumulations → classes.
+
+Output blocks are aligned to the scene's global :class:`~geoseg.grid.ChipGrid`.
+:func:`accumulate_block` runs exactly the chips whose origin lies in its block
+(every chip once) and accumulates their weighted class probabilities over its
+own pixels plus the overlap its last chips reach into the next blocks;
+:func:`finish_block` adds the overlap handed over by the neighbours (left, above,
+diagonal) and takes the argmax. Every pixel so gets the same chips and weights
+whatever the blocking.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from geoseg.classes import NODATA
+from geoseg.grid import ChipGrid, GridBlock
+from geoseg.models import Checkpoint, autocast_dtype, default_device, load_checkpoint
+from geoseg.raster import open_raster, read_padded
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """Everything a worker needs to predict the chips of one output block."""
+
+    scene: str
+    checkpoint: str
+    block: GridBlock
+    chip: int
+    overlap: int
+    spill: tuple[int, int]          # rows, cols of overlap handed to the next blocks (clipped to the scene)
+    batch_size: int
+    precision: str
+    tta: str
+    threads: int | None
+
+
+@dataclass
+class BlockAccumulation:
+    """Weighted class probabilities (+ weight sum as the last channel) of one block's own chips."""
+
+    core: np.ndarray      # [K+1, h, w] over the owned pixels
+    right: np.ndarray     # [K+1, h, spill_cols] for the block to the right
+    bottom: np.ndarray    # [K+1, spill_rows, w] for the block below
+    corner: np.ndarray    # [K+1, spill_rows, spill_cols] for the block diagonally below-right
+    valid: np.ndarray     # [h, w] scene validity of the owned pixels
+    chips: int
+
+
+def blend_weights(chip: int, overlap: int) -> np.ndarray:
+    """A separable 2-D weight: 1 in the chip's core, linear ramps across the overlap, never 0.
+
+    Within an overlap band the two chips' ramps sum to 1, so the blended
+    probability cross-fades from one chip to the next without a step.
+    """
+    if overlap <= 0:
+        return np.ones((chip, chip), np.float32)
+    x = np.arange(chip, dtype=np.float32) + 0.5
+    ramp = np.clip(np.minimum(x, chip - x) / overlap, 0.0, 1.0)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_model(path: str, mtime: float, threads: int | None) -> tuple[Checkpoint, torch.nn.Module]:
+    """Load a checkpoint's model once per process (keyed by path and modification time)."""
+    if threads:
+        torch.set_num_threads(threads)
+    ckpt = load_checkpoint(path)
+    model = ckpt.build().to(default_device()).to(memory_format=torch.channels_last)
+    ckpt.state_dict = {}
+    return ckpt, model
+
+
+def model_for(path: str, threads: int | None = None) -> tuple[Checkpoint, torch.nn.Module]:
+    """The model of checkpoint ``path``, loaded at most once per worker process."""
+    return _load_model(os.path.abspath(path), os.path.getmtime(path), threads)
+
+
+def accumulate_block(task: BlockTask) -> BlockAccumulation:
+    """Run one block's own chips and accumulate their weighted probabilities over owned + spill pixels."""
+    ckpt, model = model_for(task.checkpoint, task.threads)
+    device = next(model.parameters()).device
+    amp = autocast_dtype(device, task.precision)
+    b = task.block
+    r0, c0 = int(b.window.row_off), int(b.window.col_off)
+    h, w = int(b.window.height), int(b.window.width)
+    sh, sw = task.spill
+    k = len(ckpt.classes)
+    acc = torch.zeros((k + 1, h + sh, w + sw), dtype=torch.float32)
+    with open_raster(task.scene) as src:
+        grid = ChipGrid.for_scene(src.width, src.height, task.chip, task.overlap)
+        if len(b.rows) and len(b.cols):
+            top, left = grid.origin(b.rows.start, b.cols.start)
+            bottom, right = grid.origin(b.rows.stop - 1, b.cols.stop - 1)
+            read = Window(min(left, c0), min(top, r0), max(right + task.chip, c0 + w) - min(left, c0),
+                          max(bottom + task.chip, r0 + h) - min(top, r0))
+        else:
+            read = b.window
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):  # decode the block's tiles on all cores
+            data, valid = read_padded(src, read, ckpt.bands)
+    sr, sc = int(read.row_off), int(read.col_off)
+    own_valid = valid[r0 - sr:r0 - sr + h, c0 - sc:c0 - sc + w].copy()
+    chips = [grid.origin(i, j) for i in b.rows for j in b.cols]
+    chips = [(r, c) for r, c in chips if valid[r - sr:r - sr + task.chip, c - sc:c - sc + task.chip].any()]
+    if chips:
+        normalise(data, valid, ckpt.mean, ckpt.std)
+        weight = torch.from_numpy(blend_weights(task.chip, task.overlap))
+        for start in range(0, len(chips), task.batch_size):
+            batch = chips[start:start + task.batch_size]
+            x = np.stack([data[:, r - sr:r - sr + task.chip, c - sc:c - sc + task.chip] for r, c in batch])
+            if len(batch) < task.batch_size:  # a fixed batch shape keeps results independent of blocking
+                x = np.concatenate([x, np.zeros((task.batch_size - len(batch), *x.shape[1:]), x.dtype)])
+            probs = predict_probabilities(model, x, device, amp, task.tta)
+            for (r, c), p in zip(batch, probs):
+                ar0, ar1 = max(r, r0), min(r + task.chip, r0 + h + sh)
+                ac0, ac1 = max(c, c0), min(c + task.chip, c0 + w + sw)
+                if ar0 < ar1 and ac0 < ac1:
+                    target = acc[:, ar0 - r0:ar1 - r0, ac0 - c0:ac1 - c0]
+                    wt = weight[ar0 - r:ar1 - r, ac0 - c:ac1 - c]
+                    target[:k].addcmul_(p[:, ar0 - r:ar1 - r, ac0 - c:ac1 - c], wt)
+                    target[k] += wt
+    a = acc.numpy()
+    return BlockAccumulation(a[:, :h, :w], a[:, :h, w:], a[:, h:, :w], a[:, h:, w:], own_valid, len(chips))
+
+
+def normalise(data: np.ndarray, valid: np.ndarray, mean, std) -> None:
+    """In place: (data - mean) / std per band, 0 where the scene has no data (torch: all cores)."""
+    t = torch.from_numpy(data)
+    t.sub_(torch.tensor(mean, dtype=t.dtype)[:, None, None]).div_(torch.tensor(std, dtype=t.dtype)[:, None, None])
+    t.masked_fill_(torch.from_numpy(~valid), 0.0)
+
+
+@torch.inference_mode()
+def predict_probabilities(model: torch.nn.Module, x: np.ndarray, device: torch.device,
+                          amp: torch.dtype | None, tta: str = "none") -> torch.Tensor:
+    """Softmax class probabilities [n, K, h, w] on the CPU for a batch of normalised chips.
+
+    The softmax runs in the autocast dtype (bf16 where enabled): it costs a
+    fraction of a float32 softmax and probabilities are accumulated in float32.
+    """
+    t = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    flips = [()] if tta == "none" else [(), (3,), (2,), (2, 3)]
+    out = None
+    for dims in flips:
+        inp = torch.flip(t, dims) if dims else t
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(inp)
+        p = torch.softmax(logits, dim=1)
+        p = torch.flip(p, dims) if dims else p
+        out = p if out is None else out + p
+    if len(flips) > 1:
+        out = out / len(flips)
+    return out.contiguous().cpu()
+
+
+@dataclass
+class FinishedBlock:
+    window: Window
+    codes: np.ndarray
+    confidence: np.ndarray | None
+    probabilities: np.ndarray | None
+    chips: int
+
+
+def finish_block(own: BlockAccumulation, window: Window, lut: np.ndarray, left: np.ndarray | None,
+                 above: np.ndarray | None, diagonal: np.ndarray | None, confidence: bool,
+                 probabilities: str | None) -> FinishedBlock:
+    """Add the neighbours' overlap to a block's own accumulation and turn it into class codes."""
+    acc = torch.from_numpy(own.core).clone()
+    if left is not None:
+        acc[:, :, :left.shape[2]] += torch.from_numpy(left)
+    if above is not None:
+        acc[:, :above.shape[1], :] += torch.from_numpy(above)
+    if diagonal is not None:
+        acc[:, :diagonal.shape[1], :diagonal.shape[2]] += torch.from_numpy(diagonal)
+    wsum = acc[-1]
+    probs = acc[:-1]
+    top, index = probs.max(dim=0)
+    nodata = ~own.valid | (wsum <= 0).numpy()
+    codes = lut[index.to(torch.uint8).numpy()]
+    codes[nodata] = NODATA
+    conf = prob_out = None
+    if confidence:
+        conf = torch.round(top / wsum.clamp_min(1e-12) * 100).to(torch.uint8).numpy()
+        conf[nodata] = NODATA
+    if probabilities:
+        p = (probs / wsum.clamp_min(1e-12)).numpy()
+        if probabilities == "uint8":
+            prob_out = np.rint(p * 254).astype(np.uint8)
+            prob_out[:, nodata] = NODATA
+        else:
+            prob_out = p.astype(np.float16)
+            prob_out[:, nodata] = np.nan
+    return FinishedBlock(window, codes, conf, prob_out, own.chips)
