@@ -30,8 +30,8 @@ from geoseg.grid import ChipGrid, GeoGrid, GridBlock, grid_blocks
 from geoseg.models import Checkpoint, load_checkpoint
 from geoseg.progress import bar, say
 from geoseg.raster import check_bands, class_raster_profile, open_raster, write_class_metadata
-from geoseg.stitch import (BlockTask, FinishedBlock, accumulate_block, blend_weights, finish_block,
-                           model_for, predict_probabilities)
+from geoseg.stitch import (GDAL_CACHE_MB, BlockTask, FinishedBlock, accumulate_block, blend_weights,
+                           finish_block, model_for, predict_probabilities)
 from geoseg.style import category_aux_xml, raster_qml
 
 __all__ = ["PredictOptions", "PredictResult", "predict_scene", "dask_client", "blend_weights", "model_for",
@@ -159,6 +159,7 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
     start = time.perf_counter()
     n_chips = 0
     with contextlib.ExitStack() as stack:
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         tmp = stack.enter_context(atomic_output(output, overwrite=True))
         stack.callback(_write_categories, tmp, ckpt.classes)  # runs once the raster is closed
         dst = stack.enter_context(rasterio.open(tmp, "w", **class_raster_profile(grid)))

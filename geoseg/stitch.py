@@ -25,6 +25,9 @@ from geoseg.grid import ChipGrid, GridBlock
 from geoseg.models import Checkpoint, autocast_dtype, default_device, load_checkpoint
 from geoseg.raster import open_raster, read_padded
 
+#: GDAL's block cache (MB) while predicting: bounded, so memory does not grow with the scene.
+GDAL_CACHE_MB = 256
+
 
 @dataclass(frozen=True)
 class BlockTask:
@@ -103,7 +106,7 @@ def accumulate_block(task: BlockTask) -> BlockAccumulation:
                           max(bottom + task.chip, r0 + h) - min(top, r0))
         else:
             read = b.window
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):  # decode the block's tiles on all cores
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=GDAL_CACHE_MB):  # decode on all cores
             data, valid = read_padded(src, read, ckpt.bands)
     sr, sc = int(read.row_off), int(read.col_off)
     own_valid = valid[r0 - sr:r0 - sr + h, c0 - sc:c0 - sc + w].copy()
@@ -127,7 +130,9 @@ def accumulate_block(task: BlockTask) -> BlockAccumulation:
                     target[:k].addcmul_(p[:, ar0 - r:ar1 - r, ac0 - c:ac1 - c], wt)
                     target[k] += wt
     a = acc.numpy()
-    return BlockAccumulation(a[:, :h, :w], a[:, :h, w:], a[:, h:, :w], a[:, h:, w:], own_valid, len(chips))
+    # The strips wait for the neighbours' finish tasks: copies, so they do not keep the whole block alive.
+    return BlockAccumulation(a[:, :h, :w], a[:, :h, w:].copy(), a[:, h:, :w].copy(), a[:, h:, w:].copy(),
+                             own_valid, len(chips))
 
 
 def normalise(data: np.ndarray, valid: np.ndarray, mean, std) -> None:
