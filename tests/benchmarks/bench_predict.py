@@ -1,13 +1,14 @@
-"""Predict throughput vs the bare model forward, side by side in one run.
+"""Predict throughput vs the bare model forward, side by side in one run (each side in its own process).
 
     python -m tests.benchmarks.bench_predict [--size 4096] [--repeats 2] [--precision auto]
 
 Makes (once, cached in --work) a synthetic scene of --size pixels and an untrained
 U-Net resnet34 checkpoint with 512 px chips (speed does not depend on the weights),
-then alternates: (a) the bare model forward over as many chips as predict runs,
-at the same batch size and precision; (b) ``predict_scene`` end to end, file to
-file (dask, reading, blending, writing the class GeoTIFF). Reports medians and
-the ratio of throughputs.
+then alternates fresh processes: (a) ``predict_scene`` end to end, file to file
+(dask, reading, blending, writing the class GeoTIFF), once cold (model load) and
+once warm; (b) the bare model forward on the main thread over as many chips, at
+the same batch size and precision. Separate processes keep one side's OpenMP
+thread team from slowing the other's. Reports medians and throughput ratios.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import torch
 
 from geoseg.classes import DEEPGLOBE
 from geoseg.models import Checkpoint, autocast_dtype, build_model, save_checkpoint
-from geoseg.predict import PredictOptions, dask_client, model_for, predict_scene
+from geoseg.predict import PredictOptions, model_for, predict_scene
 from geoseg.sampledata import write_scene
 
 MODEL = {"classes": 7, "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 3}
@@ -61,41 +64,67 @@ def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str
     return time.perf_counter() - start
 
 
+def child_predict(scene: Path, ckpt: Path, out: Path, opts: PredictOptions) -> dict:
+    """In a fresh process: predict twice; the first run is cold (model load), the second warm."""
+    cold = predict_scene(scene, ckpt, out, opts, overwrite=True)
+    warm = predict_scene(scene, ckpt, out, opts, overwrite=True)
+    return {"chips": warm.chips, "cold_s": cold.seconds, "warm_s": warm.seconds}
+
+
+def child_bare(ckpt: Path, chips: int, chip: int, batch: int, precision: str) -> dict:
+    """In a fresh process: the bare forward on the main thread, and the same loop in a dask worker."""
+    main_s = bare_forward(ckpt, chips, chip, batch, precision, torch.get_num_threads())
+    return {"bare_main_s": main_s}
+
+
+def _in_child(kind: str, args: argparse.Namespace, chips: int = 0) -> dict:
+    cmd = [sys.executable, "-m", "tests.benchmarks.bench_predict", "--child", kind, "--size", str(args.size),
+           "--chip", str(args.chip), "--precision", args.precision, "--batch-size", str(args.batch_size),
+           "--block-chips", str(args.block_chips), "--workers", str(args.workers), "--work", str(args.work),
+           "--chips", str(chips)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(r.stderr)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--chip", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--block-chips", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--child", choices=["predict", "bare"])
+    ap.add_argument("--chips", type=int, default=0)
     args = ap.parse_args()
     scene, ckpt = prepare(args.work, args.size, args.chip)
     opts = PredictOptions(precision=args.precision, batch_size=args.batch_size, block_chips=args.block_chips,
-                          workers=args.workers)
-    threads = max(1, (torch.get_num_threads()))
-    bare, bare_worker, pred = [], [], []
-    chips = None
-    for _ in range(args.repeats):
-        res = predict_scene(scene, ckpt, args.work / "out.tif", opts, overwrite=True)
-        chips = res.chips
-        pred.append(res.seconds)
-        bare.append(bare_forward(ckpt, chips, args.chip, args.batch_size, args.precision, threads))
-        with dask_client(opts) as client:  # the same forward loop, run where predict runs it
-            bare_worker.append(client.submit(bare_forward, ckpt, chips, args.chip, args.batch_size,
-                                             args.precision, threads, pure=False).result())
+                          workers=args.workers, processes=None if args.workers > 1 else False)
+    if args.child == "predict":
+        print(json.dumps(child_predict(scene, ckpt, args.work / "out.tif", opts)))
+        return
+    if args.child == "bare":
+        print(json.dumps(child_bare(ckpt, args.chips, args.chip, args.batch_size, args.precision)))
+        return
+    runs = []
+    for _ in range(args.repeats):  # each side in its own fresh process, alternating
+        p = _in_child("predict", args)
+        b = _in_child("bare", args, p["chips"])
+        runs.append({**p, **b})
     with rasterio.open(args.work / "out.tif") as ds:
         assert ds.shape == (args.size, args.size)
-    b, bw, p = statistics.median(bare), statistics.median(bare_worker), statistics.median(pred)
-    warm = statistics.median(pred[1:]) if len(pred) > 1 else p
-    report = {"size": args.size, "chips": chips, "precision": args.precision, "batch_size": args.batch_size,
-              "bare_forward_s": bare, "bare_forward_in_dask_worker_s": bare_worker, "predict_s": pred,
-              "bare_chips_per_s": chips / b, "bare_in_worker_chips_per_s": chips / bw,
-              "predict_chips_per_s": chips / p, "predict_warm_chips_per_s": chips / warm,
-              "ratio_median": b / p, "ratio_warm": b / warm, "ratio_warm_vs_worker_forward": bw / warm}
-    print(json.dumps(report, indent=1))
+    chips = runs[0]["chips"]
+    med = {k: statistics.median(r[k] for r in runs) for k in ("cold_s", "warm_s", "bare_main_s")}
+    print(json.dumps({
+        "size": args.size, "chips": chips, "precision": args.precision, "batch_size": args.batch_size,
+        "runs": runs, "bare_chips_per_s": chips / med["bare_main_s"],
+        "predict_warm_chips_per_s": chips / med["warm_s"], "predict_cold_chips_per_s": chips / med["cold_s"],
+        "ratio_warm": med["bare_main_s"] / med["warm_s"], "ratio_cold": med["bare_main_s"] / med["cold_s"],
+    }, indent=1))
 
 
 if __name__ == "__main__":
