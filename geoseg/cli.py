@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from geoseg import __version__
-from geoseg.errors import GeoSegError
+from geoseg.errors import GeoSegError, GeoSegWarning
 from geoseg.progress import set_quiet
 
 _debug = False
@@ -153,9 +153,20 @@ def set_default_model(checkpoint) -> None:
     click.echo(f"default model: {Path(checkpoint).resolve()}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, GeoSegWarning):
+        click.echo(f"geoseg: warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning geoseg errors into one line on stderr and an exit code."""
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="geoseg", standalone_mode=False)
     except GeoSegError as exc:

@@ -40,5 +40,9 @@ class OutputError(InputError):
     """An output path cannot be written (missing folder, exists without --overwrite)."""
 
 
+class GeoSegWarning(UserWarning):
+    """Something the user should know that does not stop the work (shown as one line by the CLI)."""
+
+
 class WeightsUnavailableError(GeoSegError):
     """Pretrained encoder weights could not be downloaded or found in the cache."""

@@ -25,8 +25,8 @@ import torch
 
 from geoseg import __version__
 from geoseg.atomic import atomic_output, atomic_write_text, check_output_path
-from geoseg.errors import InputError
-from geoseg.grid import ChipGrid, GeoGrid, GridBlock, grid_blocks
+from geoseg.errors import GeoSegWarning, InputError
+from geoseg.grid import ChipGrid, GeoGrid, GridBlock, grid_blocks, metres_per_unit
 from geoseg.models import Checkpoint, load_checkpoint
 from geoseg.progress import bar, say
 from geoseg.raster import check_bands, class_raster_profile, open_raster, write_class_metadata
@@ -119,6 +119,16 @@ def default_threads(options: PredictOptions) -> int:
     return max(1, (os.cpu_count() or 1) // (options.workers or 1))
 
 
+def _check_resolution(scene, grid: GeoGrid, ckpt: Checkpoint) -> None:
+    """Warn when the scene's pixels are far from the size the model was trained on."""
+    if not ckpt.resolution or grid.crs is None or grid.crs.is_geographic:
+        return
+    size = abs(grid.transform.a) * metres_per_unit(grid.crs)
+    if not 0.8 <= size / ckpt.resolution <= 1.25:
+        warnings.warn(f"{scene} has {size:g} m pixels but the model was trained on {ckpt.resolution:g} m pixels; "
+                      f"expect worse results (resample the scene to {ckpt.resolution:g} m)", GeoSegWarning)
+
+
 def _sidecar(output: Path, name: str) -> Path:
     return output.with_name(f"{output.stem}_{name}{output.suffix}")
 
@@ -136,7 +146,8 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
         check_bands(src, scene, ckpt.bands)
         grid = GeoGrid.from_dataset(src)
     if grid.crs is None:
-        warnings.warn(f"{scene} has no CRS; the outputs will have none either")
+        warnings.warn(f"{scene} has no CRS; the outputs will have none either", GeoSegWarning)
+    _check_resolution(scene, grid, ckpt)
     if options.tta not in TTA_MODES:
         raise InputError(f"--tta must be one of {', '.join(TTA_MODES)}, got {options.tta!r}")
     if options.probabilities not in (None, "uint8", "float16"):

@@ -19,7 +19,7 @@ from geoseg.classes import IGNORE_INDEX
 from geoseg.config import RunConfig
 from geoseg.data import (ChipDataset, GridChipSampler, RandomChipSampler, band_statistics, read_manifest,
                          scene_infos)
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, GeoSegWarning
 from geoseg.metrics import confusion_matrix, summarize
 from geoseg.models import Checkpoint, autocast_dtype, build_model, default_device, save_checkpoint
 from geoseg.progress import bar, say
@@ -106,7 +106,7 @@ def train(cfg: RunConfig, device: torch.device | None = None) -> TrainResult:
     if not train_recs:
         raise ConfigError(f"manifest {cfg.manifest_path} lists no 'train' scenes")
     if not val_recs:
-        warnings.warn("the manifest lists no 'val' scenes; validating on the training scenes")
+        warnings.warn("the manifest lists no 'val' scenes; validating on the training scenes", GeoSegWarning)
         val_recs = train_recs
     train_scenes = scene_infos(train_recs, cfg.bands, cfg.downsize_res)
     val_scenes = scene_infos(val_recs, cfg.bands, cfg.downsize_res)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import geopandas as gpd
+import numpy as np
 import rasterio
 import yaml
 from rasterio.features import rasterize
@@ -110,3 +111,19 @@ def test_predict_with_cartographic_options(tmp_path, rgb_scene, tiny_checkpoint)
     assert (back == classes).all()  # the sieved raster and the polygons agree
     assert (tmp_path / "lc.qml").exists() and (tmp_path / "lc_summary.csv").exists()
     assert (tmp_path / "lc_confidence.tif").exists()
+
+
+def test_scene_without_crs_and_at_another_resolution_is_one_warning_line(tmp_path, tiny_checkpoint):
+    from affine import Affine
+    from conftest import write_raster
+    scene = write_raster(tmp_path / "nocrs.tif", np.full((3, 40, 40), 100, np.uint8), Affine(2, 0, 0, 0, -2, 80),
+                         crs=None)
+    r = geoseg("predict", scene, "-o", tmp_path / "out.tif", "--model", tiny_checkpoint, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == f"geoseg: warning: {scene} has no CRS; the outputs will have none either"
+    with rasterio.open(tmp_path / "out.tif") as ds:
+        assert ds.crs is None and ds.transform == Affine(2, 0, 0, 0, -2, 80)
+
+    utm = write_raster(tmp_path / "coarse.tif", np.full((3, 40, 40), 100, np.uint8), Affine(2, 0, 0, 0, -2, 80))
+    r = geoseg("predict", utm, "-o", tmp_path / "out2.tif", "--model", tiny_checkpoint, "--quiet")
+    assert r.returncode == 0 and "has 2 m pixels but the model was trained on 0.5 m pixels" in r.stderr
