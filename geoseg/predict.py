@@ -90,7 +90,7 @@ def dask_client(options: PredictOptions) -> Iterator:
     processes = options.processes if options.processes is not None else workers > 1
     dashboard = ":0" if _has_bokeh() else None
     # dask samples every worker thread's stack each 10 ms and watches the GIL each 1 ms: on a
-    # machine whose cores all run the model that costs ~15 % of its speed, so both are off here.
+    # machine whose cores all run the model that cost ~7 % of its speed here, so both are off.
     with warnings.catch_warnings(), dask.config.set(QUIET_DASK):
         warnings.simplefilter("ignore")
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
