@@ -85,6 +85,8 @@ def sample_panel(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], pre
         rgb = np.clip(np.moveaxis(rgb, 0, -1), 0, 255).astype(np.uint8)
         if rgb.shape[-1] < 3:
             rgb = np.repeat(rgb[..., :1], 3, axis=-1)
+        p = np.where(t == 255, 255, p)  # no label (nodata, ignored class): grey in both panels
+        rgb[t == 255] //= 3
         tiles = [Image.fromarray(a).resize((thumb, thumb), Image.NEAREST) for a in (rgb, palette[t], palette[p])]
         row = Image.new("RGB", (thumb * 3 + 4, thumb))
         for k, tile in enumerate(tiles):
