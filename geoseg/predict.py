@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from itertools import islice
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from geoseg.errors import GeoSegWarning, InputError
 from geoseg.grid import ChipGrid, GeoGrid, GridBlock, grid_blocks, metres_per_unit
 from geoseg.models import Checkpoint, load_checkpoint
 from geoseg.progress import bar, say
-from geoseg.raster import check_bands, class_raster_profile, open_raster, write_class_metadata
+from geoseg.raster import check_bands, class_raster_profile, copy_pam_sidecar, open_raster, write_class_metadata
 from geoseg.stitch import (GDAL_CACHE_MB, BlockTask, FinishedBlock, accumulate_block, blend_weights,
                            finish_block, model_for, predict_probabilities)
 from geoseg.style import category_aux_xml, raster_qml
@@ -89,8 +90,8 @@ def dask_client(options: PredictOptions) -> Iterator:
     workers = options.workers or 1
     processes = options.processes if options.processes is not None else workers > 1
     dashboard = ":0" if _has_bokeh() else None
-    # dask samples every worker thread's stack each 10 ms and watches the GIL each 1 ms: on a
-    # machine whose cores all run the model that cost ~7 % of its speed here, so both are off.
+    # dask samples every worker thread's stack each 10 ms and watches the GIL each 1 ms; on a
+    # machine whose cores all run the model that takes cycles from it, so both are off.
     with warnings.catch_warnings(), dask.config.set(QUIET_DASK):
         warnings.simplefilter("ignore")
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
@@ -220,18 +221,17 @@ def _to_cog(path: Path) -> None:
     """Rewrite a finished GeoTIFF as a Cloud-Optimized GeoTIFF (overviews, COG layout), atomically."""
     from rasterio.shutil import copy as rio_copy
 
-    aux = Path(str(path) + ".aux.xml")
     with atomic_output(path, overwrite=True) as tmp:
         with rasterio.open(path) as src:
             categorical = src.colorinterp[0].name == "palette"
         rio_copy(path, tmp, driver="COG", compress="DEFLATE",
                  overview_resampling="MODE" if categorical else "AVERAGE")
-        if aux.exists() and not Path(str(tmp) + ".aux.xml").exists():
-            Path(str(tmp) + ".aux.xml").write_text(aux.read_text(encoding="utf-8"), encoding="utf-8")
+        copy_pam_sidecar(path, tmp)
 
 
 def _block_tasks(layout: list[list[GridBlock]], scene: str, checkpoint: str, chip: int, overlap: int,
                  grid: GeoGrid, options: PredictOptions, threads: int) -> list[list[BlockTask]]:
+    batch = options.batch_size or (8 if torch.cuda.is_available() else 1)
     tasks = []
     for row in layout:
         out_row = []
@@ -239,7 +239,6 @@ def _block_tasks(layout: list[list[GridBlock]], scene: str, checkpoint: str, chi
             r1 = int(b.window.row_off + b.window.height)
             c1 = int(b.window.col_off + b.window.width)
             spill = (min(overlap, grid.height - r1), min(overlap, grid.width - c1))
-            batch = options.batch_size or (8 if torch.cuda.is_available() else 1)
             out_row.append(BlockTask(scene, checkpoint, b, chip, overlap, spill, batch,
                                      options.precision, options.tta, threads))
         tasks.append(out_row)
@@ -266,7 +265,7 @@ def _run(client, tasks: list[list[BlockTask]], lut: np.ndarray, options: Predict
         for part, needed in (("right", not last_col), ("bottom", not last_row),
                              ("corner", not (last_col or last_row))):
             if needed:
-                strips[(i, j, part)] = client.submit(getattr_, acc, part, pure=False)
+                strips[(i, j, part)] = client.submit(getattr, acc, part, pure=False)
         left = strips.pop((i, j - 1, "right"), None)
         above = strips.pop((i - 1, j, "bottom"), None)
         diagonal = strips.pop((i - 1, j - 1, "corner"), None)
@@ -274,28 +273,13 @@ def _run(client, tasks: list[list[BlockTask]], lut: np.ndarray, options: Predict
                              options.probabilities, pure=False)
 
     it = iter(order)
-    first = [submit(i, j) for i, j in _take(it, max_in_flight)]
+    first = [submit(i, j) for i, j in islice(it, max_in_flight)]
     if not first:
         return
     done = as_completed(first)
     for future in done:
         result = future.result()
         future.release()
-        for i, j in _take(it, 1):
+        for i, j in islice(it, 1):
             done.add(submit(i, j))
         yield result
-
-
-def getattr_(obj, name: str):
-    """``getattr`` as a dask task (picklable by reference)."""
-    return getattr(obj, name)
-
-
-def _take(it, n):
-    out = []
-    for _ in range(n):
-        try:
-            out.append(next(it))
-        except StopIteration:
-            break
-    return out

@@ -81,6 +81,13 @@ def _reflect_pad(a: np.ndarray, top: int, bottom: int, left: int, right: int) ->
     return a
 
 
+def copy_pam_sidecar(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Carry GDAL's ``.aux.xml`` (class names) over when a raster is rewritten under a new name."""
+    aux, new = Path(str(source) + ".aux.xml"), Path(str(target) + ".aux.xml")
+    if aux.exists() and not new.exists():
+        new.write_text(aux.read_text(encoding="utf-8"), encoding="utf-8")
+
+
 def class_raster_profile(grid: GeoGrid, count: int = 1, block: int = 256) -> dict:
     """Profile of a tiled, deflate-compressed uint8 class raster with nodata 255."""
     profile = {

@@ -84,14 +84,19 @@ def _rotate(x, y, angle):
     return x * c + y * s, -x * s + y * c
 
 
-def labels(land: Landscape, x: np.ndarray, y: np.ndarray, tree: cKDTree) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class of every pixel at (x, y), with the parcel id and distance to the river centre line."""
+def labels(land: Landscape, x: np.ndarray, y: np.ndarray, tree: cKDTree,
+           nearest: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class of every pixel at (x, y), with the parcel id and distance to the river centre line.
+
+    ``nearest`` may pass the index of each pixel's nearest parcel seed when the caller already has it.
+    """
     s = land.seed
-    d_straight, i_straight = tree.query(np.stack([x.ravel(), y.ravel()], 1), k=2)
+    if nearest is None:
+        _, nearest = tree.query(np.stack([x.ravel(), y.ravel()], 1), k=1)
     wx = x + 60 * (fbm(x, y, 160, s + 21, 3) - 0.5)
     wy = y + 60 * (fbm(x, y, 160, s + 22, 3) - 0.5)
     _, i_warp = tree.query(np.stack([wx.ravel(), wy.ravel()], 1), k=1)
-    i_straight = i_straight[:, 0].reshape(x.shape)
+    i_straight = np.asarray(nearest).reshape(x.shape)
     i_warp = i_warp.reshape(x.shape)
     c_s, c_w = land.seed_class[i_straight], land.seed_class[i_warp]
     use_straight = (c_s == AGRICULTURE) & (c_w == AGRICULTURE)
@@ -138,7 +143,8 @@ def render(land: Landscape, window_rows: tuple[int, int], window_cols: tuple[int
     c0, c1 = window_cols
     y, x = np.mgrid[r0:r1, c0:c1].astype(np.float64) + 0.5
     tree = cKDTree(land.seeds_xy)
-    cls, parcel, river_dist = labels(land, x, y, tree)
+    d2, nearest = tree.query(np.stack([x.ravel(), y.ravel()], 1), k=2)
+    cls, parcel, river_dist = labels(land, x, y, tree, nearest[:, 0])
     h, w = cls.shape
     img = np.zeros((h, w, 3))
 
@@ -156,7 +162,6 @@ def render(land: Landscape, window_rows: tuple[int, int], window_cols: tuple[int
     depth = 0.03 + 0.25 * hash01(parcel, 4, s + 31)
     within = fbm(x, y, 120, s + 32, 3) - 0.5
     ag = base * (1 - depth[..., None] * rows[..., None]) * (1 + 0.25 * within[..., None])
-    d2, _ = tree.query(np.stack([x.ravel(), y.ravel()], 1), k=2)
     margin = (d2[:, 1] - d2[:, 0]).reshape(h, w) < 5
     ag = np.where(margin[..., None], _color(160, 140, 110), ag)
 

@@ -86,7 +86,7 @@ def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
 
 def _loader(dataset, sampler, cfg: RunConfig) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                      persistent_workers=cfg.num_workers > 0, collate_fn=None)
+                      persistent_workers=cfg.num_workers > 0)
 
 
 def _run_dir(cfg: RunConfig) -> Path:

@@ -12,7 +12,6 @@ coordinates and placed in the CRS only at the end, so merges are exact.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -27,7 +26,7 @@ from shapely.geometry import shape
 from geoseg.atomic import atomic_output
 from geoseg.classes import NODATA
 from geoseg.grid import GeoGrid, blocks
-from geoseg.raster import open_raster
+from geoseg.raster import copy_pam_sidecar, open_raster
 
 DEFAULT_BLOCK = 2048
 SIEVE_HALO_MAX = 1024
@@ -184,6 +183,4 @@ def sieve_raster(path: str | os.PathLike, output: str | os.PathLike, min_pixels:
                 sieved[~valid] = data[~valid]
                 r, c = int(window.row_off - big.row_off), int(window.col_off - big.col_off)
                 dst.write(sieved[r:r + int(window.height), c:c + int(window.width)], 1, window=window)
-        aux = Path(str(path) + ".aux.xml")
-        if aux.exists():  # keep the class names
-            Path(str(tmp) + ".aux.xml").write_text(aux.read_text(encoding="utf-8"), encoding="utf-8")
+        copy_pam_sidecar(path, tmp)  # keep the class names

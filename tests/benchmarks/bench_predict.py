@@ -72,7 +72,7 @@ def child_predict(scene: Path, ckpt: Path, out: Path, opts: PredictOptions) -> d
 
 
 def child_bare(ckpt: Path, chips: int, chip: int, batch: int, precision: str) -> dict:
-    """In a fresh process: the bare forward on the main thread, and the same loop in a dask worker."""
+    """In a fresh process: the bare forward on the main thread."""
     main_s = bare_forward(ckpt, chips, chip, batch, precision, torch.get_num_threads())
     return {"bare_main_s": main_s}
 
