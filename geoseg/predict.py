@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from itertools import islice
 import time
 import warnings
@@ -130,6 +131,24 @@ def _check_resolution(scene, grid: GeoGrid, ckpt: Checkpoint) -> None:
                       f"expect worse results (resample the scene to {ckpt.resolution:g} m)", GeoSegWarning)
 
 
+def _preload_model(checkpoint: str, options: PredictOptions) -> threading.Thread | None:
+    """Load the model while the cluster starts when the worker is a thread of this process (it shares the cache)."""
+    in_process = not options.scheduler and not (options.processes if options.processes is not None
+                                                 else (options.workers or 1) > 1)
+    if not in_process:
+        return None
+    thread = threading.Thread(target=_load_quietly, args=(checkpoint, default_threads(options)), daemon=True)
+    thread.start()
+    return thread
+
+
+def _load_quietly(checkpoint: str, threads: int) -> None:
+    try:
+        model_for(checkpoint, threads)
+    except Exception:  # the worker's own load reports it
+        pass
+
+
 def _sidecar(output: Path, name: str) -> Path:
     return output.with_name(f"{output.stem}_{name}{output.suffix}")
 
@@ -179,7 +198,10 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
         side = {name: stack.enter_context(rasterio.open(
             stack.enter_context(atomic_output(path, overwrite=True)), "w", **_extra_profile(grid, name, options, ckpt)))
             for name, path in extras.items()}
+        preload = _preload_model(str(Path(checkpoint).resolve()), options)
         client = stack.enter_context(dask_client(options))
+        if preload:
+            preload.join()
         pbar = stack.enter_context(bar(n_blocks, "predict", unit="block"))
         tasks = _block_tasks(layout, scene_ref, str(Path(checkpoint).resolve()), chip, overlap, grid,
                              options, default_threads(options))

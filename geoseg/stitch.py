@@ -178,16 +178,17 @@ def finish_block(own: BlockAccumulation, window: Window, lut: np.ndarray, left: 
                  above: np.ndarray | None, diagonal: np.ndarray | None, confidence: bool,
                  probabilities: str | None) -> FinishedBlock:
     """Add the neighbours' overlap to a block's own accumulation and turn it into class codes."""
-    acc = torch.from_numpy(own.core).clone()
-    if left is not None:
-        acc[:, :, :left.shape[2]] += torch.from_numpy(left)
-    if above is not None:
-        acc[:, :above.shape[1], :] += torch.from_numpy(above)
-    if diagonal is not None:
-        acc[:, :diagonal.shape[1], :diagonal.shape[2]] += torch.from_numpy(diagonal)
-    wsum = acc[-1]
-    probs = acc[:-1]
-    top, index = probs.max(dim=0)
+    if probabilities:
+        regions = [(slice(None), slice(None), _with_neighbours(own.core, left, above, diagonal))]
+    else:  # only the edge bands change: no copy of the whole accumulation
+        regions = [(slice(None), slice(None), torch.from_numpy(own.core)), *_edge_bands(own.core, left, above, diagonal)]
+    top = index = wsum = None
+    for rows, cols, acc in regions:
+        t, i = acc[:-1].max(dim=0)
+        if top is None:
+            top, index, wsum, probs = t, i, acc[-1].clone(), acc[:-1]  # never write into own.core
+        else:
+            top[rows, cols], index[rows, cols], wsum[rows, cols] = t, i, acc[-1]
     nodata = ~own.valid | (wsum <= 0).numpy()
     codes = lut[index.to(torch.uint8).numpy()]
     codes[nodata] = NODATA
@@ -204,3 +205,29 @@ def finish_block(own: BlockAccumulation, window: Window, lut: np.ndarray, left: 
             prob_out = p.astype(np.float16)
             prob_out[:, nodata] = np.nan
     return FinishedBlock(window, codes, conf, prob_out, own.chips)
+
+
+def _with_neighbours(core: np.ndarray, left, above, diagonal) -> torch.Tensor:
+    """A copy of the block's accumulation with the neighbours' overlap strips added."""
+    acc = torch.from_numpy(core).clone()
+    if left is not None:
+        acc[:, :, :left.shape[2]] += torch.from_numpy(left)
+    if above is not None:
+        acc[:, :above.shape[1], :] += torch.from_numpy(above)
+    if diagonal is not None:
+        acc[:, :diagonal.shape[1], :diagonal.shape[2]] += torch.from_numpy(diagonal)
+    return acc
+
+
+def _edge_bands(core: np.ndarray, left, above, diagonal) -> list[tuple[slice, slice, torch.Tensor]]:
+    """The top band (rows the strip from above covers) and the left band below it, with all strips added."""
+    ah = max(above.shape[1] if above is not None else 0, diagonal.shape[1] if diagonal is not None else 0)
+    lw = max(left.shape[2] if left is not None else 0, diagonal.shape[2] if diagonal is not None else 0)
+    bands = []
+    if ah:
+        band = _with_neighbours(core[:, :ah], None if left is None else left[:, :ah], above, diagonal)
+        bands.append((slice(0, ah), slice(None), band))
+    if lw and left is not None and core.shape[1] > ah:
+        band = _with_neighbours(core[:, ah:, :lw], left[:, ah:], None, None)
+        bands.append((slice(ah, None), slice(0, lw), band))
+    return bands

@@ -46,8 +46,13 @@ def prepare(work: Path, size: int, chip: int) -> tuple[Path, Path]:
     return scene, ckpt
 
 
-def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str, threads: int) -> float:
-    """Seconds for the model's forward alone on ``n_chips`` chips (channels_last, same batch and precision)."""
+def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str, threads: int) -> tuple[float, float]:
+    """Seconds for the model's forward alone on ``n_chips`` chips (channels_last, same batch and precision).
+
+    Returns (warm, cold): warm after a warm-up forward; cold from before the
+    model is loaded (smp import, build, weights) to the last chip.
+    """
+    cold_start = time.perf_counter()
     _, model = model_for(str(ckpt), threads)
     device = next(model.parameters()).device
     amp = autocast_dtype(device, precision)
@@ -57,11 +62,14 @@ def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str
         with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             model(x)
 
-    forward()  # warm-up
-    start = time.perf_counter()
-    for _ in range(-(-n_chips // batch)):
+    n_batches = -(-n_chips // batch)
+    for _ in range(n_batches):  # cold: the first batch pays the kernels' first-call set-up
         forward()
-    return time.perf_counter() - start
+    cold_s = time.perf_counter() - cold_start
+    start = time.perf_counter()
+    for _ in range(n_batches):  # warm
+        forward()
+    return time.perf_counter() - start, cold_s
 
 
 def child_predict(scene: Path, ckpt: Path, out: Path, opts: PredictOptions) -> dict:
@@ -73,8 +81,8 @@ def child_predict(scene: Path, ckpt: Path, out: Path, opts: PredictOptions) -> d
 
 def child_bare(ckpt: Path, chips: int, chip: int, batch: int, precision: str) -> dict:
     """In a fresh process: the bare forward on the main thread."""
-    main_s = bare_forward(ckpt, chips, chip, batch, precision, torch.get_num_threads())
-    return {"bare_main_s": main_s}
+    warm_s, cold_s = bare_forward(ckpt, chips, chip, batch, precision, torch.get_num_threads())
+    return {"bare_main_s": warm_s, "bare_cold_s": cold_s}
 
 
 def _in_child(kind: str, args: argparse.Namespace, chips: int = 0) -> dict:
@@ -118,12 +126,13 @@ def main() -> None:
     with rasterio.open(args.work / "out.tif") as ds:
         assert ds.shape == (args.size, args.size)
     chips = runs[0]["chips"]
-    med = {k: statistics.median(r[k] for r in runs) for k in ("cold_s", "warm_s", "bare_main_s")}
+    med = {k: statistics.median(r[k] for r in runs) for k in ("cold_s", "warm_s", "bare_main_s", "bare_cold_s")}
     print(json.dumps({
         "size": args.size, "chips": chips, "precision": args.precision, "batch_size": args.batch_size,
         "runs": runs, "bare_chips_per_s": chips / med["bare_main_s"],
         "predict_warm_chips_per_s": chips / med["warm_s"], "predict_cold_chips_per_s": chips / med["cold_s"],
         "ratio_warm": med["bare_main_s"] / med["warm_s"], "ratio_cold": med["bare_main_s"] / med["cold_s"],
+        "ratio_cold_both": med["bare_cold_s"] / med["cold_s"],  # both sides load the model and warm up
     }, indent=1))
 
 
