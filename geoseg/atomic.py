@@ -69,6 +69,11 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     except BaseException:
         _remove(tmp)
         raise
+    promote(tmp, final)
+
+
+def promote(tmp: Path, final: Path) -> None:
+    """Rename a finished temporary (and its GDAL sidecars or multi-file parts) to its final name."""
     tmp_stem, final_stem = _stem(tmp), _stem(final)
     new_parts = {p.name[len(tmp_stem):]: p for p in _companions(tmp) if p.exists()}
     for old in _companions(final):  # parts of an earlier output that the new one does not have
@@ -77,6 +82,11 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     for ending, part in new_parts.items():
         os.replace(part, final.with_name(final_stem + ending))
     os.replace(tmp, final)
+
+
+def discard(path: Path) -> None:
+    """Remove a temporary output with its sidecars; missing files are fine."""
+    _remove(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

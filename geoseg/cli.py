@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -70,11 +71,14 @@ def train(config_path: str, epochs: int | None, quiet: bool) -> None:
               help="Simplify polygons with this tolerance (CRS units), keeping shared edges shared.")
 @click.option("--dissolve", is_flag=True, help="One multipolygon per class.")
 @click.option("--layer", default="landcover", show_default=True, help="GeoPackage layer name.")
+@click.option("--bands", default=None, metavar="3,2,1",
+              help="Scene bands (1-based) for the model's inputs, in order; default: the bands it was trained on.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--resume", is_flag=True, help="Complete an interrupted run of the same command, keeping its finished blocks.")
 @quiet_option
 def predict(scene, output, model, raster, overlap, batch_size, precision, workers, threads, block_chips,
-            scheduler, tta, confidence, probabilities, cog, min_area, simplify, dissolve, layer, overwrite,
-            quiet) -> None:
+            scheduler, tta, confidence, probabilities, cog, min_area, simplify, dissolve, layer, bands, overwrite,
+            resume, quiet) -> None:
     """Predict land cover of SCENE into a class GeoTIFF and land-cover polygons."""
     from geoseg.predict import PredictOptions
     from geoseg.workflow import VectorOptions, predict_to_files
@@ -82,9 +86,10 @@ def predict(scene, output, model, raster, overlap, batch_size, precision, worker
     set_quiet(quiet)
     options = PredictOptions(overlap=overlap, block_chips=block_chips, batch_size=batch_size, precision=precision,
                              tta=tta, workers=workers, threads=threads, scheduler=scheduler, confidence=confidence,
-                             probabilities=probabilities, cog=cog)
+                             probabilities=probabilities, cog=cog, bands=_parse_bands(bands))
     vector = VectorOptions(min_area=min_area, simplify=simplify, dissolve=dissolve, layer=layer)
-    predict_to_files(scene, output, model=model, raster=raster, options=options, vector=vector, overwrite=overwrite)
+    predict_to_files(scene, output, model=model, raster=raster, options=options, vector=vector, overwrite=overwrite,
+                     resume=resume)
 
 
 @cli.command()
@@ -163,16 +168,38 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _default_showwarning = warnings.showwarning
 
 
+def _parse_bands(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected band numbers like 3,2,1, got {text!r}", param_hint="--bands") from None
+
+
+def _one_line(exc: GeoSegError) -> str:
+    """The error's sentence, also when a DataLoader worker wrapped it with its traceback."""
+    message = str(exc)
+    if "Original Traceback" in message:
+        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning geoseg errors into one line on stderr and an exit code."""
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     warnings.showwarning = _show_warning
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
     try:
         cli.main(args=argv, prog_name="geoseg", standalone_mode=False)
     except GeoSegError as exc:
         if _debug:
             raise
-        click.echo(f"geoseg: error: {exc}", err=True)
+        click.echo(f"geoseg: error: {_one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("geoseg: interrupted", err=True)

@@ -8,6 +8,8 @@ Rasters are opened lazily in each DataLoader worker.
 
 from __future__ import annotations
 
+import warnings
+
 import csv
 import math
 import os
@@ -22,7 +24,7 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset, Sampler
 
 from geoseg.classes import IGNORE_INDEX, ClassSchema
-from geoseg.errors import ConfigError, RasterError
+from geoseg.errors import GeoSegWarning, ConfigError, RasterError
 from geoseg.grid import GeoGrid
 from geoseg.labels import LabelReader
 from geoseg.raster import check_bands, open_raster
@@ -86,6 +88,9 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int], downsize_r
         with open_raster(rec.image) as src:
             check_bands(src, rec.image, bands)
             grid = GeoGrid.from_dataset(src)
+        if grid.crs is None:
+            warnings.warn(f"{rec.image} has no CRS; it is used for training as it is (pixel grid only)",
+                          GeoSegWarning)
         scale = max(grid.width, grid.height) / downsize_res if downsize_res else 1.0
         infos.append(SceneInfo(rec, grid, scale))
     return infos

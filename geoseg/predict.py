@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from itertools import islice
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Iterator
 import dask
 import numpy as np
 import rasterio
+from rasterio.windows import Window
 import torch
 
 from geoseg import __version__
@@ -31,7 +31,8 @@ from geoseg.errors import GeoSegWarning, InputError
 from geoseg.grid import ChipGrid, GeoGrid, GridBlock, grid_blocks, metres_per_unit
 from geoseg.models import Checkpoint, load_checkpoint
 from geoseg.progress import bar, say
-from geoseg.raster import check_bands, class_raster_profile, copy_pam_sidecar, open_raster, write_class_metadata
+from geoseg.resume import COMMIT_SECONDS, file_fingerprint, resumable_rasters
+from geoseg.raster import read_errors, check_bands, class_raster_profile, copy_pam_sidecar, open_raster, write_class_metadata
 from geoseg.stitch import (GDAL_CACHE_MB, BlockTask, FinishedBlock, accumulate_block, blend_weights,
                            finish_block, model_for, predict_probabilities)
 from geoseg.style import category_aux_xml, raster_qml
@@ -60,6 +61,8 @@ class PredictOptions:
     confidence: bool = False        # also write max probability (uint8 0–100)
     probabilities: str | None = None  # also write per-class probabilities: 'uint8' or 'float16'
     cog: bool = False               # write Cloud-Optimized GeoTIFFs
+    bands: tuple[int, ...] | None = None  # scene bands for the model's inputs (default: the checkpoint's)
+    commit_seconds: float = COMMIT_SECONDS  # how often finished blocks are committed for --resume
 
 
 @dataclass
@@ -149,22 +152,70 @@ def _load_quietly(checkpoint: str, threads: int) -> None:
         pass
 
 
+def _model_bands(options: PredictOptions, ckpt: Checkpoint) -> list[int]:
+    """The scene bands fed to the model: ``--bands`` if given (one per model input), else the checkpoint's."""
+    if not options.bands:
+        return list(ckpt.bands)
+    if len(options.bands) != len(ckpt.bands):
+        raise InputError(f"--bands lists {len(options.bands)} band(s) but the model takes {len(ckpt.bands)} "
+                         f"input band(s) (it was trained on bands {','.join(map(str, ckpt.bands))})")
+    if min(options.bands) < 1:
+        raise InputError(f"--bands are numbered from 1, got {','.join(map(str, options.bands))}")
+    return list(options.bands)
+
+
+def _check_value_range(src, scene, bands: list[int], ckpt: Checkpoint, size: int = 256) -> None:
+    """Warn when the scene's values are far from those the model was normalised for (8 vs 16 bit, reflectance)."""
+    stats = _sample_stats(src, bands, size)
+    if stats is None:
+        return
+    means, stds = stats
+    ref_mean, ref_std = np.asarray(ckpt.mean), np.maximum(np.asarray(ckpt.std), 1e-6)
+    scale = (np.abs(means) + stds) / (np.abs(ref_mean) + ref_std)  # ~1 for the same kind of imagery
+    if (np.abs(means - ref_mean) / ref_std > 4).any() or (scale > 10).any() or (scale < 0.1).any():
+        warnings.warn(f"{scene}'s values (band means {', '.join(f'{m:.4g}' for m in means)}) are far from those "
+                      f"the model was trained on (means {', '.join(f'{m:.4g}' for m in ckpt.mean)}); check the bit "
+                      f"depth and scaling of the imagery", GeoSegWarning)
+
+
+def _sample_stats(src, bands: list[int], size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-band mean and std of valid pixels in 9 small windows spread over the scene (cheap on any size)."""
+    samples = []
+    w, h = min(size, src.width), min(size, src.height)
+    for fy in (0.2, 0.5, 0.8):
+        for fx in (0.2, 0.5, 0.8):
+            window = Window(int((src.width - w) * fx), int((src.height - h) * fy), w, h)
+            with read_errors(src):
+                data = src.read(bands, window=window, masked=True).astype(np.float64)
+            valid = ~np.ma.getmaskarray(data).any(axis=0)
+            samples.append(data.filled(0)[:, valid])
+    values = np.concatenate(samples, axis=1)
+    if not values.shape[1]:
+        return None
+    return values.mean(axis=1), values.std(axis=1)
+
+
 def _sidecar(output: Path, name: str) -> Path:
     return output.with_name(f"{output.stem}_{name}{output.suffix}")
 
 
 def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, output: str | os.PathLike,
-                  options: PredictOptions = PredictOptions(), overwrite: bool = False) -> PredictResult:
+                  options: PredictOptions = PredictOptions(), overwrite: bool = False,
+                  resume: bool = False) -> PredictResult:
     """Predict ``scene`` with ``checkpoint`` into a class GeoTIFF at ``output`` (plus a QGIS ``.qml``).
 
     With ``options.confidence`` / ``options.probabilities`` the rasters
     ``<output>_confidence.tif`` / ``<output>_probabilities.tif`` are written too.
+    An interrupted run keeps its finished blocks; ``resume=True`` completes them
+    (see :mod:`geoseg.resume`). ``chips`` in the result counts this run's chips.
     """
     output = check_output_path(output, overwrite)
     ckpt = load_checkpoint(checkpoint)
+    bands = _model_bands(options, ckpt)
     with open_raster(scene) as src:
-        check_bands(src, scene, ckpt.bands)
+        check_bands(src, scene, bands)
         grid = GeoGrid.from_dataset(src)
+        _check_value_range(src, scene, bands, ckpt)
     if grid.crs is None:
         warnings.warn(f"{scene} has no CRS; the outputs will have none either", GeoSegWarning)
     _check_resolution(scene, grid, ckpt)
@@ -187,31 +238,42 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
     tags = {"geoseg_version": __version__, "checkpoint": str(Path(checkpoint).resolve()),
             "overlap": str(overlap), "chip_size": str(chip), "tta": options.tta}
     n_blocks = sum(len(r) for r in layout)
+    finals = {"classes": output, **extras}
+    profiles = {"classes": class_raster_profile(grid),
+                **{name: _extra_profile(grid, name, options, ckpt) for name in extras}}
+    fingerprint = {"scene": file_fingerprint(scene), "checkpoint": file_fingerprint(checkpoint),
+                   "options": {"chip": chip, "overlap": overlap, "block_chips": options.block_chips,
+                               "batch_size": options.batch_size, "precision": options.precision,
+                               "tta": options.tta, "outputs": sorted(finals), "bands": list(bands),
+                               "probabilities": options.probabilities},
+                   "geoseg_version": __version__}
+
+    def prepare(ds, name: str) -> None:
+        if name == "classes":
+            write_class_metadata(ds, ckpt.classes, tags)
+
+    def finalize(path: Path, name: str) -> None:
+        if name == "classes":
+            _write_categories(path, ckpt.classes)
+
     start = time.perf_counter()
     n_chips = 0
     with contextlib.ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
-        tmp = stack.enter_context(atomic_output(output, overwrite=True))
-        stack.callback(_write_categories, tmp, ckpt.classes)  # runs once the raster is closed
-        dst = stack.enter_context(rasterio.open(tmp, "w", **class_raster_profile(grid)))
-        write_class_metadata(dst, ckpt.classes, tags)
-        side = {name: stack.enter_context(rasterio.open(
-            stack.enter_context(atomic_output(path, overwrite=True)), "w", **_extra_profile(grid, name, options, ckpt)))
-            for name, path in extras.items()}
+        writer = stack.enter_context(resumable_rasters(finals, profiles, fingerprint, resume, prepare, finalize,
+                                                       options.commit_seconds))
         preload = _preload_model(str(Path(checkpoint).resolve()), options)
         client = stack.enter_context(dask_client(options))
         if preload:
             preload.join()
-        pbar = stack.enter_context(bar(n_blocks, "predict", unit="block"))
+        pbar = stack.enter_context(bar(n_blocks - len(writer.done), "predict", unit="block"))
         tasks = _block_tasks(layout, scene_ref, str(Path(checkpoint).resolve()), chip, overlap, grid,
                              options, default_threads(options))
         lut = ckpt.classes.index_to_code_lut()
-        for done in _run(client, tasks, lut, options, max_in_flight=2 * (options.workers or 1) + 2):
-            dst.write(done.codes, 1, window=done.window)
-            if done.confidence is not None:
-                side["confidence"].write(done.confidence, 1, window=done.window)
-            if done.probabilities is not None:
-                side["probabilities"].write(done.probabilities, window=done.window)
+        for key, done in _run(client, tasks, lut, options, max_in_flight=2 * (options.workers or 1) + 2,
+                              skip=writer.done):
+            arrays = {"classes": done.codes, "confidence": done.confidence, "probabilities": done.probabilities}
+            writer.write(key, done.window, {k: v for k, v in arrays.items() if v is not None})
             n_chips += done.chips
             pbar.update(1)
             pbar.set_postfix(chips_per_s=f"{n_chips / (time.perf_counter() - start):.1f}")
@@ -262,46 +324,68 @@ def _block_tasks(layout: list[list[GridBlock]], scene: str, checkpoint: str, chi
             c1 = int(b.window.col_off + b.window.width)
             spill = (min(overlap, grid.height - r1), min(overlap, grid.width - c1))
             out_row.append(BlockTask(scene, checkpoint, b, chip, overlap, spill, batch,
-                                     options.precision, options.tta, threads))
+                                     options.precision, options.tta, threads, tuple(options.bands or ())))
         tasks.append(out_row)
     return tasks
 
 
-def _run(client, tasks: list[list[BlockTask]], lut: np.ndarray, options: PredictOptions,
-         max_in_flight: int) -> Iterator[FinishedBlock]:
+def _run(client, tasks: list[list[BlockTask]], lut: np.ndarray, options: PredictOptions, max_in_flight: int,
+         skip: set[tuple[int, int]] = frozenset()) -> Iterator[tuple[tuple[int, int], FinishedBlock]]:
     """Submit accumulate → finish pairs in row-major order, at most ``max_in_flight`` unfinished.
 
-    The client keeps only the futures of overlap strips still to be handed on;
-    dask releases everything else as soon as it is consumed.
+    Blocks in ``skip`` (already on disk) are not finished again; their chips run
+    only where a neighbour still to be finished needs their overlap strips. The
+    client keeps only the futures of strips still to be handed on; dask
+    releases everything else as soon as it is consumed.
     """
     from distributed import as_completed
 
     strips: dict[tuple[int, int, str], object] = {}
-    order = [(i, j) for i in range(len(tasks)) for j in range(len(tasks[i]))]
-    n_cols = len(tasks[0]) if tasks else 0
+    n_rows, n_cols = len(tasks), len(tasks[0]) if tasks else 0
+    order = iter([(i, j) for i in range(n_rows) for j in range(n_cols)])
+    keys = {}
+
+    def pending(i: int, j: int) -> bool:
+        return i < n_rows and j < n_cols and (i, j) not in skip
 
     def submit(i: int, j: int):
+        """Block (i, j)'s tasks; its finish future, or None for a block already on disk."""
+        needs = {"right": pending(i, j + 1), "bottom": pending(i + 1, j), "corner": pending(i + 1, j + 1)}
+        if (i, j) in skip and not any(needs.values()):
+            return None
         t = tasks[i][j]
         acc = client.submit(accumulate_block, t, pure=False)
-        last_col, last_row = j == n_cols - 1, i == len(tasks) - 1
-        for part, needed in (("right", not last_col), ("bottom", not last_row),
-                             ("corner", not (last_col or last_row))):
+        for part, needed in needs.items():
             if needed:
                 strips[(i, j, part)] = client.submit(getattr, acc, part, pure=False)
+        if (i, j) in skip:
+            return None
         left = strips.pop((i, j - 1, "right"), None)
         above = strips.pop((i - 1, j, "bottom"), None)
         diagonal = strips.pop((i - 1, j - 1, "corner"), None)
-        return client.submit(finish_block, acc, t.block.window, lut, left, above, diagonal, options.confidence,
-                             options.probabilities, pure=False)
+        future = client.submit(finish_block, acc, t.block.window, lut, left, above, diagonal, options.confidence,
+                               options.probabilities, pure=False)
+        keys[future.key] = (i, j)
+        return future
 
-    it = iter(order)
-    first = [submit(i, j) for i, j in islice(it, max_in_flight)]
+    def next_finishes(n: int) -> list:
+        out = []
+        for i, j in order:
+            future = submit(i, j)
+            if future is not None:
+                out.append(future)
+                if len(out) == n:
+                    break
+        return out
+
+    first = next_finishes(max_in_flight)
     if not first:
         return
     done = as_completed(first)
     for future in done:
         result = future.result()
+        key = keys.pop(future.key)
         future.release()
-        for i, j in islice(it, 1):
-            done.add(submit(i, j))
-        yield result
+        for f in next_finishes(1):
+            done.add(f)
+        yield key, result

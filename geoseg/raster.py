@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -56,8 +57,9 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
     h, w = int(window.height), int(window.width)
     if inner.width == 0 or inner.height == 0:
         return np.zeros((len(bands), h, w), np.float32), np.zeros((h, w), bool)
-    data = src.read(list(bands), window=inner, out_dtype="float32")
-    valid = src.dataset_mask(window=inner) > 0
+    with read_errors(src):
+        data = src.read(list(bands), window=inner, out_dtype="float32")
+        valid = src.dataset_mask(window=inner) > 0
     top = int(inner.row_off - window.row_off)
     left = int(inner.col_off - window.col_off)
     bottom = h - top - int(inner.height)
@@ -68,6 +70,15 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
         valid_out[top:top + valid.shape[0], left:left + valid.shape[1]] = valid
         valid = valid_out
     return data, valid
+
+
+@contextlib.contextmanager
+def read_errors(src):
+    """Turn GDAL's failure to decode part of a raster into one sentence naming the file."""
+    try:
+        yield
+    except RasterioIOError:
+        raise RasterError(f"{src.name} could not be read: the file is truncated or corrupt") from None
 
 
 def _reflect_pad(a: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:

@@ -43,6 +43,7 @@ class BlockTask:
     precision: str
     tta: str
     threads: int | None
+    bands: tuple[int, ...] = ()     # scene bands fed to the model (default: the checkpoint's)
 
 
 @dataclass
@@ -107,7 +108,7 @@ def accumulate_block(task: BlockTask) -> BlockAccumulation:
         else:
             read = b.window
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=GDAL_CACHE_MB):  # decode on all cores
-            data, valid = read_padded(src, read, ckpt.bands)
+            data, valid = read_padded(src, read, task.bands or ckpt.bands)
     sr, sc = int(read.row_off), int(read.col_off)
     own_valid = valid[r0 - sr:r0 - sr + h, c0 - sc:c0 - sc + w].copy()
     chips = [grid.origin(i, j) for i in b.rows for j in b.cols]

@@ -41,7 +41,8 @@ class VectorOptions:
 
 def predict_to_files(scene: str | os.PathLike, output: str | os.PathLike, model: str | os.PathLike | None = None,
                      raster: str | os.PathLike | None = None, options: PredictOptions = PredictOptions(),
-                     vector: VectorOptions = VectorOptions(), overwrite: bool = False) -> PredictOutputs:
+                     vector: VectorOptions = VectorOptions(), overwrite: bool = False,
+                     resume: bool = False) -> PredictOutputs:
     """Predict ``scene`` and write the class GeoTIFF and, unless ``output`` is a GeoTIFF, its polygons.
 
     With ``output=landcover.gpkg`` the raster goes to ``landcover.tif`` beside it
@@ -62,7 +63,7 @@ def predict_to_files(scene: str | os.PathLike, output: str | os.PathLike, model:
             raise OutputError(f"the raster and vector outputs would both be {output}")
         check_output_path(vector_path, overwrite)
     check_output_path(raster_path, overwrite)
-    result = predict_scene(scene, checkpoint, raster_path, options, overwrite=overwrite)
+    result = predict_scene(scene, checkpoint, raster_path, options, overwrite=overwrite, resume=resume)
     schema = load_checkpoint(checkpoint).classes
     if vector.min_area:
         pixels = max(1, math.ceil(vector.min_area / _square_metres_per_pixel(result.grid)))

@@ -1,0 +1,210 @@
+"""Resumable raster outputs: finished blocks survive a crash, Ctrl-C or kill; ``--resume`` completes the rest.
+
+Prediction writes its rasters under hidden partial names beside the outputs
+(``.landcover.geoseg-partial.tif``). Every few seconds the rasters are closed,
+which puts every block written so far on disk with a valid TIFF directory, and
+the blocks are recorded in ``.landcover.geoseg-partial.json`` together with a
+fingerprint of the scene, checkpoint and options. After an interruption the
+partial files stay (only if a block was recorded; otherwise they are removed);
+a run with ``resume=True`` and the same fingerprint reopens them and skips the
+recorded blocks, any other run starts over. On success the partials are renamed
+to the final names, so a final name never holds an unfinished raster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geoseg.atomic import atomic_write_text, discard, promote
+from geoseg.errors import GeoSegWarning, InputError
+from geoseg.progress import say
+
+#: Seconds between commits of the finished blocks to disk.
+COMMIT_SECONDS = 2.0
+
+BlockKey = tuple[int, int]
+
+
+def partial_path(final: Path) -> Path:
+    """The hidden name a raster is written under until it is complete."""
+    return final.with_name(f".{final.stem}.geoseg-partial{final.suffix}")
+
+
+def state_path(final: Path) -> Path:
+    """The JSON record of the blocks safely on disk, beside the partial raster."""
+    return final.with_name(f".{final.stem}.geoseg-partial.json")
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict:
+    """Identity of an input file: resolved path, size and modification time."""
+    p = str(path)
+    if p.startswith("/vsi"):
+        return {"path": p}
+    st = os.stat(p)
+    return {"path": str(Path(p).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class BlockWriter:
+    """Open partial rasters; write finished blocks and commit them to disk every few seconds."""
+
+    def __init__(self, finals: dict[str, Path], profiles: dict[str, dict], fingerprint: dict,
+                 done: set[BlockKey], resumed: bool, commit_seconds: float):
+        self.finals = finals
+        self.profiles = profiles
+        self.fingerprint = fingerprint
+        self.done = set(done)          # blocks on disk as of the last commit (or the resumed run)
+        self.resumed = resumed
+        self.written: set[BlockKey] = set()
+        self.commit_seconds = commit_seconds
+        self._datasets: dict[str, rasterio.io.DatasetWriter] = {}
+        self._last_commit = time.monotonic()
+
+    @property
+    def state(self) -> Path:
+        return state_path(self.finals["classes"])
+
+    def open(self, mode: str) -> None:
+        for name, final in self.finals.items():
+            path = partial_path(final)
+            self._datasets[name] = (rasterio.open(path, "w", **self.profiles[name]) if mode == "w"
+                                    else rasterio.open(path, "r+"))
+
+    def dataset(self, name: str):
+        return self._datasets[name]
+
+    def write(self, key: BlockKey, window: Window, arrays: dict[str, np.ndarray]) -> None:
+        """Write one finished block (class codes and any extra rasters) and commit when it is time."""
+        for name, array in arrays.items():
+            ds = self._datasets[name]
+            if array.ndim == 2:
+                ds.write(array, 1, window=window)
+            else:
+                ds.write(array, window=window)
+        self.written.add(key)
+        if time.monotonic() - self._last_commit >= self.commit_seconds:
+            self.commit()
+
+    def close(self) -> None:
+        for ds in self._datasets.values():
+            ds.close()
+        self._datasets = {}
+
+    def commit(self) -> None:
+        """Close the rasters (flushing every written block), record the blocks, reopen for update."""
+        self.close()
+        self._record()
+        self.open("r+")
+        self._last_commit = time.monotonic()
+
+    def _record(self) -> None:
+        self.done |= self.written
+        self.written = set()
+        atomic_write_text(self.state, json.dumps({"fingerprint": self.fingerprint,
+                                                  "done": sorted(map(list, self.done))}))
+
+    def discard(self) -> None:
+        self.close()
+        for final in self.finals.values():
+            discard(partial_path(final))
+        with contextlib.suppress(FileNotFoundError):
+            self.state.unlink()
+
+
+@contextlib.contextmanager
+def resumable_rasters(finals: dict[str, Path], profiles: dict[str, dict], fingerprint: dict, resume: bool,
+                      prepare: Callable[[rasterio.io.DatasetWriter, str], None],
+                      finalize: Callable[[Path, str], None] | None = None,
+                      commit_seconds: float = COMMIT_SECONDS) -> Iterator[BlockWriter]:
+    """Partial rasters for ``finals`` (name → final path); renamed to the final names when the block ends.
+
+    ``prepare(dataset, name)`` is called on each new raster (colour table, tags);
+    ``finalize(partial_path, name)`` on each closed raster before the rename
+    (sidecars). With ``resume`` an earlier run's partials with the same
+    ``fingerprint`` are continued; their recorded blocks are in ``writer.done``.
+    """
+    writer = _reopen(finals, profiles, fingerprint, commit_seconds) if resume else None
+    if writer is None:
+        if resume:
+            say(f"no unfinished run of {finals['classes']} to resume; starting from the beginning")
+        writer = BlockWriter(finals, profiles, fingerprint, set(), False, commit_seconds)
+        writer.discard()  # a stale partial of an earlier run with other inputs
+        writer.open("w")
+        for name in finals:
+            prepare(writer.dataset(name), name)
+    try:
+        yield writer
+        writer.close()
+    except BaseException:
+        _keep_or_discard(writer)
+        raise
+    if finalize:
+        for name, final in finals.items():
+            finalize(partial_path(final), name)
+    for final in finals.values():
+        promote(partial_path(final), final)
+    with contextlib.suppress(FileNotFoundError):
+        writer.state.unlink()
+
+
+def _reopen(finals: dict[str, Path], profiles: dict[str, dict], fingerprint: dict,
+            commit_seconds: float) -> BlockWriter | None:
+    """The writer of an earlier run's partial rasters, or None when there is nothing to continue."""
+    state = state_path(finals["classes"])
+    if not state.exists() or not all(partial_path(f).exists() for f in finals.values()):
+        return None
+    try:
+        record = json.loads(state.read_text(encoding="utf-8"))
+        done = {(int(i), int(j)) for i, j in record["done"]}
+    except (ValueError, KeyError, TypeError):
+        return None
+    if record.get("fingerprint") != fingerprint:
+        raise InputError(f"the unfinished run of {finals['classes']} was made with a different "
+                         f"{', '.join(_differences(fingerprint, record.get('fingerprint') or {}))}; "
+                         f"run without --resume to start over")
+    writer = BlockWriter(finals, profiles, fingerprint, done, True, commit_seconds)
+    try:
+        writer.open("r+")
+    except rasterio.errors.RasterioIOError:
+        writer.close()
+        return None
+    say(f"resuming {finals['classes']}: {len(done)} blocks already done")
+    return writer
+
+
+def _differences(new: dict, old: dict) -> list[str]:
+    """Names of what differs between two fingerprints: the options by name, the inputs as a whole."""
+    out = []
+    for key in sorted(set(new) | set(old)):
+        a, b = new.get(key), old.get(key)
+        if a == b:
+            continue
+        if key == "options" and isinstance(a, dict) and isinstance(b, dict):
+            out += [f"--{k.replace('_', '-')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(key.replace("_", " "))
+    return out
+
+
+def _keep_or_discard(writer: BlockWriter) -> None:
+    """After a failure or interruption: keep the blocks written so far for --resume, if there are any."""
+    try:
+        writer.close()  # every block whose write returned is now complete on disk
+        if writer.done or writer.written:
+            writer._record()
+            warnings.warn(f"stopped with {len(writer.done)} blocks of {writer.finals['classes'].name} finished; "
+                          f"they are kept in {partial_path(writer.finals['classes']).name}: run the same command "
+                          f"with --resume to complete it", GeoSegWarning)
+        else:
+            writer.discard()
+    except Exception:  # the original error matters more than a failed clean-up
+        writer.discard()
