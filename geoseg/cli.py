@@ -29,18 +29,27 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-@click.option("--config", "-c", "config_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML run config, e.g. pipelines/sample.yaml.")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None,
+              help="Continue a run exactly from its last.ckpt (its own config unless --config is given).")
 @click.option("--epochs", type=int, default=None, help="Override the config's epochs.")
+@click.option("--until-epoch", type=click.IntRange(1), default=None,
+              help="Stop after this epoch; continue later with --resume (e.g. time-limited jobs).")
 @quiet_option
-def train(config_path: str, epochs: int | None, quiet: bool) -> None:
+def train(config_path: str | None, resume: str | None, epochs: int | None, until_epoch: int | None,
+          quiet: bool) -> None:
     """Train a model as a run config says; writes best.ckpt, last.ckpt and metrics to the run folder."""
     from geoseg.config import load_config
+    from geoseg.train import config_from_checkpoint
     from geoseg.train import train as run_training
 
     set_quiet(quiet)
-    cfg = load_config(config_path, {"epochs": epochs} if epochs is not None else None)
-    result = run_training(cfg)
+    if not config_path and not resume:
+        raise click.UsageError("give --config, or --resume with a run's last.ckpt")
+    overrides = {"epochs": epochs} if epochs is not None else None
+    cfg = load_config(config_path, overrides) if config_path else config_from_checkpoint(resume, overrides)
+    result = run_training(cfg, resume=resume, until_epoch=until_epoch)
     click.echo(f"best val mIoU {result.best_val_miou:.3f}; best checkpoint {result.best}")
 
 

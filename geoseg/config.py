@@ -22,6 +22,7 @@ LOSSES = ("CrossEntropyLoss", "DiceLoss", "FocalLoss", "LovaszLoss", "CE+Dice")
 OPTIMIZERS = ("Adam", "AdamW", "SGD")
 PRECISIONS = ("auto", "bf16", "fp32")
 LOGGERS = ("csv", "wandb")
+SCHEDULES = ("none", "cosine", "onecycle", "plateau")
 MODEL_CONFIG_REQUIRED = ("classes", "encoder_name", "encoder_weights", "in_channels")
 
 
@@ -31,7 +32,7 @@ class RunConfig:
 
     # The reference experiment's keys.
     batch_size: int = 6
-    ce_weights: list[float] | None = None
+    ce_weights: list[float] | str | None = None   # a list, null, or 'auto' (median-frequency balancing)
     downsize_res: int | None = None
     epochs: int = 40
     loss_fn: str = "CrossEntropyLoss"
@@ -42,7 +43,9 @@ class RunConfig:
     num_workers: int = 2
     optimizer: str = "Adam"
     # geoseg's keys.
-    manifest: str | None = None
+    manifest: str | None = None      # a CSV (image,label,split) or a folder in the DeepGlobe layout
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/val/test of a folder
+    resolution: float | None = None  # train at this ground resolution (m/pixel), read with out_shape
     classes: ClassSchema = DEEPGLOBE
     bands: list[int] = field(default_factory=lambda: [1, 2, 3])
     chip_size: int = 512
@@ -50,12 +53,16 @@ class RunConfig:
     val_chips: int | None = None
     weight_decay: float = 0.0
     augment: bool = True
+    rare_class_sampling: float = 0.0   # share of chips centred on cells rich in rare classes (0 = uniform)
+    lr_schedule: str = "none"          # none | cosine | onecycle | plateau
+    early_stopping: int | None = None  # stop after this many epochs without a better val mIoU
     precision: str = "auto"
     seed: int = 0
     output_dir: str = "runs"
     run_name: str | None = None
     logger: str = "csv"
     sample_images: int = 4
+    sample_every: int = 1              # render the validation sample panel every K epochs
     #: Folder the config file lives in; relative paths in the config are resolved against it.
     base_dir: Path = field(default_factory=Path.cwd, repr=False)
 
@@ -70,9 +77,14 @@ class RunConfig:
         return (self.base_dir / self.output_dir).resolve()
 
     @property
+    def manifest_is_folder(self) -> bool:
+        return self.manifest_path.is_dir()
+
+    @property
     def ignored_indices(self) -> list[int]:
         """Classes left out of loss and metrics: marked ``ignore`` or given a zero ``ce_weights`` entry."""
-        zero = [i for i, w in enumerate(self.ce_weights or []) if w == 0]
+        listed = self.ce_weights if isinstance(self.ce_weights, list) else []
+        zero = [i for i, w in enumerate(listed) if w == 0]
         return sorted(set(self.classes.ignored_indices) | set(zero))
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +148,19 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     _check(_is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", cfg.num_workers, "an integer ≥ 0")
     _check(_is_int(cfg.seed), "seed", cfg.seed, "an integer")
     _check(_is_int(cfg.sample_images) and cfg.sample_images >= 0, "sample_images", cfg.sample_images, "an integer ≥ 0")
+    _check(_is_int(cfg.sample_every) and cfg.sample_every >= 1, "sample_every", cfg.sample_every, "a positive integer")
+    _check(_is_number(cfg.rare_class_sampling) and 0 <= cfg.rare_class_sampling <= 1, "rare_class_sampling",
+           cfg.rare_class_sampling, "a number from 0 to 1")
+    _check(cfg.lr_schedule in SCHEDULES, "lr_schedule", cfg.lr_schedule, f"one of {', '.join(SCHEDULES)}")
+    _check(cfg.early_stopping is None or (_is_int(cfg.early_stopping) and cfg.early_stopping >= 1),
+           "early_stopping", cfg.early_stopping, "a positive number of epochs or null")
+    _check(cfg.resolution is None or (_is_number(cfg.resolution) and cfg.resolution > 0), "resolution",
+           cfg.resolution, "a positive ground resolution in metres per pixel, or null")
+    _check(cfg.resolution is None or cfg.downsize_res is None, "resolution", cfg.resolution,
+           "null when downsize_res is set (use one of them)")
+    _check(isinstance(cfg.split_fractions, list) and len(cfg.split_fractions) == 3
+           and all(_is_number(f) and f >= 0 for f in cfg.split_fractions) and sum(cfg.split_fractions) > 0,
+           "split_fractions", cfg.split_fractions, "three non-negative numbers for train, val, test")
     _check(cfg.val_chips is None or (_is_int(cfg.val_chips) and cfg.val_chips >= 1), "val_chips", cfg.val_chips,
            "a positive integer or null")
     _check(cfg.downsize_res is None or (_is_int(cfg.downsize_res) and cfg.downsize_res >= 16), "downsize_res",
@@ -153,7 +178,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     _check(cfg.run_name is None or isinstance(cfg.run_name, str), "run_name", cfg.run_name, "a string")
     _check(isinstance(cfg.bands, list) and len(cfg.bands) >= 1 and all(_is_int(b) and b >= 1 for b in cfg.bands),
            "bands", cfg.bands, "a list of 1-based band numbers")
-    if cfg.ce_weights is not None:
+    if cfg.ce_weights is not None and cfg.ce_weights != "auto":
         _check(isinstance(cfg.ce_weights, list) and all(_is_number(w) and w >= 0 for w in cfg.ce_weights),
                "ce_weights", cfg.ce_weights, "a list of non-negative numbers or null")
         _check(len(cfg.ce_weights) == n, "ce_weights", cfg.ce_weights, f"a list of {n} weights, one per class")

@@ -81,19 +81,81 @@ class SceneInfo:
         return (max(1, round(self.grid.height / self.scale)), max(1, round(self.grid.width / self.scale)))
 
 
-def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int], downsize_res: int | None = None) -> list[SceneInfo]:
-    """Open each scene once to check it and note its grid and sampling scale."""
-    infos = []
+def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int], downsize_res: int | None = None,
+                resolution: float | None = None) -> list[SceneInfo]:
+    """Open each scene once to check it and note its grid and sampling scale.
+
+    ``downsize_res`` samples each scene as if resized to that many pixels on its
+    longer side (the reference experiment's whole-image resize); ``resolution``
+    samples every scene at that ground resolution in metres per pixel.
+    """
+    from geoseg.grid import metres_per_unit
+
+    infos, no_crs = [], []
     for rec in records:
         with open_raster(rec.image) as src:
             check_bands(src, rec.image, bands)
             grid = GeoGrid.from_dataset(src)
         if grid.crs is None:
-            warnings.warn(f"{rec.image} has no CRS; it is used for training as it is (pixel grid only)",
-                          GeoSegWarning)
-        scale = max(grid.width, grid.height) / downsize_res if downsize_res else 1.0
+            no_crs.append(rec.image)
+        if downsize_res:
+            scale = max(grid.width, grid.height) / downsize_res
+        elif resolution:
+            if grid.crs is None:
+                raise ConfigError(f"config key 'resolution' needs georeferenced scenes, but {rec.image} has no CRS; "
+                                  f"use downsize_res instead")
+            scale = resolution / (math.hypot(grid.transform.a, grid.transform.d) * metres_per_unit(grid.crs))
+        else:
+            scale = 1.0
         infos.append(SceneInfo(rec, grid, scale))
+    if len(no_crs) == 1:
+        warnings.warn(f"{no_crs[0]} has no CRS; it is used for training as it is (pixel grid only)", GeoSegWarning)
+    elif no_crs:
+        warnings.warn(f"{len(no_crs)} scenes have no CRS (e.g. {no_crs[0]}); they are used for training as they "
+                      f"are (pixel grid only)", GeoSegWarning)
     return infos
+
+
+def read_deepglobe(folder: str | os.PathLike, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                   seed: int = 0) -> list[SceneRecord]:
+    """Scenes of a DeepGlobe Land Cover folder (``<id>_sat.jpg`` + ``<id>_mask.png``), split by scene.
+
+    ``metadata.csv`` (columns ``image_id, sat_image_path, mask_path``) is used
+    when present; images without a mask (DeepGlobe's own valid/test sets) are
+    left out. The split into train/val/test by ``fractions`` is a seeded
+    shuffle of the sorted image ids, so it is the same on every machine.
+    """
+    root = Path(folder)
+    pairs: dict[str, tuple[Path, Path]] = {}
+    meta = root / "metadata.csv"
+    if meta.is_file():
+        with open(meta, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                sat, mask = (row.get("sat_image_path") or "").strip(), (row.get("mask_path") or "").strip()
+                if sat and mask and (root / mask).is_file():
+                    pairs[str(row.get("image_id") or Path(sat).stem)] = (root / sat, root / mask)
+    else:
+        for sat in sorted(root.rglob("*_sat.jpg")):
+            mask = sat.with_name(sat.name[: -len("_sat.jpg")] + "_mask.png")
+            if mask.is_file():
+                pairs[sat.name[: -len("_sat.jpg")]] = (sat, mask)
+    if not pairs:
+        raise ConfigError(f"{folder} holds no DeepGlobe pairs <id>_sat.jpg + <id>_mask.png")
+    ids = sorted(pairs)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    f = np.asarray(fractions, float) / float(sum(fractions))
+    n_train = int(round(f[0] * len(ids)))
+    n_val = int(round(f[1] * len(ids)))
+    if len(ids) >= 2 and f[1] > 0 and n_val == 0:  # a validation scene whenever one is asked for
+        n_val, n_train = 1, min(n_train, len(ids) - 1)
+    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * (len(ids) - n_train - n_val)
+    return [SceneRecord(*pairs[ids[k]], split) for k, split in zip(order, splits)]
+
+
+def read_records(path: str | os.PathLike, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                 seed: int = 0) -> list[SceneRecord]:
+    """Scenes from a CSV manifest or a DeepGlobe-layout folder."""
+    return read_deepglobe(path, fractions, seed) if Path(path).is_dir() else read_manifest(path)
 
 
 class ChipDataset(Dataset):
@@ -175,14 +237,33 @@ def augment(a: np.ndarray, code: int) -> np.ndarray:
 
 
 class RandomChipSampler(Sampler):
-    """``n`` random chips per epoch, scenes drawn in proportion to their area; reproducible per (seed, epoch)."""
+    """``n`` random chips per epoch, scenes drawn in proportion to their area; reproducible per (seed, epoch).
 
-    def __init__(self, scenes: Sequence[SceneInfo], chip: int, n: int, seed: int = 0, augment: bool = True):
+    With ``rare`` > 0 and per-cell class counts, that share of the chips is
+    centred on cells drawn in proportion to their pixels of rare classes (those
+    with a ``class_weights`` entry above 1, e.g. median-frequency weights: rarer
+    than the median class), each weighted by its class weight.
+    """
+
+    def __init__(self, scenes: Sequence[SceneInfo], chip: int, n: int, seed: int = 0, augment: bool = True,
+                 rare: float = 0.0, cell_counts: Sequence[np.ndarray] | None = None,
+                 class_weights: np.ndarray | None = None):
         self.shapes = [s.sampled_shape for s in scenes]
         self.chip, self.n, self.seed, self.augment = chip, n, seed, augment
         areas = np.array([h * w for h, w in self.shapes], float)
         self.p = areas / areas.sum()
         self.epoch = 0
+        self.rare = rare if cell_counts is not None and class_weights is not None else 0.0
+        if self.rare:
+            w = np.asarray(class_weights, np.float64)
+            rarity = np.where(w > 1, w, 0.0)  # classes rarer than the median class
+            scores = [c.astype(np.float64) @ rarity for c in cell_counts]
+            self.cells = np.concatenate([np.argwhere(np.ones_like(sc, bool)) for sc in scores])
+            self.cell_scene = np.concatenate([np.full(sc.size, i) for i, sc in enumerate(scores)])
+            flat = np.concatenate([sc.ravel() for sc in scores])
+            self.cell_p = flat / flat.sum() if flat.sum() > 0 else None
+            if self.cell_p is None:
+                self.rare = 0.0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -193,13 +274,93 @@ class RandomChipSampler(Sampler):
     def __iter__(self) -> Iterator[ChipSpec]:
         rng = np.random.default_rng([self.seed, self.epoch])
         for _ in range(self.n):
-            i = int(rng.choice(len(self.shapes), p=self.p))
-            h, w = self.shapes[i]
-            row = int(rng.integers(0, max(0, h - self.chip) + 1))
-            col = int(rng.integers(0, max(0, w - self.chip) + 1))
+            if self.rare and rng.random() < self.rare:
+                i, row, col = self._rare_chip(rng)
+            else:
+                i = int(rng.choice(len(self.shapes), p=self.p))
+                h, w = self.shapes[i]
+                row = int(rng.integers(0, max(0, h - self.chip) + 1))
+                col = int(rng.integers(0, max(0, w - self.chip) + 1))
             aug = int(rng.integers(0, 8)) if self.augment else 0
             gain = float(rng.uniform(0.92, 1.08)) if self.augment else 1.0
             yield ChipSpec(i, row, col, aug, gain)
+
+    def _rare_chip(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        k = int(rng.choice(len(self.cell_p), p=self.cell_p))
+        i = int(self.cell_scene[k])
+        h, w = self.shapes[i]
+        r, c = self.cells[k]
+        half = self.chip // 2
+        row = int(np.clip(r * self.chip + rng.integers(-half, half + 1), 0, max(0, h - self.chip)))
+        col = int(np.clip(c * self.chip + rng.integers(-half, half + 1), 0, max(0, w - self.chip)))
+        return i, row, col
+
+
+def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, chip: int,
+                      ignored: Sequence[int] = (), cache_dir: Path | None = None) -> list[np.ndarray]:
+    """Per scene, the label pixels of each class in each chip-sized cell of the sampling grid: [rows, cols, K].
+
+    Labels are read once, a strip of cells at a time; with ``cache_dir`` the
+    result is cached under a key of the label files, chip, scale and classes.
+    """
+    import hashlib
+    import json
+
+    key = json.dumps([[str(s.record.label), *_stat(s.record.label), s.scale] for s in scenes]
+                     + [chip, schema.codes, sorted(ignored)])
+    cache = cache_dir / f"label-stats-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz" if cache_dir else None
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            return [z[f"s{i}"] for i in range(len(scenes))]
+    k = len(schema)
+    lut = np.arange(256, dtype=np.uint8)
+    lut[list(ignored)] = IGNORE_INDEX
+    out = []
+    for info in scenes:
+        if info.record.label is None:
+            raise ConfigError(f"scene {info.record.image} has no label in the manifest")
+        labels = LabelReader(info.record.label, info.grid, schema)
+        h, w = info.sampled_shape
+        rows, cols = -(-h // chip), -(-w // chip)
+        counts = np.zeros((rows, cols, k), np.int64)
+        for r in range(rows):
+            window = Window(0, r * chip * info.scale, cols * chip * info.scale, chip * info.scale)
+            strip = lut[labels.read(window, (chip, cols * chip))]
+            for c in range(cols):
+                cell = strip[:, c * chip:(c + 1) * chip]
+                counts[r, c] = np.bincount(cell[cell != IGNORE_INDEX].ravel(), minlength=k)[:k]
+        out.append(counts)
+    if cache is not None:
+        from geoseg.atomic import atomic_output
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{f"s{i}": c for i, c in enumerate(out)})
+    return out
+
+
+def _stat(path: Path | None) -> list:
+    if path is None or not Path(path).exists():
+        return [None, None]
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def median_frequency_weights(cell_counts: Sequence[np.ndarray], ignored: Sequence[int] = ()) -> np.ndarray:
+    """Median-frequency balancing (Eigen & Fergus): weight_c = median(freq) / freq_c.
+
+    ``freq_c`` = pixels of class c / pixels of the scenes in which c is present.
+    Ignored classes and classes absent from the data get weight 0.
+    """
+    per_scene = np.stack([c.reshape(-1, c.shape[-1]).sum(axis=0) for c in cell_counts]).astype(np.float64)
+    pixels = per_scene.sum(axis=0)
+    present_totals = (per_scene.sum(axis=1, keepdims=True) * (per_scene > 0)).sum(axis=0)
+    used = (pixels > 0) & ~np.isin(np.arange(len(pixels)), list(ignored))
+    weights = np.zeros(len(pixels))
+    if used.any():
+        freq = pixels[used] / present_totals[used]
+        weights[used] = np.median(freq) / freq
+    return weights
 
 
 class GridChipSampler(Sampler):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -16,12 +17,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from geoseg.classes import IGNORE_INDEX
-from geoseg.config import RunConfig
-from geoseg.data import (ChipDataset, GridChipSampler, RandomChipSampler, band_statistics, read_manifest,
-                         scene_infos)
-from geoseg.errors import ConfigError, GeoSegWarning
+from geoseg.config import RunConfig, parse_config
+from geoseg.atomic import atomic_write_text
+from geoseg.data import (ChipDataset, GridChipSampler, RandomChipSampler, band_statistics, class_cell_counts,
+                         median_frequency_weights, read_records, scene_infos)
+from geoseg.errors import CheckpointError, ConfigError, GeoSegWarning
 from geoseg.metrics import confusion_matrix, summarize
-from geoseg.models import Checkpoint, autocast_dtype, build_model, default_device, save_checkpoint
+from geoseg.models import (Checkpoint, autocast_dtype, build_model, default_device, load_checkpoint,
+                           save_checkpoint)
 from geoseg.progress import bar, say
 from geoseg.registry import record_latest
 from geoseg.tracking import LocalLog, WandbLog, sample_panel
@@ -48,12 +51,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loss(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
-    """The configured loss; classes with a zero ``ce_weights`` entry or marked ignore are left out."""
+def make_loss(cfg: RunConfig, device: torch.device, class_weights: list[float] | None = None) -> torch.nn.Module:
+    """The configured loss; classes with a zero weight or marked ignore are left out."""
     from segmentation_models_pytorch import losses
 
     evaluated = [i for i in range(len(cfg.classes)) if i not in cfg.ignored_indices]
-    weight = torch.tensor(cfg.ce_weights, dtype=torch.float32, device=device) if cfg.ce_weights else None
+    weights = class_weights if class_weights is not None else (cfg.ce_weights if isinstance(cfg.ce_weights, list)
+                                                              else None)
+    weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
     ce = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
     if cfg.loss_fn == "CrossEntropyLoss":
         return ce
@@ -96,98 +101,217 @@ def _run_dir(cfg: RunConfig) -> Path:
     return run_dir
 
 
-def train(cfg: RunConfig, device: torch.device | None = None) -> TrainResult:
-    """Train a model as configured; returns the run folder, checkpoints and per-epoch metrics."""
+def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """The configured LR schedule: cosine and one-cycle step per batch, plateau per epoch on val mIoU."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if cfg.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
+    if cfg.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+    return None
+
+
+def class_weights_for(cfg: RunConfig, scenes, run_dir: Path) -> tuple[list[float] | None, list | None]:
+    """``ce_weights: auto`` → median-frequency weights, and the cell counts rare-class sampling needs."""
+    if cfg.ce_weights != "auto" and not cfg.rare_class_sampling:
+        return None, None
+    counts = class_cell_counts(scenes, cfg.classes, cfg.chip_size, cfg.ignored_indices,
+                               cache_dir=cfg.output_path / ".cache")
+    mfb = median_frequency_weights(counts, cfg.ignored_indices)
+    pixels = sum(c.reshape(-1, c.shape[-1]).sum(axis=0) for c in counts)
+    share = pixels / max(1, pixels.sum())
+    report = {name: {"share": float(share[i]), "median_frequency_weight": float(mfb[i])}
+              for i, name in enumerate(cfg.classes.names)}
+    atomic_write_text(run_dir / "class_weights.json", json.dumps(report, indent=1))
+    say("class shares / median-frequency weights: " + ", ".join(
+        f"{n} {v['share']:.1%}/{v['median_frequency_weight']:.2f}" for n, v in report.items()))
+    return (mfb.tolist() if cfg.ce_weights == "auto" else None), counts
+
+
+def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path | None = None,
+          until_epoch: int | None = None) -> TrainResult:
+    """Train a model as configured; returns the run folder, checkpoints and per-epoch metrics.
+
+    ``resume`` (a run's ``last.ckpt``) continues that run exactly: model,
+    optimizer, schedule, epoch, random state and logger run. ``until_epoch``
+    stops after that epoch, to be resumed later (e.g. a time-limited job).
+    """
+    state = _resume_state(resume, cfg) if resume else None
     seed_everything(cfg.seed)
     device = device or default_device()
-    records = read_manifest(cfg.manifest_path)
+    records = read_records(cfg.manifest_path, cfg.split_fractions, cfg.seed)
     train_recs = [r for r in records if r.split == "train"]
     val_recs = [r for r in records if r.split == "val"]
     if not train_recs:
-        raise ConfigError(f"manifest {cfg.manifest_path} lists no 'train' scenes")
+        raise ConfigError(f"{cfg.manifest_path} lists no 'train' scenes")
     if not val_recs:
         warnings.warn("the manifest lists no 'val' scenes; validating on the training scenes", GeoSegWarning)
         val_recs = train_recs
-    train_scenes = scene_infos(train_recs, cfg.bands, cfg.downsize_res)
-    val_scenes = scene_infos(val_recs, cfg.bands, cfg.downsize_res)
-    if cfg.model_config.get("encoder_weights") == "imagenet" and len(cfg.bands) == 3:
+    scenes = scene_infos(train_recs + val_recs, cfg.bands, cfg.downsize_res, cfg.resolution)  # one warning
+    train_scenes, val_scenes = scenes[:len(train_recs)], scenes[len(train_recs):]
+    if state:
+        mean, std = state["mean"], state["std"]
+    elif cfg.model_config.get("encoder_weights") == "imagenet" and len(cfg.bands) == 3:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
         mean, std = band_statistics(train_scenes, cfg.bands)
 
-    model = build_model(cfg.model_architecture, cfg.model_config).to(device).to(memory_format=torch.channels_last)
-    run_dir = _run_dir(cfg)
+    model = build_model(cfg.model_architecture, cfg.model_config, pretrained=state is None)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    run_dir = Path(resume).resolve().parent if resume else _run_dir(cfg)
     ignored = cfg.ignored_indices
     evaluated = [i for i in range(len(cfg.classes)) if i not in ignored]
+    weights, counts = class_weights_for(cfg, train_scenes, run_dir)
     train_ds = ChipDataset(train_scenes, cfg.classes, cfg.bands, cfg.chip_size, mean, std, ignored)
     val_ds = ChipDataset(val_scenes, cfg.classes, cfg.bands, cfg.chip_size, mean, std, ignored)
-    train_sampler = RandomChipSampler(train_scenes, cfg.chip_size, cfg.chips_per_epoch, cfg.seed, cfg.augment)
+    rarity = np.asarray(weights) if weights else (median_frequency_weights(counts, ignored) if counts else None)
+    train_sampler = RandomChipSampler(train_scenes, cfg.chip_size, cfg.chips_per_epoch, cfg.seed, cfg.augment,
+                                      cfg.rare_class_sampling, counts, rarity)
     val_sampler = GridChipSampler(val_scenes, cfg.chip_size, cfg.val_chips)
     train_loader, val_loader = _loader(train_ds, train_sampler, cfg), _loader(val_ds, val_sampler, cfg)
-    loss_fn = make_loss(cfg, device)
+    loss_fn = make_loss(cfg, device, weights)
     optimizer = make_optimizer(cfg, model.parameters())
+    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
     amp = autocast_dtype(device, cfg.precision)
-    resolution = abs(train_scenes[0].grid.transform.a) * train_scenes[0].scale
-
-    local = LocalLog(run_dir)
-    wb = WandbLog(run_dir, run_dir.name, cfg.to_dict()) if cfg.logger == "wandb" else None
-    say(f"run folder {run_dir}  ({len(train_scenes)} train / {len(val_scenes)} val scenes, "
-        f"{cfg.chips_per_epoch} train + {len(val_sampler)} val chips of {cfg.chip_size} px per epoch, "
-        f"precision {'bf16' if amp else 'fp32'}, device {device.type})")
-
-    def checkpoint(epoch: int, metrics: dict[str, Any], with_state: bool) -> Checkpoint:
-        state = {"optimizer": optimizer.state_dict(), "epoch": epoch} if with_state else None
-        return Checkpoint(cfg.model_architecture, dict(cfg.model_config), model.state_dict(), cfg.classes,
-                          list(cfg.bands), list(mean), list(std), cfg.chip_size, resolution, cfg.to_dict(),
-                          epoch, metrics, state)
+    georeferenced = train_scenes[0].grid.crs is not None
+    resolution = (abs(train_scenes[0].grid.transform.a) * train_scenes[0].scale) if georeferenced else None
 
     history: list[dict[str, Any]] = []
-    best_miou, step = -1.0, 0
+    best_miou, step, first_epoch, stale = -1.0, 0, 1, 0
+    wandb_id = None
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+        best_miou, step, stale = state["best_miou"], state["step"], state["stale"]
+        first_epoch = state["epoch"] + 1
+        wandb_id = state.get("wandb_id")
+        _restore_rng(state["rng"])
+    local = LocalLog(run_dir, history, step)
+    wb = WandbLog(run_dir, run_dir.name, cfg.to_dict(), run_id=wandb_id) if cfg.logger == "wandb" else None
+    say(f"run folder {run_dir}  ({len(train_scenes)} train / {len(val_scenes)} val scenes, "
+        f"{cfg.chips_per_epoch} train + {len(val_sampler)} val chips of {cfg.chip_size} px per epoch, "
+        f"precision {'bf16' if amp else 'fp32'}, device {device.type})"
+        + (f"; resuming after epoch {first_epoch - 1}" if state else ""))
+
+    def checkpoint(epoch: int, metrics: dict[str, Any], with_state: bool) -> Checkpoint:
+        training_state = None
+        if with_state:
+            training_state = {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
+                "epoch": epoch, "step": step, "best_miou": best_miou, "stale": stale, "history": history,
+                "rng": _rng_state(), "wandb_id": wb.run.id if wb else None, "mean": list(mean), "std": list(std),
+            }
+        return Checkpoint(cfg.model_architecture, dict(cfg.model_config), model.state_dict(), cfg.classes,
+                          list(cfg.bands), list(mean), list(std), cfg.chip_size, resolution,
+                          {**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, epoch, metrics, training_state)
+
     best_path, last_path = run_dir / "best.ckpt", run_dir / "last.ckpt"
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first_epoch, min(cfg.epochs, until_epoch or cfg.epochs) + 1):
         train_sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        train_loss, train_cm, step = _train_epoch(model, train_loader, loss_fn, optimizer, device, amp, len(cfg.classes),
-                                                  epoch, cfg.epochs, wb, step)
+        train_loss, train_cm, step, steps = _train_epoch(model, train_loader, loss_fn, optimizer, scheduler, device,
+                                                         amp, len(cfg.classes), epoch, cfg.epochs, step)
         t1 = time.perf_counter()
-        val_loss, val_cm, samples = _validate(model, val_loader, loss_fn, device, amp, len(cfg.classes),
-                                              cfg.sample_images)
+        keep_samples = cfg.sample_images if epoch % cfg.sample_every == 0 or epoch == cfg.epochs else 0
+        val_loss, val_cm, samples = _validate(model, val_loader, loss_fn, device, amp, len(cfg.classes), keep_samples)
         t2 = time.perf_counter()
         tr = summarize(train_cm, cfg.classes.names, evaluated)
         va = summarize(val_cm, cfg.classes.names, evaluated)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(0.0 if math.isnan(va["miou"]) else va["miou"])
         row = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_loss": val_loss,
                **{f"train_{k}": v for k, v in tr.items()}, **{f"val_{k}": v for k, v in va.items()},
                "lr": optimizer.param_groups[0]["lr"],
-               "train_chips_per_s": len(train_sampler) / (t1 - t0), "val_chips_per_s": len(val_sampler) / (t2 - t1)}
-        history.append(row)
-        local.log_epoch(row)
+               "train_chips_per_s": len(train_sampler) / (t1 - t0), "val_chips_per_s": len(val_sampler) / (t2 - t1),
+               "val_seconds": t2 - t1}
+        t3 = time.perf_counter()
         if samples:
             (run_dir / "samples").mkdir(exist_ok=True)
             panel = sample_panel(*samples, cfg.classes.colors, mean, std, run_dir / "samples" / f"epoch_{epoch:03d}.png")
             if wb:
                 wb.log_image("val/samples", panel, step=step)
+        row["image_logging_seconds"] = time.perf_counter() - t3
+        history.append(row)
+        local.log_steps(steps)
+        local.log_epoch(row)
         if wb:
+            for s_row in steps:
+                wb.log({"train/batch_loss": s_row["batch_loss"], "train/loss_ema": s_row["loss_ema"],
+                        "train/lr": s_row["lr"]}, step=s_row["step"])
             wb.log({f"epoch/{k}": v for k, v in row.items()}, step=step)
-        save_checkpoint(checkpoint(epoch, row, with_state=True), last_path)
-        if not math.isnan(va["miou"]) and va["miou"] > best_miou:
-            best_miou = va["miou"]
+        improved = not math.isnan(va["miou"]) and va["miou"] > best_miou
+        if improved:
+            best_miou, stale = va["miou"], 0
             save_checkpoint(checkpoint(epoch, row, with_state=False), best_path)
+        else:
+            stale += 1
+        save_checkpoint(checkpoint(epoch, row, with_state=True), last_path)
         say(f"epoch {epoch}/{cfg.epochs}  loss {train_loss:.3f}/{val_loss:.3f}  "
-            f"mIoU train {tr['miou']:.3f} val {va['miou']:.3f}  "
+            f"mIoU train {tr['miou']:.3f} val {va['miou']:.3f}  lr {row['lr']:.2g}  "
             f"({row['train_chips_per_s']:.1f} / {row['val_chips_per_s']:.1f} chips/s)")
+        if cfg.early_stopping and stale >= cfg.early_stopping:
+            say(f"early stopping: val mIoU has not improved for {stale} epochs (best {best_miou:.3f})")
+            break
     if not best_path.exists():
-        save_checkpoint(checkpoint(cfg.epochs, history[-1], with_state=False), best_path)
+        save_checkpoint(checkpoint(len(history), history[-1], with_state=False), best_path)
     if wb:
         wb.finish()
     record_latest(best_path)
     return TrainResult(run_dir, best_path, last_path, history)
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, device, amp, n_classes, epoch, epochs, wb, step):
+def config_from_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The run config stored in a checkpoint (relative paths resolve as they did for that run)."""
+    raw = dict(load_checkpoint(path).train_config)
+    base = raw.pop("base_dir", None)
+    raw.update(overrides or {})
+    return parse_config(raw, Path(base) if base else None, source=f"the config stored in {path}")
+
+
+def _resume_state(path: str | Path, cfg: RunConfig) -> dict[str, Any]:
+    """The training state of a run's ``last.ckpt``, checked against the config."""
+    ckpt = load_checkpoint(path)
+    if not ckpt.training_state:
+        raise CheckpointError(f"{path} holds no training state (best.ckpt has none); resume from the run's last.ckpt")
+    if ckpt.classes != cfg.classes:
+        raise ConfigError(f"checkpoint {path} was trained on classes {', '.join(ckpt.classes.names)} but the config "
+                          f"lists {', '.join(cfg.classes.names)}")
+    if (ckpt.architecture, ckpt.model_config) != (cfg.model_architecture, cfg.model_config):
+        raise ConfigError(f"checkpoint {path} is a {ckpt.architecture} {ckpt.model_config} but the config asks for "
+                          f"a {cfg.model_architecture} {cfg.model_config}")
+    return {**ckpt.training_state, "model": ckpt.state_dict}
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuples(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+
+
+def _tuples(v):
+    return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_classes, epoch, epochs, step):
+    """One pass over the sampler's chips; returns mean loss, confusion matrix, step and per-step rows."""
     model.train()
     total, batches = 0.0, 0
     cm = np.zeros((n_classes, n_classes), np.int64)
     ema = None
+    steps = []
+    per_batch = scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     with bar(len(loader.sampler), f"train {epoch}/{epochs}", unit="chip") as pbar:
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -198,18 +322,20 @@ def _train_epoch(model, loader, loss_fn, optimizer, device, amp, n_classes, epoc
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]
+            if per_batch:
+                scheduler.step()
             value = float(loss.detach())
             if math.isfinite(value):
                 total += value
                 batches += 1
-            ema = value if ema is None else 0.9 * ema + 0.1 * value
+                ema = value if ema is None else 0.9 * ema + 0.1 * value
             cm += confusion_matrix(y, logits.detach().argmax(1), n_classes)
             step += 1
-            if wb:
-                wb.log({"train/batch_loss": value, "train/loss_ema": ema}, step=step)
-            pbar.set_postfix(loss=f"{ema:.3f}")
+            steps.append({"step": step, "epoch": epoch, "batch_loss": value, "loss_ema": ema, "lr": lr})
+            pbar.set_postfix(loss=f"{ema if ema is not None else float('nan'):.3f}")
             pbar.update(len(x))
-    return total / max(batches, 1), cm, step
+    return total / max(batches, 1), cm, step, steps
 
 
 @torch.no_grad()
