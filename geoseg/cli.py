@@ -102,29 +102,96 @@ def predict(scene, output, model, raster, overlap, batch_size, precision, worker
 
 
 @cli.command()
-@click.argument("prediction", type=click.Path())
-@click.option("--truth", "-t", required=True, type=click.Path(), help="Labels: class ids, RGB mask or polygons.")
-@click.option("--model", "-m", type=click.Path(), default=None, help="Checkpoint whose classes to use.")
-@click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the metrics as JSON.")
-def evaluate(prediction, truth, model, json_path) -> None:
-    """Score a predicted class raster against labels on the same grid (per-class IoU, mIoU)."""
-    from geoseg.atomic import atomic_write_text
-    from geoseg.evaluate import evaluate_raster
-    from geoseg.models import load_checkpoint
-    from geoseg.registry import resolve_model
+@click.argument("prediction", type=click.Path(), required=False)
+@click.option("--truth", "-t", type=click.Path(), default=None, help="Labels: class ids, RGB mask or polygons.")
+@click.option("--model", "-m", type=click.Path(), default=None,
+              help="Checkpoint: whose classes to use, or (with --data) the model to predict with.")
+@click.option("--data", type=click.Path(), default=None,
+              help="A manifest, DeepGlobe folder or run config: predict its --split with --model, then score.")
+@click.option("--split", default="test", show_default=True, help="Which split of --data to evaluate.")
+@click.option("--image", type=click.Path(), default=None,
+              help="The scene PREDICTION was made from (default: recorded in its tags), for the gallery.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Report folder (default: <prediction>_evaluation, or evaluation/ with --data).")
+@click.option("--worst", type=click.IntRange(0), default=8, show_default=True,
+              help="List and render the K chips with the lowest IoU (0: none).")
+@click.option("--class", "class_name", default=None, help="Rank the worst chips by this class's IoU (default mIoU).")
+@click.option("--chip", type=click.IntRange(16), default=512, show_default=True, help="Chip size for the per-chip scores.")
+@click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True,
+              help="Bootstrap resamples for the mIoU interval (0: none).")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the metrics JSON here.")
+@click.option("--overwrite", is_flag=True, help="Replace existing predictions (with --data).")
+@quiet_option
+def evaluate(prediction, truth, model, data, split, image, out_dir, worst, class_name, chip, bootstrap, json_path,
+             overwrite, quiet) -> None:
+    """Score predictions against labels: metrics, plots, an error map and the worst chips.
 
-    try:
-        schema = load_checkpoint(resolve_model(model)).classes
-    except GeoSegError:
-        if model is not None:
-            raise
-        from geoseg.classes import DEEPGLOBE
-        schema = DEEPGLOBE
-    ev = evaluate_raster(prediction, truth, schema)
-    for key, value in ev.metrics.items():
-        click.echo(f"{key:>20s}  {value:.4f}")
+    Either PREDICTION --truth LABELS (an existing class raster), or --model CKPT --data DATA [--split test].
+    """
+    from geoseg.atomic import atomic_write_text
+    from geoseg.evaluate import evaluate_model, evaluate_raster
+    from geoseg.report import write_report
+
+    set_quiet(quiet)
+    if data:
+        if prediction or truth:
+            raise click.UsageError("give either PREDICTION --truth LABELS or --model CKPT --data DATA, not both")
+        from geoseg.registry import resolve_model
+        checkpoint = resolve_model(model)
+        out = Path(out_dir or "evaluation")
+        ev = evaluate_model(checkpoint, data, out, split, chip=chip, overwrite=overwrite)
+    else:
+        if not prediction or not truth:
+            raise click.UsageError("give PREDICTION --truth LABELS, or --model CKPT --data DATA")
+        checkpoint = _checkpoint_of(prediction, model)
+        schema = _schema_of(checkpoint)
+        out = Path(out_dir or Path(prediction).with_name(Path(prediction).stem + "_evaluation"))
+        out.mkdir(parents=True, exist_ok=True)
+        ev = evaluate_raster(prediction, truth, schema, chip, error_map=out / "error_map.tif", image=image)
+    run_metrics = Path(checkpoint).with_name("metrics.json") if checkpoint else None
+    result = write_report(ev, out, worst, class_name, run_metrics, bootstrap)
+    _print_report(result)
     if json_path:
-        atomic_write_text(json_path, json.dumps({**ev.metrics, "confusion": ev.confusion.tolist()}, indent=1))
+        atomic_write_text(json_path, result["files"]["metrics"].read_text(encoding="utf-8"))
+    click.echo(f"report: {result['files']['report']}")
+
+
+def _checkpoint_of(prediction: str, model: str | None) -> str | None:
+    """--model, else the checkpoint recorded in the prediction's tags, else the default model (if any)."""
+    if model:
+        return model
+    from geoseg.raster import open_raster
+    with open_raster(prediction) as src:
+        recorded = src.tags().get("checkpoint")
+    if recorded and Path(recorded).exists():
+        return recorded
+    from geoseg.registry import resolve_model
+    try:
+        return str(resolve_model(None))
+    except GeoSegError:
+        return None
+
+
+def _schema_of(checkpoint: str | None):
+    from geoseg.classes import DEEPGLOBE
+    from geoseg.models import load_checkpoint
+    return load_checkpoint(checkpoint).classes if checkpoint else DEEPGLOBE
+
+
+def _print_report(result: dict) -> None:
+    r = result["report"]
+    click.echo(f"{'class':>14s}  {'IoU':>7s} {'prec.':>7s} {'recall':>7s} {'F1':>7s} {'support':>12s}")
+    for name, c in r["classes"].items():
+        click.echo(f"{name:>14s}  {c['iou']:7.4f} {c['precision']:7.4f} {c['recall']:7.4f} {c['f1']:7.4f} "
+                   f"{c['support']:12,d}")
+    for key in ("miou", "fwiou", "accuracy", "kappa"):
+        click.echo(f"{key:>14s}  {r[key]:7.4f}")
+    for unit, (lo, hi) in result["intervals"].items():
+        click.echo(f"{'miou 95% CI':>14s}  {lo:.4f}–{hi:.4f} (bootstrap over {unit})")
+    for chip, value in result["worst"][:3]:
+        w = chip.window
+        click.echo(f"{'worst chip':>14s}  {Path(chip.image or chip.prediction).name} col {int(w.col_off)} "
+                   f"row {int(w.row_off)}: {value:.3f}")
 
 
 @cli.command("sample-data")

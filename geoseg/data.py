@@ -19,6 +19,8 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
+import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 from torch.utils.data import Dataset, Sampler
@@ -114,6 +116,60 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int], downsize_r
         warnings.warn(f"{len(no_crs)} scenes have no CRS (e.g. {no_crs[0]}); they are used for training as they "
                       f"are (pixel grid only)", GeoSegWarning)
     return infos
+
+
+def tiled_copies(scenes: Sequence[SceneInfo], cache_dir: Path) -> list[SceneInfo]:
+    """Scenes in formats without tiles (JPEG, PNG: every window decodes the image from its top), and scenes
+    sampled at a ground resolution 2× coarser or more (every chip decodes a large area), converted once to
+    tiled GeoTIFFs at their sampling resolution, cached in ``cache_dir``; other scenes are returned as they are.
+
+    Measured in ``tests/benchmarks/bench_loader.py``: windowed reads from the
+    copies are several times faster than from the JPEG/PNG files themselves.
+    """
+    out = []
+    for info in scenes:
+        rec = info.record
+        if info.scale < 2 and _is_tiled(rec.image) and (rec.label is None or Path(rec.label).suffix.lower() in (".gpkg", ".geojson", ".shp",
+                                                                                            ".fgb", ".parquet")
+                                     or _is_tiled(rec.label)):
+            out.append(info)
+            continue
+        h, w = info.sampled_shape
+        transform = info.grid.transform * Affine.scale(info.grid.width / w, info.grid.height / h)
+        image = _tiled_copy(rec.image, cache_dir, (h, w), transform, Resampling.bilinear if info.scale != 1
+                            else Resampling.nearest)
+        label = rec.label
+        if label is not None and Path(label).suffix.lower() not in (".gpkg", ".geojson", ".shp", ".fgb", ".parquet"):
+            label = _tiled_copy(label, cache_dir, (h, w), transform, Resampling.nearest)
+        out.append(SceneInfo(SceneRecord(image, label, rec.split), GeoGrid(w, h, transform, info.grid.crs), 1.0))
+    return out
+
+
+def _is_tiled(path: Path) -> bool:
+    with open_raster(path) as src:
+        return src.driver == "GTiff" and bool(src.profile.get("tiled"))
+
+
+def _tiled_copy(path: Path, cache_dir: Path, shape: tuple[int, int], transform, resampling) -> Path:
+    import hashlib
+
+    from geoseg.atomic import atomic_output
+
+    st = Path(path).stat()
+    key = hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{shape}".encode()).hexdigest()[:16]
+    target = cache_dir / f"{Path(path).stem}-{key}.tif"
+    if target.exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open_raster(path) as src, warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        data = src.read(out_shape=(src.count, *shape), resampling=resampling)
+        profile = {"driver": "GTiff", "width": shape[1], "height": shape[0], "count": src.count,
+                   "dtype": data.dtype.name, "crs": src.crs, "transform": transform, "nodata": src.nodata,
+                   "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate", "predictor": 2}
+        with atomic_output(target) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+    return target
 
 
 def read_deepglobe(folder: str | os.PathLike, fractions: Sequence[float] = (0.8, 0.1, 0.1),

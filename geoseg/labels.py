@@ -7,6 +7,7 @@ Each reader turns a window of labels into model *indices* (0..n-1, and
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window, bounds as window_bounds
 
 from geoseg.classes import IGNORE_INDEX, ClassSchema
-from geoseg.errors import LabelError, RasterError
+from geoseg.errors import GeoSegWarning, LabelError, RasterError
 from geoseg.grid import GeoGrid
 from geoseg.raster import open_raster
 
@@ -91,17 +92,44 @@ class LabelReader:
     """Reads label windows on an image's grid, in model indices."""
 
     def __init__(self, path: str | os.PathLike, image_grid: GeoGrid, schema: ClassSchema,
-                 class_field: str = "class_id"):
+                 class_field: str = "class_id", align: bool = False):
+        """With ``align``, a label raster on another grid is reprojected onto the image's grid
+        (nearest neighbour, with a warning) instead of refused."""
         self.path = str(path)
         self.grid = image_grid
         self.schema = schema
         self.kind = label_kind(path)
         self.class_field = class_field
+        self.align = align
+        self.warp = False
         self._src = None
         self._gdf = None
         if self.kind != "polygons":
             with open_raster(path) as src:
-                self._check_grid(GeoGrid.from_dataset(src))
+                grid = GeoGrid.from_dataset(src)
+            if align and not self._same_grid(grid):
+                self.warp = True
+                warnings.warn(f"{self.path} is not on the grid of the raster it is compared with; it is reprojected "
+                              f"onto that grid with nearest neighbour", GeoSegWarning)
+            else:
+                self._check_grid(grid)
+
+    def _same_grid(self, grid: GeoGrid) -> bool:
+        g = self.grid
+        return ((grid.width, grid.height) == (g.width, g.height) and grid.transform.almost_equals(g.transform, 1e-9)
+                and (grid.crs == g.crs or grid.crs is None or g.crs is None))
+
+    def _open(self):
+        if self._src is None:
+            src = rasterio.open(self.path)
+            if self.warp:
+                from rasterio.vrt import WarpedVRT
+                nodata = src.nodata if src.nodata is not None else (0 if self.kind == "rgb" else IGNORE_INDEX)
+                src = WarpedVRT(src, crs=self.grid.crs or src.crs, transform=self.grid.transform,
+                                width=self.grid.width, height=self.grid.height, resampling=Resampling.nearest,
+                                nodata=nodata)
+            self._src = src
+        return self._src
 
     def _check_grid(self, grid: GeoGrid) -> None:
         g = self.grid
@@ -143,16 +171,14 @@ class LabelReader:
                 out = rasterize(zip(hits.geometry, hits["_index"].astype(int)), out_shape=out_shape,
                                 transform=t, fill=IGNORE_INDEX, dtype="uint8")
             return out
-        if self._src is None:
-            self._src = rasterio.open(self.path)
-        src = self._src
+        src = self._open()
         if self.kind == "rgb":
-            data = src.read([1, 2, 3], window=window, out_shape=(3, *out_shape), boundless=True, fill_value=0,
-                            resampling=Resampling.nearest)
+            data = src.read([1, 2, 3], window=window, out_shape=(3, *out_shape), boundless=not self.warp,
+                            fill_value=0, resampling=Resampling.nearest)
             return decode_rgb(data, self.schema, source=f"label {self.path}")
         nodata = int(src.nodata) if src.nodata is not None else IGNORE_INDEX
-        data = src.read(1, window=window, out_shape=out_shape, boundless=True, fill_value=nodata,
-                        resampling=Resampling.nearest)
+        data = src.read(1, window=window, out_shape=out_shape, boundless=not self.warp, fill_value=nodata,
+                        resampling=Resampling.nearest)  # a warped label is read inside the grid it was warped to
         return decode_ids(data, self.schema, nodata, source=f"label {self.path}")
 
     def __getstate__(self):

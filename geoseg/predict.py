@@ -235,7 +235,7 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
     if options.probabilities:
         extras["probabilities"] = check_output_path(_sidecar(output, "probabilities"), overwrite)
     scene_ref = str(scene) if str(scene).startswith("/vsi") else str(Path(scene).resolve())
-    tags = {"geoseg_version": __version__, "checkpoint": str(Path(checkpoint).resolve()),
+    tags = {"geoseg_version": __version__, "checkpoint": str(Path(checkpoint).resolve()), "scene": scene_ref,
             "overlap": str(overlap), "chip_size": str(chip), "tta": options.tta}
     n_blocks = sum(len(r) for r in layout)
     finals = {"classes": output, **extras}

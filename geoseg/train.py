@@ -20,7 +20,7 @@ from geoseg.classes import IGNORE_INDEX
 from geoseg.config import RunConfig, parse_config
 from geoseg.atomic import atomic_write_text
 from geoseg.data import (ChipDataset, GridChipSampler, RandomChipSampler, band_statistics, class_cell_counts,
-                         median_frequency_weights, read_records, scene_infos)
+                         median_frequency_weights, read_records, scene_infos, tiled_copies)
 from geoseg.errors import CheckpointError, ConfigError, GeoSegWarning
 from geoseg.metrics import confusion_matrix, summarize
 from geoseg.models import (Checkpoint, autocast_dtype, build_model, default_device, load_checkpoint,
@@ -150,6 +150,7 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
         warnings.warn("the manifest lists no 'val' scenes; validating on the training scenes", GeoSegWarning)
         val_recs = train_recs
     scenes = scene_infos(train_recs + val_recs, cfg.bands, cfg.downsize_res, cfg.resolution)  # one warning
+    scenes = tiled_copies(scenes, cfg.output_path / ".cache" / "tiles")  # JPEG/PNG → tiled GeoTIFF, once
     train_scenes, val_scenes = scenes[:len(train_recs)], scenes[len(train_recs):]
     if state:
         mean, std = state["mean"], state["std"]

@@ -60,9 +60,23 @@ def test_train_predict_evaluate_end_to_end(sample_dir, tmp_path, geoseg_home):
     assert (back == classes).all()
     assert (out / "landcover.qml").exists()
 
-    r = geoseg("evaluate", out / "landcover.tif", "--truth", sample_dir / "test_1_classes.tif")
+    r = geoseg("evaluate", out / "landcover.tif", "--truth", sample_dir / "test_1_classes.tif", "--chip", 64,
+               "--class", "rangeland")
     assert r.returncode == 0, r.stderr
     assert "miou" in r.stdout
+    report = out / "landcover_evaluation"
+    for name in ("confusion.png", "iou.png", "iou_curves.png", "worst.png", "worst.csv", "error_map.tif",
+                 "report.md", "metrics.json"):
+        assert (report / name).stat().st_size > 0, name  # curves: the checkpoint's run metrics were found
+    with rasterio.open(report / "error_map.tif") as err:
+        assert err.transform == transform and err.colormap(1)[0] == (46, 160, 67, 255)
+
+    # evaluate a model on a manifest's test split: predicts, then scores
+    r = geoseg("evaluate", "--model", run / "best.ckpt", "--data", sample_dir / "manifest.csv", "--split", "test",
+               "--out", tmp_path / "ev", "--chip", 64, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ev" / "predictions" / "test_1.tif").exists()
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["pixels"] > 0
 
     # a second predict refuses to overwrite without --overwrite, and leaves the outputs alone
     before = (out / "landcover.tif").read_bytes()

@@ -82,5 +82,5 @@ def test_missing_and_invalid_yaml(tmp_path):
 
 def test_bundled_pipelines_are_valid():
     from pathlib import Path
-    for p in (Path(__file__).parent.parent / "pipelines").glob("*.yaml"):
+    for p in (Path(__file__).parent.parent / "pipelines").rglob("*.yaml"):
         load_config(p)
