@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import warnings
@@ -50,7 +51,8 @@ def train(config_path: str | None, resume: str | None, epochs: int | None, until
     overrides = {"epochs": epochs} if epochs is not None else None
     cfg = load_config(config_path, overrides) if config_path else config_from_checkpoint(resume, overrides)
     result = run_training(cfg, resume=resume, until_epoch=until_epoch)
-    click.echo(f"best val mIoU {result.best_val_miou:.3f}; best checkpoint {result.best}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        click.echo(f"best val mIoU {result.best_val_miou:.3f}; best checkpoint {result.best}")
 
 
 @cli.command()
@@ -116,7 +118,7 @@ def predict(scene, output, model, raster, overlap, batch_size, precision, worker
 @click.option("--worst", type=click.IntRange(0), default=8, show_default=True,
               help="List and render the K chips with the lowest IoU (0: none).")
 @click.option("--class", "class_name", default=None, help="Rank the worst chips by this class's IoU (default mIoU).")
-@click.option("--chip", type=click.IntRange(16), default=512, show_default=True, help="Chip size for the per-chip scores.")
+@click.option("--chip", type=click.IntRange(16), default=256, show_default=True, help="Chip size for the per-chip scores.")
 @click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True,
               help="Bootstrap resamples for the mIoU interval (0: none).")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the metrics JSON here.")
@@ -187,7 +189,9 @@ def _print_report(result: dict) -> None:
     for key in ("miou", "fwiou", "accuracy", "kappa"):
         click.echo(f"{key:>14s}  {r[key]:7.4f}")
     for unit, (lo, hi) in result["intervals"].items():
-        click.echo(f"{'miou 95% CI':>14s}  {lo:.4f}–{hi:.4f} (bootstrap over {unit})")
+        n = result["units"][unit]
+        rough = "; few units, a rough interval" if n < 20 else ""
+        click.echo(f"{'miou 95% CI':>14s}  {lo:.4f}–{hi:.4f} (bootstrap over {n} {unit}{rough})")
     for chip, value in result["worst"][:3]:
         w = chip.window
         click.echo(f"{'worst chip':>14s}  {Path(chip.image or chip.prediction).name} col {int(w.col_off)} "

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, Sampler
 from geoseg.classes import IGNORE_INDEX, ClassSchema
 from geoseg.errors import GeoSegWarning, ConfigError, RasterError
 from geoseg.grid import GeoGrid
-from geoseg.labels import LabelReader
+from geoseg.labels import VECTOR_SUFFIXES, LabelReader, check_label_grid
 from geoseg.raster import check_bands, open_raster
 
 SPLITS = ("train", "val", "test")
@@ -77,6 +77,7 @@ class SceneInfo:
     record: SceneRecord
     grid: GeoGrid
     scale: float  # source pixels per sampled pixel (downsize_res / resolution)
+    label_name: str | None = None  # the label file to name in messages (when reading a cached copy)
 
     @property
     def sampled_shape(self) -> tuple[int, int]:
@@ -93,13 +94,13 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int], downsize_r
     """
     from geoseg.grid import metres_per_unit
 
-    infos, no_crs = [], []
+    infos, no_crs = [], {}
     for rec in records:
         with open_raster(rec.image) as src:
             check_bands(src, rec.image, bands)
             grid = GeoGrid.from_dataset(src)
         if grid.crs is None:
-            no_crs.append(rec.image)
+            no_crs[str(rec.image)] = None
         if downsize_res:
             scale = max(grid.width, grid.height) / downsize_res
         elif resolution:
@@ -110,6 +111,7 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int], downsize_r
         else:
             scale = 1.0
         infos.append(SceneInfo(rec, grid, scale))
+    no_crs = list(no_crs)
     if len(no_crs) == 1:
         warnings.warn(f"{no_crs[0]} has no CRS; it is used for training as it is (pixel grid only)", GeoSegWarning)
     elif no_crs:
@@ -129,25 +131,29 @@ def tiled_copies(scenes: Sequence[SceneInfo], cache_dir: Path) -> list[SceneInfo
     out = []
     for info in scenes:
         rec = info.record
-        if info.scale < 2 and _is_tiled(rec.image) and (rec.label is None or Path(rec.label).suffix.lower() in (".gpkg", ".geojson", ".shp",
-                                                                                            ".fgb", ".parquet")
-                                     or _is_tiled(rec.label)):
+        polygons = rec.label is not None and Path(rec.label).suffix.lower() in VECTOR_SUFFIXES
+        if info.scale < 2 and _is_gtiff(rec.image) and (rec.label is None or polygons or _is_gtiff(rec.label)):
             out.append(info)
             continue
+        if rec.label is not None and not polygons:
+            with open_raster(rec.label) as src:
+                check_label_grid(rec.label, GeoGrid.from_dataset(src), info.grid)  # before the copies hide it
         h, w = info.sampled_shape
         transform = info.grid.transform * Affine.scale(info.grid.width / w, info.grid.height / h)
         image = _tiled_copy(rec.image, cache_dir, (h, w), transform, Resampling.bilinear if info.scale != 1
                             else Resampling.nearest)
         label = rec.label
-        if label is not None and Path(label).suffix.lower() not in (".gpkg", ".geojson", ".shp", ".fgb", ".parquet"):
+        if label is not None and not polygons:
             label = _tiled_copy(label, cache_dir, (h, w), transform, Resampling.nearest)
-        out.append(SceneInfo(SceneRecord(image, label, rec.split), GeoGrid(w, h, transform, info.grid.crs), 1.0))
+        out.append(SceneInfo(SceneRecord(image, label, rec.split), GeoGrid(w, h, transform, info.grid.crs), 1.0,
+                             label_name=str(rec.label) if rec.label else None))
     return out
 
 
-def _is_tiled(path: Path) -> bool:
+def _is_gtiff(path: Path) -> bool:
+    """GeoTIFFs (tiled or in strips) read windows without decoding the image from its top."""
     with open_raster(path) as src:
-        return src.driver == "GTiff" and bool(src.profile.get("tiled"))
+        return src.driver == "GTiff"
 
 
 def _tiled_copy(path: Path, cache_dir: Path, shape: tuple[int, int], transform, resampling) -> Path:
@@ -240,7 +246,8 @@ class ChipDataset(Dataset):
             info = self.scenes[i]
             if info.record.label is None:
                 raise ConfigError(f"scene {info.record.image} has no label in the manifest")
-            self._open[i] = (open_raster(info.record.image), LabelReader(info.record.label, info.grid, self.schema))
+            self._open[i] = (open_raster(info.record.image),
+                             LabelReader(info.record.label, info.grid, self.schema, name=info.label_name))
         return self._open[i]
 
     def read(self, spec: ChipSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -303,7 +310,8 @@ class RandomChipSampler(Sampler):
 
     def __init__(self, scenes: Sequence[SceneInfo], chip: int, n: int, seed: int = 0, augment: bool = True,
                  rare: float = 0.0, cell_counts: Sequence[np.ndarray] | None = None,
-                 class_weights: np.ndarray | None = None):
+                 class_weights: np.ndarray | None = None, rank: int = 0, world: int = 1):
+        self.rank, self.world = rank, world
         self.shapes = [s.sampled_shape for s in scenes]
         self.chip, self.n, self.seed, self.augment = chip, n, seed, augment
         areas = np.array([h * w for h, w in self.shapes], float)
@@ -325,9 +333,15 @@ class RandomChipSampler(Sampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world)
 
     def __iter__(self) -> Iterator[ChipSpec]:
+        """This rank's share of the epoch's chips (all of them in a single process)."""
+        from geoseg.distributed import shard
+        return iter(shard(list(self.epoch_chips()), self.rank, self.world, pad=True))
+
+    def epoch_chips(self) -> Iterator[ChipSpec]:
+        """All ranks' chips of the current epoch, in order."""
         rng = np.random.default_rng([self.seed, self.epoch])
         for _ in range(self.n):
             if self.rare and rng.random() < self.rare:
@@ -375,7 +389,7 @@ def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, chip: in
     for info in scenes:
         if info.record.label is None:
             raise ConfigError(f"scene {info.record.image} has no label in the manifest")
-        labels = LabelReader(info.record.label, info.grid, schema)
+        labels = LabelReader(info.record.label, info.grid, schema, name=info.label_name)
         h, w = info.sampled_shape
         rows, cols = -(-h // chip), -(-w // chip)
         counts = np.zeros((rows, cols, k), np.int64)
@@ -422,7 +436,9 @@ def median_frequency_weights(cell_counts: Sequence[np.ndarray], ignored: Sequenc
 class GridChipSampler(Sampler):
     """Non-overlapping chips covering every scene (edge chips run past the scene, padded as ignore)."""
 
-    def __init__(self, scenes: Sequence[SceneInfo], chip: int, limit: int | None = None):
+    def __init__(self, scenes: Sequence[SceneInfo], chip: int, limit: int | None = None, rank: int = 0,
+                 world: int = 1):
+        from geoseg.distributed import shard
         specs = []
         for i, s in enumerate(scenes):
             h, w = s.sampled_shape
@@ -432,7 +448,8 @@ class GridChipSampler(Sampler):
         if limit is not None and limit < len(specs):
             keep = np.linspace(0, len(specs) - 1, limit).round().astype(int)
             specs = [specs[k] for k in keep]
-        self.specs = specs
+        self.all_specs = specs
+        self.specs = shard(specs, rank, world, pad=False)  # this rank's share
 
     def __len__(self) -> int:
         return len(self.specs)

@@ -88,14 +88,29 @@ def decode_ids(codes: np.ndarray, schema: ClassSchema, nodata: int | None, sourc
     return out
 
 
+def check_label_grid(label: str | os.PathLike, label_grid: GeoGrid, image_grid: GeoGrid) -> None:
+    """Refuse a label raster that is not on its image's grid (CRS, size, transform)."""
+    g = image_grid
+    if label_grid.crs != g.crs and label_grid.crs is not None and g.crs is not None:
+        raise RasterError(f"label {label} is in {label_grid.crs} but its image is in {g.crs}; reproject one of them")
+    if (label_grid.width, label_grid.height) != (g.width, g.height) or not label_grid.transform.almost_equals(
+            g.transform, 1e-9):
+        raise RasterError(
+            f"label {label} ({label_grid.width}×{label_grid.height}) is not on its image's grid "
+            f"({g.width}×{g.height}, same transform); labels must align pixel for pixel"
+        )
+
+
 class LabelReader:
     """Reads label windows on an image's grid, in model indices."""
 
     def __init__(self, path: str | os.PathLike, image_grid: GeoGrid, schema: ClassSchema,
-                 class_field: str = "class_id", align: bool = False):
+                 class_field: str = "class_id", align: bool = False, name: str | None = None):
         """With ``align``, a label raster on another grid is reprojected onto the image's grid
-        (nearest neighbour, with a warning) instead of refused."""
+        (nearest neighbour, with a warning) instead of refused. ``name`` is the file named in messages
+        (default ``path``; differs when ``path`` is a cached copy)."""
         self.path = str(path)
+        self.name = name or self.path
         self.grid = image_grid
         self.schema = schema
         self.kind = label_kind(path)
@@ -132,28 +147,21 @@ class LabelReader:
         return self._src
 
     def _check_grid(self, grid: GeoGrid) -> None:
-        g = self.grid
-        if grid.crs != g.crs and grid.crs is not None and g.crs is not None:
-            raise RasterError(f"label {self.path} is in {grid.crs} but its image is in {g.crs}; reproject one of them")
-        if (grid.width, grid.height) != (g.width, g.height) or not grid.transform.almost_equals(g.transform, 1e-9):
-            raise RasterError(
-                f"label {self.path} ({grid.width}×{grid.height}) is not on its image's grid "
-                f"({g.width}×{g.height}, same transform); labels must align pixel for pixel"
-            )
+        check_label_grid(self.name, grid, self.grid)
 
     def _polygons(self):
         if self._gdf is None:
             import geopandas as gpd
             gdf = gpd.read_file(self.path)
             if self.class_field not in gdf.columns:
-                raise LabelError(f"label {self.path} has no '{self.class_field}' field")
+                raise LabelError(f"label {self.name} has no '{self.class_field}' field")
             if gdf.crs is not None and self.grid.crs is not None and gdf.crs != self.grid.crs:
                 gdf = gdf.to_crs(self.grid.crs)
             lut = self.schema.code_to_index_lut()
             codes = gdf[self.class_field].to_numpy()
             bad = sorted(set(int(c) for c in codes if int(c) not in self.schema.codes))
             if bad:
-                raise LabelError(f"label {self.path} has class code(s) {bad[:5]} not in {self.schema.codes}")
+                raise LabelError(f"label {self.name} has class code(s) {bad[:5]} not in {self.schema.codes}")
             gdf["_index"] = lut[codes.astype(int)]
             self._gdf = gdf
         return self._gdf
@@ -175,11 +183,11 @@ class LabelReader:
         if self.kind == "rgb":
             data = src.read([1, 2, 3], window=window, out_shape=(3, *out_shape), boundless=not self.warp,
                             fill_value=0, resampling=Resampling.nearest)
-            return decode_rgb(data, self.schema, source=f"label {self.path}")
+            return decode_rgb(data, self.schema, source=f"label {self.name}")
         nodata = int(src.nodata) if src.nodata is not None else IGNORE_INDEX
         data = src.read(1, window=window, out_shape=out_shape, boundless=not self.warp, fill_value=nodata,
                         resampling=Resampling.nearest)  # a warped label is read inside the grid it was warped to
-        return decode_ids(data, self.schema, nodata, source=f"label {self.path}")
+        return decode_ids(data, self.schema, nodata, source=f"label {self.name}")
 
     def __getstate__(self):
         state = dict(self.__dict__)

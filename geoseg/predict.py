@@ -33,7 +33,7 @@ from geoseg.models import Checkpoint, load_checkpoint
 from geoseg.progress import bar, say
 from geoseg.resume import COMMIT_SECONDS, file_fingerprint, resumable_rasters
 from geoseg.raster import read_errors, check_bands, class_raster_profile, copy_pam_sidecar, open_raster, write_class_metadata
-from geoseg.stitch import (GDAL_CACHE_MB, BlockTask, FinishedBlock, accumulate_block, blend_weights,
+from geoseg.stitch import (GDAL_CACHE_MB, BlockTask, FinishedBlock, access_problem, accumulate_block, blend_weights,
                            finish_block, model_for, predict_probabilities)
 from geoseg.style import category_aux_xml, raster_qml
 
@@ -195,6 +195,14 @@ def _sample_stats(src, bands: list[int], size: int) -> tuple[np.ndarray, np.ndar
     return values.mean(axis=1), values.std(axis=1)
 
 
+def _check_workers(client, scene: str, checkpoint: str) -> None:
+    """On an external cluster, every worker must read the scene and the checkpoint itself."""
+    for worker, problem in sorted(client.run(access_problem, scene, checkpoint).items()):
+        if problem:
+            raise InputError(f"dask worker {worker} {problem}; the scene and the checkpoint must be reachable "
+                             f"from every worker (a shared path, or a /vsicurl/ or /vsis3/ URL for the scene)")
+
+
 def _sidecar(output: Path, name: str) -> Path:
     return output.with_name(f"{output.stem}_{name}{output.suffix}")
 
@@ -266,6 +274,8 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
         client = stack.enter_context(dask_client(options))
         if preload:
             preload.join()
+        if options.scheduler:
+            _check_workers(client, scene_ref, str(Path(checkpoint).resolve()))
         pbar = stack.enter_context(bar(n_blocks - len(writer.done), "predict", unit="block"))
         tasks = _block_tasks(layout, scene_ref, str(Path(checkpoint).resolve()), chip, overlap, grid,
                              options, default_threads(options))

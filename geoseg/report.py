@@ -166,8 +166,9 @@ def markdown_report(ev: Evaluation, intervals: dict[str, tuple[float, float]], f
              "| score | value |", "| --- | --- |",
              f"| mIoU | {r['miou']:.4f} |", f"| frequency-weighted IoU | {r['fwiou']:.4f} |",
              f"| pixel accuracy | {r['accuracy']:.4f} |", f"| Cohen's kappa | {r['kappa']:.4f} |"]
+    units = {"chips": len(ev.chips), "scenes": len(ev.scenes)}
     for unit, (lo, hi) in intervals.items():
-        lines.append(f"| mIoU 95 % bootstrap interval over {unit} | {lo:.4f} – {hi:.4f} |")
+        lines.append(f"| mIoU 95 % bootstrap interval over {units[unit]} {unit} | {lo:.4f} – {hi:.4f} |")
     lines += ["", "| class | IoU | precision | recall | F1 | support (px) |", "| --- | --- | --- | --- | --- | --- |"]
     for name, c in r["classes"].items():
         lines.append(f"| {name} | {c['iou']:.4f} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
@@ -210,4 +211,5 @@ def write_report(ev: Evaluation, out_dir: Path, worst_k: int = 0, worst_class: s
     files["report"] = out_dir / "report.md"
     atomic_write_text(files["metrics"], json.dumps(payload, indent=1, default=float))
     atomic_write_text(files["report"], markdown_report(ev, intervals, files, worst, label))
-    return {"report": report, "intervals": intervals, "files": files, "worst": worst}
+    units = {"chips": len(ev.chips), "scenes": len(ev.scenes)}
+    return {"report": report, "intervals": intervals, "units": units, "files": files, "worst": worst}

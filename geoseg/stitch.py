@@ -87,6 +87,21 @@ def model_for(path: str, threads: int | None = None) -> tuple[Checkpoint, torch.
     return _load_model(os.path.abspath(path), os.path.getmtime(path), threads)
 
 
+def access_problem(scene: str, checkpoint: str) -> str | None:
+    """Run on a dask worker: why it cannot read the scene or the checkpoint, or None when it can."""
+    try:
+        with open_raster(scene) as src:
+            src.read(1, window=Window(0, 0, 1, 1))
+    except Exception as exc:  # any failure means the same to the user
+        return f"cannot read the scene {scene} ({exc})"
+    try:
+        with open(checkpoint, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return f"cannot read the checkpoint {checkpoint} ({exc.strerror or exc})"
+    return None
+
+
 def accumulate_block(task: BlockTask) -> BlockAccumulation:
     """Run one block's own chips and accumulate their weighted probabilities over owned + spill pixels."""
     ckpt, model = model_for(task.checkpoint, task.threads)

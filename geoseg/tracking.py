@@ -56,12 +56,12 @@ class LocalLog:
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        keys = list(dict.fromkeys(k for r in self.rows for k, v in r.items() if not isinstance(v, list)))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         for r in self.rows:
-            writer.writerow({k: _fmt(r.get(k)) for k in keys})
+            writer.writerow({k: _fmt(r.get(k)) for k in keys})  # lists (confusion matrices): JSON only
         atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
         atomic_write_text(self.run_dir / "metrics.json", json.dumps(self.rows, indent=1, default=_json))
 

@@ -25,7 +25,8 @@ from geoseg.errors import CheckpointError, ConfigError, GeoSegWarning
 from geoseg.metrics import confusion_matrix, summarize
 from geoseg.models import (Checkpoint, autocast_dtype, build_model, default_device, load_checkpoint,
                            save_checkpoint)
-from geoseg.progress import bar, say
+from geoseg import distributed
+from geoseg.progress import bar, say, set_quiet
 from geoseg.registry import record_latest
 from geoseg.tracking import LocalLog, WandbLog, sample_panel
 
@@ -113,7 +114,7 @@ def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, steps_per_e
     return None
 
 
-def class_weights_for(cfg: RunConfig, scenes, run_dir: Path) -> tuple[list[float] | None, list | None]:
+def class_weights_for(cfg: RunConfig, scenes, run_dir: Path | None) -> tuple[list[float] | None, list | None]:
     """``ce_weights: auto`` → median-frequency weights, and the cell counts rare-class sampling needs."""
     if cfg.ce_weights != "auto" and not cfg.rare_class_sampling:
         return None, None
@@ -124,7 +125,8 @@ def class_weights_for(cfg: RunConfig, scenes, run_dir: Path) -> tuple[list[float
     share = pixels / max(1, pixels.sum())
     report = {name: {"share": float(share[i]), "median_frequency_weight": float(mfb[i])}
               for i, name in enumerate(cfg.classes.names)}
-    atomic_write_text(run_dir / "class_weights.json", json.dumps(report, indent=1))
+    if run_dir is not None:
+        atomic_write_text(run_dir / "class_weights.json", json.dumps(report, indent=1))
     say("class shares / median-frequency weights: " + ", ".join(
         f"{n} {v['share']:.1%}/{v['median_frequency_weight']:.2f}" for n, v in report.items()))
     return (mfb.tolist() if cfg.ce_weights == "auto" else None), counts
@@ -140,7 +142,10 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
     """
     state = _resume_state(resume, cfg) if resume else None
     seed_everything(cfg.seed)
-    device = device or default_device()
+    rank, world, device = distributed.setup(device or default_device())  # torchrun: one process per rank
+    main = rank == 0
+    if not main:
+        set_quiet(True)  # rank 0 reports, logs and writes checkpoints
     records = read_records(cfg.manifest_path, cfg.split_fractions, cfg.seed)
     train_recs = [r for r in records if r.split == "train"]
     val_recs = [r for r in records if r.split == "val"]
@@ -161,16 +166,17 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
 
     model = build_model(cfg.model_architecture, cfg.model_config, pretrained=state is None)
     model = model.to(device).to(memory_format=torch.channels_last)
-    run_dir = Path(resume).resolve().parent if resume else _run_dir(cfg)
+    run_dir = Path(resume).resolve().parent if resume else (_run_dir(cfg) if main else None)
+    run_dir = Path(distributed.broadcast(str(run_dir)))
     ignored = cfg.ignored_indices
     evaluated = [i for i in range(len(cfg.classes)) if i not in ignored]
-    weights, counts = class_weights_for(cfg, train_scenes, run_dir)
+    weights, counts = class_weights_for(cfg, train_scenes, run_dir if main else None)
     train_ds = ChipDataset(train_scenes, cfg.classes, cfg.bands, cfg.chip_size, mean, std, ignored)
     val_ds = ChipDataset(val_scenes, cfg.classes, cfg.bands, cfg.chip_size, mean, std, ignored)
     rarity = np.asarray(weights) if weights else (median_frequency_weights(counts, ignored) if counts else None)
     train_sampler = RandomChipSampler(train_scenes, cfg.chip_size, cfg.chips_per_epoch, cfg.seed, cfg.augment,
-                                      cfg.rare_class_sampling, counts, rarity)
-    val_sampler = GridChipSampler(val_scenes, cfg.chip_size, cfg.val_chips)
+                                      cfg.rare_class_sampling, counts, rarity, rank, world)
+    val_sampler = GridChipSampler(val_scenes, cfg.chip_size, cfg.val_chips, rank, world)
     train_loader, val_loader = _loader(train_ds, train_sampler, cfg), _loader(val_ds, val_sampler, cfg)
     loss_fn = make_loss(cfg, device, weights)
     optimizer = make_optimizer(cfg, model.parameters())
@@ -192,11 +198,17 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
         first_epoch = state["epoch"] + 1
         wandb_id = state.get("wandb_id")
         _restore_rng(state["rng"])
-    local = LocalLog(run_dir, history, step)
-    wb = WandbLog(run_dir, run_dir.name, cfg.to_dict(), run_id=wandb_id) if cfg.logger == "wandb" else None
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None, find_unused_parameters=_has_unused_parameters(
+                                                            model, len(cfg.bands), cfg.chip_size, device))
+    local = LocalLog(run_dir, history, step) if main else None
+    wb = WandbLog(run_dir, run_dir.name, cfg.to_dict(), run_id=wandb_id) if cfg.logger == "wandb" and main else None
     say(f"run folder {run_dir}  ({len(train_scenes)} train / {len(val_scenes)} val scenes, "
-        f"{cfg.chips_per_epoch} train + {len(val_sampler)} val chips of {cfg.chip_size} px per epoch, "
-        f"precision {'bf16' if amp else 'fp32'}, device {device.type})"
+        f"{cfg.chips_per_epoch} train + {len(val_sampler.all_specs)} val chips of {cfg.chip_size} px per epoch, "
+        f"precision {'bf16' if amp else 'fp32'}, device {device.type}"
+        + (f", {world} processes" if world > 1 else "") + ")"
         + (f"; resuming after epoch {first_epoch - 1}" if state else ""))
 
     def checkpoint(epoch: int, metrics: dict[str, Any], with_state: bool) -> Checkpoint:
@@ -215,12 +227,19 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
     for epoch in range(first_epoch, min(cfg.epochs, until_epoch or cfg.epochs) + 1):
         train_sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        train_loss, train_cm, step, steps = _train_epoch(model, train_loader, loss_fn, optimizer, scheduler, device,
+        if world > 1:
+            _log_rank_chips(run_dir, rank, epoch, train_sampler)
+        train_sums, train_cm, step, steps = _train_epoch(net, train_loader, loss_fn, optimizer, scheduler, device,
                                                          amp, len(cfg.classes), epoch, cfg.epochs, step)
         t1 = time.perf_counter()
-        keep_samples = cfg.sample_images if epoch % cfg.sample_every == 0 or epoch == cfg.epochs else 0
-        val_loss, val_cm, samples = _validate(model, val_loader, loss_fn, device, amp, len(cfg.classes), keep_samples)
+        keep_samples = cfg.sample_images if main and (epoch % cfg.sample_every == 0 or epoch == cfg.epochs) else 0
+        val_sums, val_cm, samples = _validate(model, val_loader, loss_fn, device, amp, len(cfg.classes), keep_samples)
         t2 = time.perf_counter()
+        # every rank saw its own chips: sum confusion matrices and losses, then score (never average IoUs)
+        train_cm, val_cm = distributed.all_sum(train_cm), distributed.all_sum(val_cm)
+        train_sums, val_sums = distributed.all_sum(train_sums), distributed.all_sum(val_sums)
+        train_loss = float(train_sums[0] / max(train_sums[1], 1))
+        val_loss = float(val_sums[0] / val_sums[1]) if val_sums[1] else float("nan")
         tr = summarize(train_cm, cfg.classes.names, evaluated)
         va = summarize(val_cm, cfg.classes.names, evaluated)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -228,8 +247,9 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
         row = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_loss": val_loss,
                **{f"train_{k}": v for k, v in tr.items()}, **{f"val_{k}": v for k, v in va.items()},
                "lr": optimizer.param_groups[0]["lr"],
-               "train_chips_per_s": len(train_sampler) / (t1 - t0), "val_chips_per_s": len(val_sampler) / (t2 - t1),
-               "val_seconds": t2 - t1}
+               "train_chips_per_s": len(train_sampler) * world / (t1 - t0),
+               "val_chips_per_s": len(val_sampler.all_specs) / (t2 - t1), "val_seconds": t2 - t1,
+               "val_confusion": val_cm.tolist()}
         t3 = time.perf_counter()
         if samples:
             (run_dir / "samples").mkdir(exist_ok=True)
@@ -238,32 +258,62 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
                 wb.log_image("val/samples", panel, step=step)
         row["image_logging_seconds"] = time.perf_counter() - t3
         history.append(row)
-        local.log_steps(steps)
-        local.log_epoch(row)
+        if local:
+            local.log_steps(steps)
+            local.log_epoch(row)
         if wb:
             for s_row in steps:
                 wb.log({"train/batch_loss": s_row["batch_loss"], "train/loss_ema": s_row["loss_ema"],
                         "train/lr": s_row["lr"]}, step=s_row["step"])
-            wb.log({f"epoch/{k}": v for k, v in row.items()}, step=step)
+            wb.log({f"epoch/{k}": v for k, v in row.items() if k != "val_confusion"}, step=step)
         improved = not math.isnan(va["miou"]) and va["miou"] > best_miou
         if improved:
             best_miou, stale = va["miou"], 0
-            save_checkpoint(checkpoint(epoch, row, with_state=False), best_path)
+            if main:
+                save_checkpoint(checkpoint(epoch, row, with_state=False), best_path)
         else:
             stale += 1
-        save_checkpoint(checkpoint(epoch, row, with_state=True), last_path)
+        if main:
+            save_checkpoint(checkpoint(epoch, row, with_state=True), last_path)
         say(f"epoch {epoch}/{cfg.epochs}  loss {train_loss:.3f}/{val_loss:.3f}  "
             f"mIoU train {tr['miou']:.3f} val {va['miou']:.3f}  lr {row['lr']:.2g}  "
             f"({row['train_chips_per_s']:.1f} / {row['val_chips_per_s']:.1f} chips/s)")
         if cfg.early_stopping and stale >= cfg.early_stopping:
             say(f"early stopping: val mIoU has not improved for {stale} epochs (best {best_miou:.3f})")
             break
-    if not best_path.exists():
+    if main and not best_path.exists():
         save_checkpoint(checkpoint(len(history), history[-1], with_state=False), best_path)
     if wb:
         wb.finish()
-    record_latest(best_path)
+    if main:
+        record_latest(best_path)
+    if world > 1:
+        distributed.barrier()
+        distributed.teardown()
     return TrainResult(run_dir, best_path, last_path, history)
+
+
+def _has_unused_parameters(model: torch.nn.Module, bands: int, chip: int, device: torch.device) -> bool:
+    """Whether some parameters get no gradient (e.g. encoder stages a shallow ``encoder_depth`` skips);
+    DDP must then look for them each step. One probe forward in eval mode, so BatchNorm statistics stay as they are."""
+    model.eval()
+    size = max(32, min(chip, 64))
+    model(torch.zeros(1, bands, size, size, device=device)).float().sum().backward()
+    unused = any(p.requires_grad and p.grad is None for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    model.train()
+    return unused
+
+
+def _log_rank_chips(run_dir: Path, rank: int, epoch: int, sampler: RandomChipSampler) -> None:
+    """Which chips this rank trains on this epoch (``chips/rank<N>.csv``), for checking the data split."""
+    folder = run_dir / "chips"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"rank{rank}.csv"
+    lines = [] if path.exists() and epoch > 1 else ["epoch,scene,row,col,aug\n"]
+    lines += [f"{epoch},{c.scene},{c.row},{c.col},{c.aug}\n" for c in sampler]
+    with open(path, "a" if epoch > 1 else "w", encoding="utf-8") as fh:
+        fh.write("".join(lines))
 
 
 def config_from_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -336,7 +386,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_cl
             steps.append({"step": step, "epoch": epoch, "batch_loss": value, "loss_ema": ema, "lr": lr})
             pbar.set_postfix(loss=f"{ema if ema is not None else float('nan'):.3f}")
             pbar.update(len(x))
-    return total / max(batches, 1), cm, step, steps
+    return np.array([total, batches], np.float64), cm, step, steps
 
 
 @torch.no_grad()
@@ -365,4 +415,4 @@ def _validate(model, loader, loss_fn, device, amp, n_classes, n_samples):
                 preds.append(pred[k].cpu().numpy().astype(np.uint8))
             pbar.update(len(x))
     samples = (images, truths, preds) if images else None
-    return (total / batches if batches else float("nan")), cm, samples
+    return np.array([total, batches], np.float64), cm, samples

@@ -182,4 +182,4 @@ def test_sample_panels_every_k_epochs_and_their_cost_is_logged(tmp_path, sample_
     assert sorted(p.name for p in (run.run_dir / "samples").iterdir()) == ["epoch_002.png", "epoch_003.png"]
     rows = json.loads((run.run_dir / "metrics.json").read_text())
     assert {"lr", "val_seconds", "image_logging_seconds", "train_chips_per_s", "val_chips_per_s"} <= set(rows[0])
-    assert rows[0]["image_logging_seconds"] < 0.01 < rows[1]["image_logging_seconds"]
+    assert rows[0]["image_logging_seconds"] < 1e-3 and rows[1]["image_logging_seconds"] > rows[0]["image_logging_seconds"]
