@@ -70,7 +70,7 @@ def plot_iou(ev: Evaluation, path: Path, interval: tuple[float, float] | None = 
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
     ax.set_xlabel("IoU")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
     return _save(fig, path)
 
 
