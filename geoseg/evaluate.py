@@ -142,7 +142,7 @@ def combine(evaluations: Sequence[Evaluation]) -> Evaluation:
 def evaluate_model(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike,
                    split: str = "test", options=None, chip: int = 512, overwrite: bool = False) -> Evaluation:
     """Predict every scene of ``split`` in ``data`` (a manifest, DeepGlobe folder or run config) into
-    ``out_dir/predictions`` and score them together."""
+    ``out_dir/predictions`` and score them together (error maps in ``out_dir/error_maps``)."""
     from geoseg.data import read_records
     from geoseg.models import load_checkpoint
     from geoseg.predict import PredictOptions, predict_scene
@@ -159,7 +159,9 @@ def evaluate_model(checkpoint: str | os.PathLike, data: str | os.PathLike, out_d
             raise ConfigError(f"scene {rec.image} has no label to evaluate against")
         out = folder / f"{Path(rec.image).stem}.tif"
         predict_scene(rec.image, checkpoint, out, options or PredictOptions(), overwrite=overwrite)
-        results.append(evaluate_raster(out, rec.label, schema, chip, image=rec.image))
+        (folder.parent / "error_maps").mkdir(exist_ok=True)
+        results.append(evaluate_raster(out, rec.label, schema, chip, image=rec.image,
+                                       error_map=folder.parent / "error_maps" / f"{Path(rec.image).stem}.tif"))
     return combine(results)
 
 

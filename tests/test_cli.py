@@ -76,6 +76,7 @@ def test_train_predict_evaluate_end_to_end(sample_dir, tmp_path, geoseg_home):
                "--out", tmp_path / "ev", "--chip", 64, "--quiet")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ev" / "predictions" / "test_1.tif").exists()
+    assert (tmp_path / "ev" / "error_maps" / "test_1.tif").exists()
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["pixels"] > 0
 
     # a second predict refuses to overwrite without --overwrite, and leaves the outputs alone
