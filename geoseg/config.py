@@ -20,7 +20,7 @@ from geoseg.errors import ConfigError
 
 LOSSES = ("CrossEntropyLoss", "DiceLoss", "FocalLoss", "LovaszLoss", "CE+Dice")
 OPTIMIZERS = ("Adam", "AdamW", "SGD")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LOGGERS = ("csv", "wandb")
 SCHEDULES = ("none", "cosine", "onecycle", "plateau")
 MODEL_CONFIG_REQUIRED = ("classes", "encoder_name", "encoder_weights", "in_channels")

@@ -134,16 +134,26 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` ('auto', 'bf16', 'fp32') on ``device``; None means fp32."""
+    """The autocast dtype for ``precision`` on ``device``; None means fp32.
+
+    'auto': bf16 where the device supports it (CPUs with AVX-512 BF16/AMX, Ampere+ GPUs), fp16 on older
+    GPUs (training then uses a GradScaler), else fp32. 'fp16' is for GPUs only.
+    """
     if precision == "fp32":
         return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+        return torch.float16
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
     else:
         supported = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     if precision == "bf16":
         return torch.bfloat16
-    return torch.bfloat16 if supported else None
+    if supported:
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else None
 
 
 def default_device() -> torch.device:

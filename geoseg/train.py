@@ -182,6 +182,7 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
     optimizer = make_optimizer(cfg, model.parameters())
     scheduler = make_scheduler(cfg, optimizer, len(train_loader))
     amp = autocast_dtype(device, cfg.precision)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None  # fp16 on older GPUs
     georeferenced = train_scenes[0].grid.crs is not None
     resolution = (abs(train_scenes[0].grid.transform.a) * train_scenes[0].scale) if georeferenced else None
 
@@ -193,6 +194,8 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         history = list(state["history"])
         best_miou, step, stale = state["best_miou"], state["step"], state["stale"]
         first_epoch = state["epoch"] + 1
@@ -218,6 +221,7 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
                 "epoch": epoch, "step": step, "best_miou": best_miou, "stale": stale, "history": history,
                 "rng": _rng_state(), "wandb_id": wb.run.id if wb else None, "mean": list(mean), "std": list(std),
+                "scaler": scaler.state_dict() if scaler else None,
             }
         return Checkpoint(cfg.model_architecture, dict(cfg.model_config), model.state_dict(), cfg.classes,
                           list(cfg.bands), list(mean), list(std), cfg.chip_size, resolution,
@@ -230,7 +234,7 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
         if world > 1:
             _log_rank_chips(run_dir, rank, epoch, train_sampler)
         train_sums, train_cm, step, steps = _train_epoch(net, train_loader, loss_fn, optimizer, scheduler, device,
-                                                         amp, len(cfg.classes), epoch, cfg.epochs, step)
+                                                         amp, len(cfg.classes), epoch, cfg.epochs, step, scaler)
         t1 = time.perf_counter()
         keep_samples = cfg.sample_images if main and (epoch % cfg.sample_every == 0 or epoch == cfg.epochs) else 0
         val_sums, val_cm, samples = _validate(model, val_loader, loss_fn, device, amp, len(cfg.classes), keep_samples)
@@ -355,7 +359,8 @@ def _tuples(v):
     return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_classes, epoch, epochs, step):
+def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_classes, epoch, epochs, step,
+                 scaler=None):
     """One pass over the sampler's chips; returns mean loss, confusion matrix, step and per-step rows."""
     model.train()
     total, batches = 0.0, 0
@@ -371,8 +376,13 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_cl
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:  # fp16: scale the loss so small gradients survive
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             lr = optimizer.param_groups[0]["lr"]
             if per_batch:
                 scheduler.step()

@@ -54,3 +54,13 @@ def test_missing_pretrained_weights_are_one_clear_sentence(monkeypatch, tmp_path
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(WeightsUnavailableError, match="encoder_weights: null"):
         build_model("Unet", {**TINY_MODEL, "encoder_weights": "imagenet"})
+
+
+def test_fp16_is_for_gpus_only():
+    import torch
+    from geoseg.errors import ConfigError
+    from geoseg.models import autocast_dtype
+    with pytest.raises(ConfigError, match="precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU"):
+        autocast_dtype(torch.device("cpu"), "fp16")
+    assert autocast_dtype(torch.device("cpu"), "fp32") is None
+    assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
