@@ -139,7 +139,7 @@ def tiled_copies(scenes: Sequence[SceneInfo], cache_dir: Path) -> list[SceneInfo
             with open_raster(rec.label) as src:
                 check_label_grid(rec.label, GeoGrid.from_dataset(src), info.grid)  # before the copies hide it
         h, w = info.sampled_shape
-        transform = info.grid.transform * Affine.scale(info.grid.width / w, info.grid.height / h)
+        transform = info.grid.transform @ Affine.scale(info.grid.width / w, info.grid.height / h)
         image = _tiled_copy(rec.image, cache_dir, (h, w), transform, Resampling.bilinear if info.scale != 1
                             else Resampling.nearest)
         label = rec.label

@@ -169,7 +169,7 @@ def test_rotated_geotransform_is_kept_and_polygons_follow_it(capsys, files):
     with rasterio.open(files["out"] / "lc.tif") as ds:
         assert ds.transform == rotated
         classes = ds.read(1)
-    gdf = gpd.read_file(files["out"] / "lc.gpkg")
+    gdf = gpd.read_file(files["out"] / "lc.gpkg", layer="landcover")
     back = rasterize(zip(gdf.geometry, gdf.class_id), out_shape=classes.shape, transform=rotated, fill=255,
                      dtype="uint8")
     assert (back == classes).all()
