@@ -267,3 +267,13 @@ def test_missing_config_and_manifest(capsys, tmp_path):
     Path(tmp_path / "manifest.csv").unlink()
     code, err = run(capsys, "train", "--config", cfg)
     assert (code, err) == (2, f"geoseg: error: manifest {tmp_path / 'manifest.csv'} does not exist")
+
+
+def test_an_error_in_a_dataloader_worker_is_still_one_sentence(capsys, tmp_path, train_scene):
+    labels = np.zeros((96, 96), np.uint8)
+    labels[5, 7] = 9
+    lab = _label(tmp_path, "lab.tif", labels)
+    cfg = _train_config(tmp_path, [("img.tif", "lab.tif", "train"), ("img.tif", "lab.tif", "val")], num_workers=1)
+    code, err = run(capsys, "train", "--config", cfg)
+    assert (code, err) == (2, f"geoseg: error: label {lab} has value(s) [9] that are not class codes "
+                              f"[0, 1, 2, 3, 4, 5, 6]")
