@@ -132,20 +132,22 @@ def resumable_rasters(finals: dict[str, Path], profiles: dict[str, dict], finger
     (sidecars). With ``resume`` an earlier run's partials with the same
     ``fingerprint`` are continued; their recorded blocks are in ``writer.done``.
     """
-    writer = _reopen(finals, profiles, fingerprint, commit_seconds) if resume else None
-    if writer is None:
-        if resume:
-            say(f"no unfinished run of {finals['classes']} to resume; starting from the beginning")
-        writer = BlockWriter(finals, profiles, fingerprint, set(), False, commit_seconds)
-        writer.discard()  # a stale partial of an earlier run with other inputs
-        writer.open("w")
-        for name in finals:
-            prepare(writer.dataset(name), name)
-    try:
+    writer = None
+    try:  # from the first file created: an interruption anywhere keeps recorded blocks, or removes everything
+        writer = _reopen(finals, profiles, fingerprint, commit_seconds) if resume else None
+        if writer is None:
+            if resume:
+                say(f"no unfinished run of {finals['classes']} to resume; starting from the beginning")
+            writer = BlockWriter(finals, profiles, fingerprint, set(), False, commit_seconds)
+            writer.discard()  # a stale partial of an earlier run with other inputs
+            writer.open("w")
+            for name in finals:
+                prepare(writer.dataset(name), name)
         yield writer
         writer.close()
     except BaseException:
-        _keep_or_discard(writer)
+        if writer is not None:
+            _keep_or_discard(writer)
         raise
     if finalize:
         for name, final in finals.items():
