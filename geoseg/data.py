@@ -8,11 +8,10 @@ Rasters are opened lazily in each DataLoader worker.
 
 from __future__ import annotations
 
-import warnings
-
 import csv
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
@@ -21,12 +20,12 @@ import numpy as np
 import torch
 import rasterio
 from affine import Affine
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
 from torch.utils.data import Dataset, Sampler
 
 from geoseg.classes import IGNORE_INDEX, ClassSchema
-from geoseg.errors import GeoSegWarning, ConfigError, RasterError
+from geoseg.errors import ConfigError, GeoSegWarning, RasterError
 from geoseg.grid import GeoGrid
 from geoseg.labels import VECTOR_SUFFIXES, LabelReader, check_label_grid
 from geoseg.raster import check_bands, open_raster
@@ -170,11 +169,16 @@ def _tiled_copy(path: Path, cache_dir: Path, shape: tuple[int, int], transform, 
     with open_raster(path) as src, warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         data = src.read(out_shape=(src.count, *shape), resampling=resampling)
+        masked = src.nodata is None and any(MaskFlags.all_valid not in f for f in src.mask_flag_enums)
+        mask = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) if masked else None
         profile = {"driver": "GTiff", "width": shape[1], "height": shape[0], "count": src.count,
                    "dtype": data.dtype.name, "crs": src.crs, "transform": transform, "nodata": src.nodata,
                    "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate", "predictor": 2}
-        with atomic_output(target) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        with atomic_output(target) as tmp, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)
+            if mask is not None:  # an alpha band or internal mask stays a mask: nodata stays nodata
+                dst.write_mask(mask)
     return target
 
 

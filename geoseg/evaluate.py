@@ -23,7 +23,7 @@ from geoseg.classes import IGNORE_INDEX, NODATA, ClassSchema, LandClass
 from geoseg.errors import ConfigError, RasterError
 from geoseg.grid import GeoGrid, blocks
 from geoseg.labels import LabelReader
-from geoseg.metrics import bootstrap_miou, class_report, confusion_matrix, iou_per_class
+from geoseg.metrics import bootstrap_miou, class_report, confusion_matrix, iou_per_class, mean_iou
 from geoseg.raster import class_raster_profile, open_raster, write_class_metadata
 
 #: The error map's categories (values) with their colours.
@@ -85,8 +85,7 @@ class Evaluation:
             i = self.schema.names.index(class_name)
             scored = [(c, float(iou_per_class(c.confusion)[i])) for c in self.chips]
         else:
-            scored = [(c, float(np.nanmean(iou_per_class(c.confusion)[ev]))) if np.isfinite(
-                iou_per_class(c.confusion)[ev]).any() else (c, float("nan")) for c in self.chips]
+            scored = [(c, mean_iou(c.confusion, ev)) for c in self.chips]
         scored = [(c, v) for c, v in scored if np.isfinite(v)]
         scored.sort(key=lambda cv: (cv[1], -int(cv[0].confusion.sum())))
         return scored[:k]

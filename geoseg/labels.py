@@ -115,24 +115,20 @@ class LabelReader:
         self.schema = schema
         self.kind = label_kind(path)
         self.class_field = class_field
-        self.align = align
         self.warp = False
         self._src = None
         self._gdf = None
         if self.kind != "polygons":
             with open_raster(path) as src:
                 grid = GeoGrid.from_dataset(src)
-            if align and not self._same_grid(grid):
+            try:
+                check_label_grid(self.name, grid, self.grid)
+            except RasterError:
+                if not align:
+                    raise
                 self.warp = True
-                warnings.warn(f"{self.path} is not on the grid of the raster it is compared with; it is reprojected "
+                warnings.warn(f"{self.name} is not on the grid of the raster it is compared with; it is reprojected "
                               f"onto that grid with nearest neighbour", GeoSegWarning)
-            else:
-                self._check_grid(grid)
-
-    def _same_grid(self, grid: GeoGrid) -> bool:
-        g = self.grid
-        return ((grid.width, grid.height) == (g.width, g.height) and grid.transform.almost_equals(g.transform, 1e-9)
-                and (grid.crs == g.crs or grid.crs is None or g.crs is None))
 
     def _open(self):
         if self._src is None:
@@ -145,9 +141,6 @@ class LabelReader:
                                 nodata=nodata)
             self._src = src
         return self._src
-
-    def _check_grid(self, grid: GeoGrid) -> None:
-        check_label_grid(self.name, grid, self.grid)
 
     def _polygons(self):
         if self._gdf is None:

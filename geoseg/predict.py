@@ -31,8 +31,9 @@ from geoseg.errors import GeoSegWarning, InputError
 from geoseg.grid import ChipGrid, GeoGrid, GridBlock, grid_blocks, metres_per_unit
 from geoseg.models import Checkpoint, load_checkpoint
 from geoseg.progress import bar, say
+from geoseg.raster import (check_bands, class_raster_profile, copy_pam_sidecar, open_raster, read_errors,
+                           write_class_metadata)
 from geoseg.resume import COMMIT_SECONDS, file_fingerprint, resumable_rasters
-from geoseg.raster import read_errors, check_bands, class_raster_profile, copy_pam_sidecar, open_raster, write_class_metadata
 from geoseg.stitch import (GDAL_CACHE_MB, BlockTask, FinishedBlock, access_problem, accumulate_block, blend_weights,
                            finish_block, model_for, predict_probabilities)
 from geoseg.style import category_aux_xml, raster_qml
@@ -92,7 +93,7 @@ def dask_client(options: PredictOptions) -> Iterator:
             yield client
         return
     workers = options.workers or 1
-    processes = options.processes if options.processes is not None else workers > 1
+    processes = _local_processes(options)
     dashboard = ":0" if _has_bokeh() else None
     # dask samples every worker thread's stack each 10 ms and watches the GIL each 1 ms; on a
     # machine whose cores all run the model that takes cycles from it, so both are off.
@@ -134,11 +135,14 @@ def _check_resolution(scene, grid: GeoGrid, ckpt: Checkpoint) -> None:
                       f"expect worse results (resample the scene to {ckpt.resolution:g} m)", GeoSegWarning)
 
 
+def _local_processes(options: PredictOptions) -> bool:
+    """Whether the local cluster's workers are processes (default: only when there are several)."""
+    return options.processes if options.processes is not None else (options.workers or 1) > 1
+
+
 def _preload_model(checkpoint: str, options: PredictOptions) -> threading.Thread | None:
     """Load the model while the cluster starts when the worker is a thread of this process (it shares the cache)."""
-    in_process = not options.scheduler and not (options.processes if options.processes is not None
-                                                 else (options.workers or 1) > 1)
-    if not in_process:
+    if options.scheduler or _local_processes(options):
         return None
     thread = threading.Thread(target=_load_quietly, args=(checkpoint, default_threads(options)), daemon=True)
     thread.start()
@@ -243,7 +247,8 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
     if options.probabilities:
         extras["probabilities"] = check_output_path(_sidecar(output, "probabilities"), overwrite)
     scene_ref = str(scene) if str(scene).startswith("/vsi") else str(Path(scene).resolve())
-    tags = {"geoseg_version": __version__, "checkpoint": str(Path(checkpoint).resolve()), "scene": scene_ref,
+    ckpt_ref = str(Path(checkpoint).resolve())
+    tags = {"geoseg_version": __version__, "checkpoint": ckpt_ref, "scene": scene_ref,
             "overlap": str(overlap), "chip_size": str(chip), "tta": options.tta}
     n_blocks = sum(len(r) for r in layout)
     finals = {"classes": output, **extras}
@@ -270,14 +275,14 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike, outpu
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         writer = stack.enter_context(resumable_rasters(finals, profiles, fingerprint, resume, prepare, finalize,
                                                        options.commit_seconds))
-        preload = _preload_model(str(Path(checkpoint).resolve()), options)
+        preload = _preload_model(ckpt_ref, options)
         client = stack.enter_context(dask_client(options))
         if preload:
             preload.join()
         if options.scheduler:
-            _check_workers(client, scene_ref, str(Path(checkpoint).resolve()))
+            _check_workers(client, scene_ref, ckpt_ref)
         pbar = stack.enter_context(bar(n_blocks - len(writer.done), "predict", unit="block"))
-        tasks = _block_tasks(layout, scene_ref, str(Path(checkpoint).resolve()), chip, overlap, grid,
+        tasks = _block_tasks(layout, scene_ref, ckpt_ref, chip, overlap, grid,
                              options, default_threads(options))
         lut = ckpt.classes.index_to_code_lut()
         for key, done in _run(client, tasks, lut, options, max_in_flight=2 * (options.workers or 1) + 2,

@@ -197,7 +197,8 @@ def finish_block(own: BlockAccumulation, window: Window, lut: np.ndarray, left: 
     if probabilities:
         regions = [(slice(None), slice(None), _with_neighbours(own.core, left, above, diagonal))]
     else:  # only the edge bands change: no copy of the whole accumulation
-        regions = [(slice(None), slice(None), torch.from_numpy(own.core)), *_edge_bands(own.core, left, above, diagonal)]
+        regions = [(slice(None), slice(None), torch.from_numpy(own.core)),
+                   *_edge_bands(own.core, left, above, diagonal)]
     top = index = wsum = None
     for rows, cols, acc in regions:
         t, i = acc[:-1].max(dim=0)

@@ -16,16 +16,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from geoseg import distributed
+from geoseg.atomic import atomic_write_text
 from geoseg.classes import IGNORE_INDEX
 from geoseg.config import RunConfig, parse_config
-from geoseg.atomic import atomic_write_text
 from geoseg.data import (ChipDataset, GridChipSampler, RandomChipSampler, band_statistics, class_cell_counts,
                          median_frequency_weights, read_records, scene_infos, tiled_copies)
 from geoseg.errors import CheckpointError, ConfigError, GeoSegWarning
 from geoseg.metrics import confusion_matrix, summarize
 from geoseg.models import (Checkpoint, autocast_dtype, build_model, default_device, load_checkpoint,
                            save_checkpoint)
-from geoseg import distributed
 from geoseg.progress import bar, say, set_quiet
 from geoseg.registry import record_latest
 from geoseg.tracking import LocalLog, WandbLog, sample_panel
@@ -114,10 +114,12 @@ def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, steps_per_e
     return None
 
 
-def class_weights_for(cfg: RunConfig, scenes, run_dir: Path | None) -> tuple[list[float] | None, list | None]:
-    """``ce_weights: auto`` → median-frequency weights, and the cell counts rare-class sampling needs."""
+def class_weights_for(cfg: RunConfig, scenes, run_dir: Path | None) -> tuple[list[float] | None, list | None,
+                                                                            np.ndarray | None]:
+    """Label statistics when ``ce_weights: auto`` or rare-class sampling needs them: the loss weights (for
+    ``auto``), the per-cell class counts and the median-frequency weights."""
     if cfg.ce_weights != "auto" and not cfg.rare_class_sampling:
-        return None, None
+        return None, None, None
     counts = class_cell_counts(scenes, cfg.classes, cfg.chip_size, cfg.ignored_indices,
                                cache_dir=cfg.output_path / ".cache")
     mfb = median_frequency_weights(counts, cfg.ignored_indices)
@@ -129,7 +131,7 @@ def class_weights_for(cfg: RunConfig, scenes, run_dir: Path | None) -> tuple[lis
         atomic_write_text(run_dir / "class_weights.json", json.dumps(report, indent=1))
     say("class shares / median-frequency weights: " + ", ".join(
         f"{n} {v['share']:.1%}/{v['median_frequency_weight']:.2f}" for n, v in report.items()))
-    return (mfb.tolist() if cfg.ce_weights == "auto" else None), counts
+    return (mfb.tolist() if cfg.ce_weights == "auto" else None), counts, mfb
 
 
 def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path | None = None,
@@ -170,10 +172,9 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
     run_dir = Path(distributed.broadcast(str(run_dir)))
     ignored = cfg.ignored_indices
     evaluated = [i for i in range(len(cfg.classes)) if i not in ignored]
-    weights, counts = class_weights_for(cfg, train_scenes, run_dir if main else None)
+    weights, counts, rarity = class_weights_for(cfg, train_scenes, run_dir if main else None)
     train_ds = ChipDataset(train_scenes, cfg.classes, cfg.bands, cfg.chip_size, mean, std, ignored)
     val_ds = ChipDataset(val_scenes, cfg.classes, cfg.bands, cfg.chip_size, mean, std, ignored)
-    rarity = np.asarray(weights) if weights else (median_frequency_weights(counts, ignored) if counts else None)
     train_sampler = RandomChipSampler(train_scenes, cfg.chip_size, cfg.chips_per_epoch, cfg.seed, cfg.augment,
                                       cfg.rare_class_sampling, counts, rarity, rank, world)
     val_sampler = GridChipSampler(val_scenes, cfg.chip_size, cfg.val_chips, rank, world)

@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess

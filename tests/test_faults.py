@@ -1,7 +1,6 @@
 """Interruptions: Ctrl-C, kill and kill -9 of a running ``geoseg predict``, and ``--resume``."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -70,13 +70,22 @@ def check_outcome(code: int, err: str, out_dir, expect: list[str]) -> None:
         assert err.startswith("geoseg: error: ") and len(err.strip().splitlines()) == 1, err
 
 
-@settings(max_examples=25, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(hurt=damages)
-def test_damaged_geotiff(capsys, tmp_path, rgb_scene, tiny_checkpoint, hurt):
+FUZZ = settings(max_examples=25, derandomize=True, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def fresh_case(tmp_path):
+    """An empty case folder with an empty ``out`` (hypothesis reuses ``tmp_path`` across examples)."""
     case = tmp_path / "case"
     shutil.rmtree(case, ignore_errors=True)
     (case / "out").mkdir(parents=True)
+    return case
+
+
+@FUZZ
+@given(hurt=damages)
+def test_damaged_geotiff(capsys, tmp_path, rgb_scene, tiny_checkpoint, hurt):
+    case = fresh_case(tmp_path)
     scene = case / "scene.tif"
     scene.write_bytes(damage(rgb_scene.read_bytes(), *hurt))
     code, err = run_cli(capsys, ["predict", scene, "-o", case / "out" / "lc.gpkg", "--model", tiny_checkpoint,
@@ -87,13 +96,10 @@ def test_damaged_geotiff(capsys, tmp_path, rgb_scene, tiny_checkpoint, hurt):
             ds.read(1)
 
 
-@settings(max_examples=25, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(hurt=damages)
 def test_damaged_checkpoint(capsys, tmp_path, rgb_scene, tiny_checkpoint, hurt):
-    case = tmp_path / "case"
-    shutil.rmtree(case, ignore_errors=True)
-    (case / "out").mkdir(parents=True)
+    case = fresh_case(tmp_path)
     ckpt = case / "model.ckpt"
     ckpt.write_bytes(damage(tiny_checkpoint.read_bytes(), *hurt))
     code, err = run_cli(capsys, ["predict", rgb_scene, "-o", case / "out" / "lc.tif", "--model", ckpt, "--quiet"])

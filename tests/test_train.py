@@ -6,12 +6,10 @@ import json
 import numpy as np
 import pytest
 import rasterio
-import yaml
-from affine import Affine
 from PIL import Image
 
 from geoseg.classes import DEEPGLOBE
-from geoseg.config import load_config, parse_config
+from geoseg.config import parse_config
 from geoseg.data import (RandomChipSampler, SceneInfo, SceneRecord, class_cell_counts, median_frequency_weights,
                          read_deepglobe, scene_infos)
 from geoseg.errors import ConfigError
@@ -183,3 +181,20 @@ def test_sample_panels_every_k_epochs_and_their_cost_is_logged(tmp_path, sample_
     rows = json.loads((run.run_dir / "metrics.json").read_text())
     assert {"lr", "val_seconds", "image_logging_seconds", "train_chips_per_s", "val_chips_per_s"} <= set(rows[0])
     assert rows[0]["image_logging_seconds"] < 1e-3 and rows[1]["image_logging_seconds"] > rows[0]["image_logging_seconds"]
+
+
+def test_tiled_copies_keep_the_scene_mask(tmp_path):
+    """A downsized scene with an internal mask (no nodata value) keeps its mask in the cached copy."""
+    from geoseg.data import tiled_copies
+    data = np.full((3, 128, 128), 90, np.uint8)
+    img = write_raster(tmp_path / "m.tif", data, tiled=True, blockxsize=64, blockysize=64)
+    mask = np.zeros((128, 128), np.uint8)
+    mask[:, 64:] = 255
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(img, "r+") as ds:
+        ds.write_mask(mask)
+    (info,) = scene_infos([SceneRecord(img, None, "train")], [1, 2, 3], downsize_res=32)
+    (copy,) = tiled_copies([info], tmp_path / "cache")
+    assert copy.record.image != img and copy.scale == 1.0
+    with rasterio.open(copy.record.image) as ds:
+        assert ds.shape == (32, 32)
+        assert (ds.dataset_mask() == mask[::4, ::4]).all()
