@@ -59,9 +59,12 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path; on success rename it (and GDAL's ``.aux.xml``) to ``path``."""
-    final = check_output_path(path, overwrite)
+def atomic_output(path: str | os.PathLike, overwrite: bool = True, checked: bool = False) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it (and GDAL's ``.aux.xml``) to ``path``.
+
+    ``checked``: the caller has validated ``path`` with :func:`check_output_path` already.
+    """
+    final = Path(path) if checked else check_output_path(path, overwrite)
     tmp = temporary_path(final)
     _remove(tmp)
     try:

@@ -108,24 +108,27 @@ class ClassSchema:
         classes = []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "name" not in item or "color" not in item:
-                raise ConfigError(f"classes[{i}] must be a mapping with 'name' and 'color' (and optional 'code', 'ignore')")
+                raise ConfigError(f"classes[{i}] must be a mapping with 'name' and 'color' (and optional "
+                                  f"'code', 'ignore')")
             color = item["color"]
-            if not (isinstance(color, Sequence) and len(color) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
+            is_rgb = isinstance(color, Sequence) and len(color) == 3
+            if not (is_rgb and all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
                 raise ConfigError(f"classes[{i}].color must be three integers 0..255, got {color!r}")
             code = item.get("code", i)
             if not isinstance(code, int) or isinstance(code, bool):
                 raise ConfigError(f"classes[{i}].code must be an integer, got {code!r}")
-            classes.append(LandClass(code=code, name=str(item["name"]), color=tuple(color), ignore=bool(item.get("ignore", False))))
+            classes.append(LandClass(code=code, name=str(item["name"]), color=tuple(color),
+                                     ignore=bool(item.get("ignore", False))))
         if len(classes) < 2:
             raise ConfigError("classes must list at least two classes")
         return cls(tuple(classes))
 
-    def with_ignored(self, indices: Iterable[int]) -> "ClassSchema":
-        """A copy with the given indices marked as ignored."""
-        ignored = set(indices)
-        return ClassSchema(tuple(
-            LandClass(c.code, c.name, c.color, c.ignore or i in ignored) for i, c in enumerate(self.classes)
-        ))
+
+def ignore_lut(ignored: Iterable[int]) -> np.ndarray:
+    """A 256-entry table from model index to itself, with the ``ignored`` indices mapped to IGNORE_INDEX."""
+    lut = np.arange(256, dtype=np.uint8)
+    lut[list(ignored)] = IGNORE_INDEX
+    return lut
 
 
 DEEPGLOBE = ClassSchema((

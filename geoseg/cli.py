@@ -16,7 +16,12 @@ from geoseg.progress import set_quiet
 
 _debug = False
 
+# Options several commands share, declared once (as rasterio's rio/options.py does).
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
+model_option = click.option("--model", "-m", type=click.Path(), default=None,
+                            help="Checkpoint; default: the one set with set-default-model, else the latest "
+                                 "run's best.")
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,8 +45,7 @@ def cli(debug: bool) -> None:
 def train(config_path: str | None, resume: str | None, epochs: int | None, until_epoch: int | None,
           quiet: bool) -> None:
     """Train a model as a run config says; writes best.ckpt, last.ckpt and metrics to the run folder."""
-    from geoseg.config import load_config
-    from geoseg.train import config_from_checkpoint
+    from geoseg.config import config_from_checkpoint, load_config
     from geoseg.train import train as run_training
 
     set_quiet(quiet)
@@ -59,56 +63,65 @@ def train(config_path: str | None, resume: str | None, epochs: int | None, until
 @click.option("--output", "-o", required=True, type=click.Path(),
               help="landcover.gpkg (polygons + class raster beside it) or landcover.tif (raster only). "
                    "Also .geojson, .shp, .fgb, .parquet.")
-@click.option("--model", "-m", type=click.Path(), default=None,
-              help="Checkpoint; default: the one set with set-default-model, else the latest run's best.")
+@model_option
 @click.option("--raster", type=click.Path(), default=None, help="Where to write the class GeoTIFF.")
-@click.option("--overlap", type=int, default=None, help="Pixels shared by neighbouring chips (default chip/8).")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Chips per forward pass (default 1 on CPU, 8 on GPU).")
+@click.option("--overlap", type=int, default=None,
+              help="Pixels shared by neighbouring chips (default chip/8).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Chips per forward pass (default 1 on CPU, 8 on GPU).")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
 @click.option("--workers", type=int, default=None, help="dask workers of the local cluster (default 1).")
-@click.option("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers).")
-@click.option("--block-chips", type=int, default=4, show_default=True, help="Output block side in chip strides.")
+@click.option("--threads", type=int, default=None,
+              help="torch threads per worker (default: cores / workers).")
+@click.option("--block-chips", type=int, default=4, show_default=True,
+              help="Output block side in chip strides.")
 @click.option("--scheduler", default=None, help="Address of an existing dask.distributed scheduler.")
 @click.option("--tta", type=click.Choice(["none", "flips"]), default="none", show_default=True,
               help="Test-time augmentation: average over flips (4× the compute).")
-@click.option("--confidence", is_flag=True, help="Also write <raster>_confidence.tif (max probability, 0–100).")
+@click.option("--confidence", is_flag=True,
+              help="Also write <raster>_confidence.tif (max probability, 0–100).")
 @click.option("--probabilities", type=click.Choice(["uint8", "float16"]), default=None,
               help="Also write <raster>_probabilities.tif, one band per class.")
 @click.option("--cog", is_flag=True, help="Write Cloud-Optimized GeoTIFFs.")
 @click.option("--min-area", type=click.FloatRange(min=0), default=None,
-              help="Minimum mapping unit in m²: smaller regions are absorbed by a neighbour (raster and polygons).")
+              help="Minimum mapping unit in m²: smaller regions are absorbed by a neighbour (raster and "
+                   "polygons).")
 @click.option("--simplify", type=click.FloatRange(min=0), default=None,
               help="Simplify polygons with this tolerance (CRS units), keeping shared edges shared.")
 @click.option("--dissolve", is_flag=True, help="One multipolygon per class.")
 @click.option("--layer", default="landcover", show_default=True, help="GeoPackage layer name.")
 @click.option("--bands", default=None, metavar="3,2,1",
-              help="Scene bands (1-based) for the model's inputs, in order; default: the bands it was trained on.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-@click.option("--resume", is_flag=True, help="Complete an interrupted run of the same command, keeping its finished blocks.")
+              help="Scene bands (1-based) for the model's inputs, in order; default: the bands it was "
+                   "trained on.")
+@overwrite_option
+@click.option("--resume", is_flag=True,
+              help="Complete an interrupted run of the same command, keeping its finished blocks.")
 @quiet_option
 def predict(scene, output, model, raster, overlap, batch_size, precision, workers, threads, block_chips,
-            scheduler, tta, confidence, probabilities, cog, min_area, simplify, dissolve, layer, bands, overwrite,
-            resume, quiet) -> None:
+            scheduler, tta, confidence, probabilities, cog, min_area, simplify, dissolve, layer, bands,
+            overwrite, resume, quiet) -> None:
     """Predict land cover of SCENE into a class GeoTIFF and land-cover polygons."""
-    from geoseg.predict import PredictOptions
-    from geoseg.workflow import VectorOptions, predict_to_files
+    from geoseg.predict import PredictOptions, VectorOptions
+    from geoseg.predict import predict as run_prediction
 
     set_quiet(quiet)
-    options = PredictOptions(overlap=overlap, block_chips=block_chips, batch_size=batch_size, precision=precision,
-                             tta=tta, workers=workers, threads=threads, scheduler=scheduler, confidence=confidence,
-                             probabilities=probabilities, cog=cog, bands=_parse_bands(bands))
+    options = PredictOptions(overlap=overlap, block_chips=block_chips, batch_size=batch_size,
+                             precision=precision, tta=tta, workers=workers, threads=threads,
+                             scheduler=scheduler, confidence=confidence, probabilities=probabilities, cog=cog,
+                             bands=_parse_bands(bands))
     vector = VectorOptions(min_area=min_area, simplify=simplify, dissolve=dissolve, layer=layer)
-    predict_to_files(scene, output, model=model, raster=raster, options=options, vector=vector, overwrite=overwrite,
-                     resume=resume)
+    run_prediction(scene, output, model, raster=raster, options=options, vector=vector, overwrite=overwrite,
+                   resume=resume)
 
 
 @cli.command()
 @click.argument("prediction", type=click.Path(), required=False)
-@click.option("--truth", "-t", type=click.Path(), default=None, help="Labels: class ids, RGB mask or polygons.")
-@click.option("--model", "-m", type=click.Path(), default=None,
-              help="Checkpoint: whose classes to use, or (with --data) the model to predict with.")
+@click.option("--truth", "-t", type=click.Path(), default=None,
+              help="Labels: class ids, RGB mask or polygons.")
+@model_option
 @click.option("--data", type=click.Path(), default=None,
-              help="A manifest, DeepGlobe folder or run config: predict its --split with --model, then score.")
+              help="A manifest, DeepGlobe folder or run config: predict its --split with --model, then "
+                   "score.")
 @click.option("--split", default="test", show_default=True, help="Which split of --data to evaluate.")
 @click.option("--image", type=click.Path(), default=None,
               help="The scene PREDICTION was made from (default: recorded in its tags), for the gallery.")
@@ -116,67 +129,31 @@ def predict(scene, output, model, raster, overlap, batch_size, precision, worker
               help="Report folder (default: <prediction>_evaluation, or evaluation/ with --data).")
 @click.option("--worst", type=click.IntRange(0), default=8, show_default=True,
               help="List and render the K chips with the lowest IoU (0: none).")
-@click.option("--class", "class_name", default=None, help="Rank the worst chips by this class's IoU (default mIoU).")
-@click.option("--chip", type=click.IntRange(16), default=256, show_default=True, help="Chip size for the per-chip scores.")
+@click.option("--class", "class_name", default=None,
+              help="Rank the worst chips by this class's IoU (default mIoU).")
+@click.option("--chip", type=click.IntRange(16), default=256, show_default=True,
+              help="Chip size for the per-chip scores.")
 @click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True,
               help="Bootstrap resamples for the mIoU interval (0: none).")
-@click.option("--json", "json_path", type=click.Path(), default=None, help="Also write the metrics JSON here.")
-@click.option("--overwrite", is_flag=True, help="Replace existing predictions (with --data).")
+@click.option("--json", "json_path", type=click.Path(), default=None,
+              help="Also write the metrics JSON here.")
+@overwrite_option
 @quiet_option
-def evaluate(prediction, truth, model, data, split, image, out_dir, worst, class_name, chip, bootstrap, json_path,
-             overwrite, quiet) -> None:
+def evaluate(prediction, truth, model, data, split, image, out_dir, worst, class_name, chip, bootstrap,
+             json_path, overwrite, quiet) -> None:
     """Score predictions against labels: metrics, plots, an error map and the worst chips.
 
     Either PREDICTION --truth LABELS (an existing class raster), or --model CKPT --data DATA [--split test].
+    Without --model the classes are those of the checkpoint recorded in PREDICTION, else DeepGlobe's.
     """
-    from geoseg.atomic import atomic_write_text
-    from geoseg.evaluate import evaluate_model, evaluate_raster
-    from geoseg.report import write_report
+    from geoseg.evaluate import evaluate as run_evaluation
 
     set_quiet(quiet)
-    if data:
-        if prediction or truth:
-            raise click.UsageError("give either PREDICTION --truth LABELS or --model CKPT --data DATA, not both")
-        from geoseg.registry import resolve_model
-        checkpoint = resolve_model(model)
-        out = Path(out_dir or "evaluation")
-        ev = evaluate_model(checkpoint, data, out, split, chip=chip, overwrite=overwrite)
-    else:
-        if not prediction or not truth:
-            raise click.UsageError("give PREDICTION --truth LABELS, or --model CKPT --data DATA")
-        checkpoint = _checkpoint_of(prediction, model)
-        schema = _schema_of(checkpoint)
-        out = Path(out_dir or Path(prediction).with_name(Path(prediction).stem + "_evaluation"))
-        out.mkdir(parents=True, exist_ok=True)
-        ev = evaluate_raster(prediction, truth, schema, chip, error_map=out / "error_map.tif", image=image)
-    run_metrics = Path(checkpoint).with_name("metrics.json") if checkpoint else None
-    result = write_report(ev, out, worst, class_name, run_metrics, bootstrap)
+    result = run_evaluation(prediction, truth, model=model, data=data, split=split, image=image,
+                            out_dir=out_dir, worst=worst, class_name=class_name, chip=chip,
+                            bootstrap=bootstrap, json_path=json_path, overwrite=overwrite)
     _print_report(result)
-    if json_path:
-        atomic_write_text(json_path, result["files"]["metrics"].read_text(encoding="utf-8"))
     click.echo(f"report: {result['files']['report']}")
-
-
-def _checkpoint_of(prediction: str, model: str | None) -> str | None:
-    """--model, else the checkpoint recorded in the prediction's tags, else the default model (if any)."""
-    if model:
-        return model
-    from geoseg.raster import open_raster
-    with open_raster(prediction) as src:
-        recorded = src.tags().get("checkpoint")
-    if recorded and Path(recorded).exists():
-        return recorded
-    from geoseg.registry import resolve_model
-    try:
-        return str(resolve_model(None))
-    except GeoSegError:
-        return None
-
-
-def _schema_of(checkpoint: str | None):
-    from geoseg.classes import DEEPGLOBE
-    from geoseg.models import load_checkpoint
-    return load_checkpoint(checkpoint).classes if checkpoint else DEEPGLOBE
 
 
 def _print_report(result: dict) -> None:
@@ -199,7 +176,8 @@ def _print_report(result: dict) -> None:
 
 @cli.command("sample-data")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--size", type=click.IntRange(64, 1 << 20), default=1024, show_default=True, help="Scene side in pixels.")
+@click.option("--size", type=click.IntRange(64, 1 << 20), default=1024, show_default=True,
+              help="Scene side in pixels.")
 @click.option("--seed", type=int, default=43, show_default=True)
 @click.option("--splits", default="train,train,train,val,test", show_default=True,
               help="One scene per entry, e.g. 'train,val,test'.")
@@ -213,8 +191,10 @@ def sample_data(out_dir, size, seed, splits, compress, no_polygons, quiet) -> No
     from geoseg.sampledata import make_sample_data, render_blocks
 
     set_quiet(quiet)
+    from geoseg.records import SPLITS
+
     names = tuple(s.strip() for s in splits.split(",") if s.strip())
-    if not names or any(s not in ("train", "val", "test") for s in names):
+    if not names or any(s not in SPLITS for s in names):
         raise click.BadParameter("use train, val and test, comma-separated", param_hint="--splits")
     with bar(render_blocks(size) * len(names), "render", unit="block") as pbar:
         scenes = make_sample_data(out_dir, size, seed, names, compress, not no_polygons, progress=pbar.update)
@@ -253,7 +233,8 @@ def _parse_bands(text: str | None) -> tuple[int, ...] | None:
     try:
         return tuple(int(b) for b in text.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected band numbers like 3,2,1, got {text!r}", param_hint="--bands") from None
+        raise click.BadParameter(f"expected band numbers like 3,2,1, got {text!r}",
+                                 param_hint="--bands") from None
 
 
 def _one_line(exc: GeoSegError) -> str:

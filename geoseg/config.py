@@ -17,12 +17,11 @@ import yaml
 
 from geoseg.classes import DEEPGLOBE, ClassSchema
 from geoseg.errors import ConfigError
+from geoseg.models import load_checkpoint
+from geoseg.optimization import LOSSES, OPTIMIZERS, SCHEDULES, lookup
 
-LOSSES = ("CrossEntropyLoss", "DiceLoss", "FocalLoss", "LovaszLoss", "CE+Dice")
-OPTIMIZERS = ("Adam", "AdamW", "SGD")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LOGGERS = ("csv", "wandb")
-SCHEDULES = ("none", "cosine", "onecycle", "plateau")
 MODEL_CONFIG_REQUIRED = ("classes", "encoder_name", "encoder_weights", "in_channels")
 
 
@@ -44,7 +43,8 @@ class RunConfig:
     optimizer: str = "Adam"
     # geoseg's keys.
     manifest: str | None = None      # a CSV (image,label,split) or a folder in the DeepGlobe layout
-    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/val/test of a folder
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1,
+                                                                  0.1])  # train/val/test of a folder
     resolution: float | None = None  # train at this ground resolution (m/pixel), read with out_shape
     classes: ClassSchema = DEEPGLOBE
     bands: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -75,10 +75,6 @@ class RunConfig:
     @property
     def output_path(self) -> Path:
         return (self.base_dir / self.output_dir).resolve()
-
-    @property
-    def manifest_is_folder(self) -> bool:
-        return self.manifest_path.is_dir()
 
     @property
     def ignored_indices(self) -> list[int]:
@@ -112,14 +108,15 @@ def _validate_model_config(mc: Any, n_classes: int) -> dict[str, Any]:
     missing = [k for k in MODEL_CONFIG_REQUIRED if k not in mc]
     if missing:
         raise ConfigError(f"config key 'model_config' is missing {', '.join(missing)}")
-    _check(_is_int(mc["classes"]) and mc["classes"] >= 2, "model_config.classes", mc["classes"], "an integer ≥ 2")
+    _check(_is_int(mc["classes"]) and mc["classes"] >= 2, "model_config.classes", mc["classes"],
+           "an integer ≥ 2")
     _check(mc["classes"] == n_classes, "model_config.classes", mc["classes"],
            f"equal to the number of classes in 'classes' ({n_classes})")
     _check(isinstance(mc["encoder_name"], str), "model_config.encoder_name", mc["encoder_name"], "a string")
     _check(mc["encoder_weights"] is None or isinstance(mc["encoder_weights"], str),
            "model_config.encoder_weights", mc["encoder_weights"], "a string such as 'imagenet' or null")
-    _check(_is_int(mc["in_channels"]) and mc["in_channels"] >= 1, "model_config.in_channels", mc["in_channels"],
-           "a positive integer")
+    _check(_is_int(mc["in_channels"]) and mc["in_channels"] >= 1, "model_config.in_channels",
+           mc["in_channels"], "a positive integer")
     return dict(mc)
 
 
@@ -130,7 +127,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     known = {f.name for f in fields(RunConfig)} - {"base_dir"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"unknown config key '{unknown[0]}' in {source}; valid keys are {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown config key '{unknown[0]}' in {source}; valid keys are "
+                          f"{', '.join(sorted(known))}")
     kw: dict[str, Any] = dict(raw)
     if "classes" in kw:
         c = kw["classes"]
@@ -145,13 +143,16 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     for key in ("batch_size", "epochs", "chip_size", "chips_per_epoch"):
         v = getattr(cfg, key)
         _check(_is_int(v) and v >= 1, key, v, "a positive integer")
-    _check(_is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", cfg.num_workers, "an integer ≥ 0")
+    _check(_is_int(cfg.num_workers) and cfg.num_workers >= 0, "num_workers", cfg.num_workers,
+           "an integer ≥ 0")
     _check(_is_int(cfg.seed), "seed", cfg.seed, "an integer")
-    _check(_is_int(cfg.sample_images) and cfg.sample_images >= 0, "sample_images", cfg.sample_images, "an integer ≥ 0")
-    _check(_is_int(cfg.sample_every) and cfg.sample_every >= 1, "sample_every", cfg.sample_every, "a positive integer")
+    _check(_is_int(cfg.sample_images) and cfg.sample_images >= 0, "sample_images", cfg.sample_images,
+           "an integer ≥ 0")
+    _check(_is_int(cfg.sample_every) and cfg.sample_every >= 1, "sample_every", cfg.sample_every,
+           "a positive integer")
     _check(_is_number(cfg.rare_class_sampling) and 0 <= cfg.rare_class_sampling <= 1, "rare_class_sampling",
            cfg.rare_class_sampling, "a number from 0 to 1")
-    _check(cfg.lr_schedule in SCHEDULES, "lr_schedule", cfg.lr_schedule, f"one of {', '.join(SCHEDULES)}")
+    lookup(SCHEDULES, "lr_schedule", cfg.lr_schedule)
     _check(cfg.early_stopping is None or (_is_int(cfg.early_stopping) and cfg.early_stopping >= 1),
            "early_stopping", cfg.early_stopping, "a positive number of epochs or null")
     _check(cfg.resolution is None or (_is_number(cfg.resolution) and cfg.resolution > 0), "resolution",
@@ -161,14 +162,15 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     _check(isinstance(cfg.split_fractions, list) and len(cfg.split_fractions) == 3
            and all(_is_number(f) and f >= 0 for f in cfg.split_fractions) and sum(cfg.split_fractions) > 0,
            "split_fractions", cfg.split_fractions, "three non-negative numbers for train, val, test")
-    _check(cfg.val_chips is None or (_is_int(cfg.val_chips) and cfg.val_chips >= 1), "val_chips", cfg.val_chips,
-           "a positive integer or null")
+    _check(cfg.val_chips is None or (_is_int(cfg.val_chips) and cfg.val_chips >= 1), "val_chips",
+           cfg.val_chips, "a positive integer or null")
     _check(cfg.downsize_res is None or (_is_int(cfg.downsize_res) and cfg.downsize_res >= 16), "downsize_res",
            cfg.downsize_res, "an integer ≥ 16 or null")
     _check(_is_number(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "a positive number")
-    _check(_is_number(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a number ≥ 0")
-    _check(cfg.loss_fn in LOSSES, "loss_fn", cfg.loss_fn, f"one of {', '.join(LOSSES)}")
-    _check(cfg.optimizer in OPTIMIZERS, "optimizer", cfg.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+    _check(_is_number(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay,
+           "a number ≥ 0")
+    lookup(LOSSES, "loss_fn", cfg.loss_fn)
+    lookup(OPTIMIZERS, "optimizer", cfg.optimizer)
     _check(cfg.precision in PRECISIONS, "precision", cfg.precision, f"one of {', '.join(PRECISIONS)}")
     _check(cfg.logger in LOGGERS, "logger", cfg.logger, f"one of {', '.join(LOGGERS)}")
     _check(isinstance(cfg.augment, bool), "augment", cfg.augment, "true or false")
@@ -176,12 +178,14 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     _check(isinstance(cfg.output_dir, str), "output_dir", cfg.output_dir, "a path")
     _check(cfg.manifest is None or isinstance(cfg.manifest, str), "manifest", cfg.manifest, "a path")
     _check(cfg.run_name is None or isinstance(cfg.run_name, str), "run_name", cfg.run_name, "a string")
-    _check(isinstance(cfg.bands, list) and len(cfg.bands) >= 1 and all(_is_int(b) and b >= 1 for b in cfg.bands),
+    _check(isinstance(cfg.bands,
+                      list) and len(cfg.bands) >= 1 and all(_is_int(b) and b >= 1 for b in cfg.bands),
            "bands", cfg.bands, "a list of 1-based band numbers")
     if cfg.ce_weights is not None and cfg.ce_weights != "auto":
         _check(isinstance(cfg.ce_weights, list) and all(_is_number(w) and w >= 0 for w in cfg.ce_weights),
                "ce_weights", cfg.ce_weights, "a list of non-negative numbers or null")
-        _check(len(cfg.ce_weights) == n, "ce_weights", cfg.ce_weights, f"a list of {n} weights, one per class")
+        _check(len(cfg.ce_weights) == n, "ce_weights", cfg.ce_weights,
+               f"a list of {n} weights, one per class")
         _check(any(w > 0 for w in cfg.ce_weights), "ce_weights", cfg.ce_weights, "not all zero")
     cfg.model_config = _validate_model_config(cfg.model_config, n)
     _check(cfg.model_config["in_channels"] == len(cfg.bands), "model_config.in_channels",
@@ -204,3 +208,12 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     if overrides and isinstance(raw, dict):
         raw.update(overrides)
     return parse_config(raw, p.parent.resolve(), source=str(path))
+
+
+def config_from_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The run config stored in a checkpoint (relative paths resolve as they did for that run)."""
+    raw = dict(load_checkpoint(path).train_config)
+    base = raw.pop("base_dir", None)
+    raw.update(overrides or {})
+    return parse_config(raw, Path(base) if base else None, source=f"the config stored in {path}")
+

@@ -1,155 +1,70 @@
-"""Scoring class rasters against labels: confusion matrices per chip, an error map, the worst chips.
+"""``geoseg evaluate``: score a class raster against its labels, or predict a data split and score it, then
+write the report (metrics, plots, error maps, the worst chips).
 
-:func:`evaluate_raster` compares one predicted class raster with its labels
-(class ids, an RGB mask or polygons; a label raster on another grid is
-reprojected onto the prediction's grid with nearest neighbour, with a warning),
-chip by chip, so the worst chips can be listed and mIoU bootstrapped over
-chips. :func:`evaluate_model` predicts a manifest's split first.
+:func:`evaluate` is the command as a library call; the scoring itself is in
+:mod:`geoseg.scoring` and the report in :mod:`geoseg.report`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
-import numpy as np
-import rasterio
-from rasterio.windows import Window
-
-from geoseg.atomic import atomic_output, atomic_write_text
-from geoseg.classes import IGNORE_INDEX, NODATA, ClassSchema, LandClass
-from geoseg.errors import ConfigError, RasterError
-from geoseg.grid import GeoGrid, blocks
-from geoseg.labels import LabelReader
-from geoseg.metrics import bootstrap_miou, class_report, confusion_matrix, iou_per_class, mean_iou
-from geoseg.raster import class_raster_profile, open_raster, write_class_metadata
-
-#: The error map's categories (values) with their colours.
-ERROR_CLASSES = ClassSchema((
-    LandClass(0, "correct", (46, 160, 67)),
-    LandClass(1, "wrong", (215, 25, 28)),
-    LandClass(2, "not labelled", (190, 190, 190)),
-))
+from geoseg.atomic import atomic_write_text
+from geoseg.classes import DEEPGLOBE
+from geoseg.errors import ConfigError, GeoSegError, InputError
+from geoseg.models import Checkpoint, load_checkpoint
+from geoseg.predict import PredictOptions, predict_scene
+from geoseg.raster import open_raster
+from geoseg.records import SceneRecord, read_records
+from geoseg.registry import resolve_model
+from geoseg.report import write_report
+from geoseg.scoring import Evaluation, combine, evaluate_raster
 
 
-@dataclass
-class ChipScore:
-    """The confusion matrix of one chip-sized window of one predicted scene."""
+def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLike | None = None, *,
+             model: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+             split: str = "test", image: str | os.PathLike | None = None,
+             out_dir: str | os.PathLike | None = None, worst: int = 8, class_name: str | None = None,
+             chip: int = 256, bootstrap: int = 1000, json_path: str | os.PathLike | None = None,
+             overwrite: bool = False) -> dict[str, Any]:
+    """Score ``prediction`` against ``truth``, or predict ``data``'s ``split`` with ``model`` and score it.
 
-    prediction: str
-    truth: str
-    image: str | None
-    window: Window
-    confusion: np.ndarray
-
-
-@dataclass
-class Evaluation:
-    """Scores of one or more predicted scenes against their labels."""
-
-    schema: ClassSchema
-    confusion: np.ndarray
-    chips: list[ChipScore] = field(default_factory=list)
-    scenes: list[np.ndarray] = field(default_factory=list)  # one confusion matrix per scene
-
-    @property
-    def report(self) -> dict:
-        """Per-class IoU/precision/recall/F1/support, mIoU, fwIoU, accuracy, kappa."""
-        return class_report(self.confusion, self.schema.names, self.schema.evaluated_indices)
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """The flat scores: mIoU, fwIoU, accuracy, kappa and ``iou_<class>``."""
-        r = self.report
-        return {"miou": r["miou"], "fwiou": r["fwiou"], "accuracy": r["accuracy"], "kappa": r["kappa"],
-                **{f"iou_{name}": c["iou"] for name, c in r["classes"].items()}}
-
-    def interval(self, n: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
-        """95 % bootstrap intervals for mIoU, resampling chips and (with several scenes) scenes."""
-        ev = self.schema.evaluated_indices
-        out = {"chips": bootstrap_miou([c.confusion for c in self.chips], ev, n, seed)}
-        if len(self.scenes) > 1:
-            out["scenes"] = bootstrap_miou(self.scenes, ev, n, seed)
-        return out
-
-    def worst(self, k: int, class_name: str | None = None) -> list[tuple[ChipScore, float]]:
-        """The ``k`` chips with the lowest IoU for ``class_name`` (default: the lowest mIoU), among chips where
-        that class occurs in the truth or the prediction."""
-        ev = self.schema.evaluated_indices
-        if class_name is not None:
-            if class_name not in self.schema.names:
-                raise ConfigError(f"--class must be one of {', '.join(self.schema.names[i] for i in ev)}, "
-                                  f"got {class_name!r}")
-            i = self.schema.names.index(class_name)
-            scored = [(c, float(iou_per_class(c.confusion)[i])) for c in self.chips]
-        else:
-            scored = [(c, mean_iou(c.confusion, ev)) for c in self.chips]
-        scored = [(c, v) for c, v in scored if np.isfinite(v)]
-        scored.sort(key=lambda cv: (cv[1], -int(cv[0].confusion.sum())))
-        return scored[:k]
-
-
-def evaluate_raster(prediction: str | os.PathLike, truth: str | os.PathLike, schema: ClassSchema,
-                    chip: int = 512, error_map: str | os.PathLike | None = None,
-                    image: str | os.PathLike | None = None) -> Evaluation:
-    """Confusion matrices (per chip and in all) of a class raster against its labels.
-
-    Ignored classes and nodata in either raster are left out. With
-    ``error_map`` a GeoTIFF on the prediction's grid marks each pixel correct,
-    wrong or not labelled (with a colour table and category names).
-    ``image`` is the scene the prediction was made from (default: the
-    ``scene`` tag geoseg writes), used for galleries.
+    Writes the report into ``out_dir`` (default ``<prediction>_evaluation``, or
+    ``evaluation`` with ``data``) and returns what :func:`~geoseg.report.write_report`
+    returns (scores, intervals, files, worst chips). ``json_path`` gets a copy of the metrics.
     """
-    lut = schema.code_to_index_lut()
-    n = len(schema)
-    chips: list[ChipScore] = []
-    with open_raster(prediction) as pred:
-        grid = GeoGrid.from_dataset(pred)
-        labels = LabelReader(truth, grid, schema, align=True)
-        scene = str(image) if image else pred.tags().get("scene")
-        writer = _ErrorMapWriter(error_map, grid) if error_map else None
-        try:
-            for window in blocks(grid.width, grid.height, chip):
-                p = lut[pred.read(1, window=window)]
-                t = labels.read(window, (int(window.height), int(window.width))).copy()
-                t[p == IGNORE_INDEX] = IGNORE_INDEX
-                cm = confusion_matrix(t, np.where(p == IGNORE_INDEX, 0, p), n)
-                chips.append(ChipScore(str(prediction), str(truth), scene, window, cm))
-                if writer:
-                    writer.write(window, p, t)
-        except BaseException:
-            if writer:
-                writer.abort()
-            raise
-        if writer:
-            writer.close()
-    total = sum(c.confusion for c in chips)
-    if total.sum() == 0:
-        raise RasterError(f"{prediction} and {truth} share no labelled pixels to evaluate")
-    return Evaluation(schema, total, chips, [total])
+    if data:
+        if prediction or truth:
+            raise InputError("give either PREDICTION --truth LABELS or --model CKPT --data DATA, not both")
+        checkpoint = load_checkpoint(resolve_model(model))
+        out = Path(out_dir or "evaluation")
+        ev = evaluate_model(checkpoint, data, out, split, chip=chip, overwrite=overwrite)
+    else:
+        if not prediction or not truth:
+            raise InputError("give PREDICTION --truth LABELS, or --model CKPT --data DATA")
+        checkpoint = _checkpoint_of(prediction, model)
+        schema = checkpoint.classes if checkpoint else DEEPGLOBE
+        out = Path(out_dir or Path(prediction).with_name(Path(prediction).stem + "_evaluation"))
+        out.mkdir(parents=True, exist_ok=True)
+        ev = evaluate_raster(prediction, truth, schema, chip, error_map=out / "error_map.tif", image=image)
+    run_metrics = checkpoint.path.with_name("metrics.json") if checkpoint else None
+    result = write_report(ev, out, worst, class_name, run_metrics, bootstrap)
+    if json_path:
+        atomic_write_text(json_path, result["files"]["metrics"].read_text(encoding="utf-8"))
+    return result
 
 
-def combine(evaluations: Sequence[Evaluation]) -> Evaluation:
-    """One evaluation of several scenes: confusion matrices summed, chips and scenes pooled."""
-    first = evaluations[0]
-    return Evaluation(first.schema, sum(e.confusion for e in evaluations),
-                      [c for e in evaluations for c in e.chips], [s for e in evaluations for s in e.scenes])
-
-
-def evaluate_model(checkpoint: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike,
-                   split: str = "test", options=None, chip: int = 512, overwrite: bool = False) -> Evaluation:
+def evaluate_model(checkpoint: str | os.PathLike | Checkpoint, data: str | os.PathLike,
+                   out_dir: str | os.PathLike, split: str = "test", options: PredictOptions | None = None,
+                   chip: int = 512, overwrite: bool = False) -> Evaluation:
     """Predict every scene of ``split`` in ``data`` (a manifest, DeepGlobe folder or run config) into
     ``out_dir/predictions`` and score them together (error maps in ``out_dir/error_maps``)."""
-    from geoseg.data import read_records
-    from geoseg.models import load_checkpoint
-    from geoseg.predict import PredictOptions, predict_scene
-
-    records = [r for r in _records(data, read_records) if r.split == split]
+    records = [r for r in _records(data) if r.split == split]
     if not records:
         raise ConfigError(f"{data} lists no '{split}' scenes to evaluate")
-    schema = load_checkpoint(checkpoint).classes
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     folder = Path(out_dir) / "predictions"
     folder.mkdir(parents=True, exist_ok=True)
     results = []
@@ -157,14 +72,15 @@ def evaluate_model(checkpoint: str | os.PathLike, data: str | os.PathLike, out_d
         if rec.label is None:
             raise ConfigError(f"scene {rec.image} has no label to evaluate against")
         out = folder / f"{Path(rec.image).stem}.tif"
-        predict_scene(rec.image, checkpoint, out, options or PredictOptions(), overwrite=overwrite)
+        predict_scene(rec.image, ckpt, out, options or PredictOptions(), overwrite=overwrite)
         (folder.parent / "error_maps").mkdir(exist_ok=True)
-        results.append(evaluate_raster(out, rec.label, schema, chip, image=rec.image,
-                                       error_map=folder.parent / "error_maps" / f"{Path(rec.image).stem}.tif"))
+        error_map = folder.parent / "error_maps" / f"{Path(rec.image).stem}.tif"
+        results.append(evaluate_raster(out, rec.label, ckpt.classes, chip, image=rec.image,
+                                       error_map=error_map))
     return combine(results)
 
 
-def _records(data: str | os.PathLike, read_records):
+def _records(data: str | os.PathLike) -> list[SceneRecord]:
     path = Path(data)
     if path.suffix.lower() in (".yaml", ".yml"):
         from geoseg.config import load_config
@@ -173,33 +89,17 @@ def _records(data: str | os.PathLike, read_records):
     return read_records(path)
 
 
-class _ErrorMapWriter:
-    """correct / wrong / not labelled per pixel, streamed window by window into a paletted GeoTIFF."""
+def _checkpoint_of(prediction: str | os.PathLike, model: str | os.PathLike | None) -> Checkpoint | None:
+    """``model``, else the checkpoint recorded in the prediction's tags, else the default model (if any)."""
+    if model:
+        return load_checkpoint(model)
+    with open_raster(prediction) as src:
+        recorded = src.tags().get("checkpoint")
+    if recorded and Path(recorded).exists():
+        return load_checkpoint(recorded)
+    try:
+        default = resolve_model(None)
+    except GeoSegError:
+        return None
+    return load_checkpoint(default)
 
-    def __init__(self, path: str | os.PathLike, grid: GeoGrid):
-        from geoseg.style import category_aux_xml, raster_qml
-
-        self.path = Path(path)
-        self._atomic = atomic_output(self.path)
-        self.tmp = self._atomic.__enter__()
-        self.ds = rasterio.open(self.tmp, "w", **class_raster_profile(grid))
-        write_class_metadata(self.ds, ERROR_CLASSES, {"content": "prediction errors"})
-        self._aux, self._qml = category_aux_xml(ERROR_CLASSES), raster_qml(ERROR_CLASSES)
-
-    def write(self, window: Window, pred: np.ndarray, truth: np.ndarray) -> None:
-        out = np.where(truth == IGNORE_INDEX, 2, np.where(pred == truth, 0, 1)).astype(np.uint8)
-        out[pred == IGNORE_INDEX] = NODATA
-        self.ds.write(out, 1, window=window)
-
-    def close(self) -> None:
-        self.ds.close()
-        Path(str(self.tmp) + ".aux.xml").write_text(self._aux, encoding="utf-8")
-        self._atomic.__exit__(None, None, None)
-        atomic_write_text(self.path.with_suffix(".qml"), self._qml)
-
-    def abort(self) -> None:
-        self.ds.close()
-        try:
-            self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
-        except RuntimeError:
-            pass

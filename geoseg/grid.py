@@ -39,11 +39,37 @@ class GeoGrid:
         """Area of one pixel in squared CRS units."""
         return abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
 
-    def window_transform(self, window: Window) -> Affine:
-        return self.transform @ Affine.translation(window.col_off, window.row_off)
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        """Pixel width and height in CRS units: the lengths of the transform's column vectors.
 
-    def full_window(self) -> Window:
-        return Window(0, 0, self.width, self.height)
+        Right for rotated grids too, where ``|a|`` alone can be 0.
+        """
+        t = self.transform
+        return math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+
+    @property
+    def is_projected(self) -> bool:
+        """Whether the grid has a CRS in linear units (metres, feet)."""
+        return self.crs is not None and not self.crs.is_geographic
+
+    @property
+    def ground_resolution(self) -> float | None:
+        """Pixel width in metres; None without a projected CRS."""
+        return self.pixel_size[0] * metres_per_unit(self.crs) if self.is_projected else None
+
+    @property
+    def pixel_area_m2(self) -> float | None:
+        """Ground area of one pixel in m² (CRS units when there is no CRS); None in a geographic CRS."""
+        if self.crs is not None and self.crs.is_geographic:
+            return None
+        return self.pixel_area * metres_per_unit(self.crs) ** 2
+
+    def zoom(self, scale: float) -> "GeoGrid":
+        """The same extent sampled with pixels ``scale`` times larger, rounded to whole pixels."""
+        width, height = max(1, round(self.width / scale)), max(1, round(self.height / scale))
+        transform = self.transform @ Affine.scale(self.width / width, self.height / height)
+        return GeoGrid(width, height, transform, self.crs)
 
     def clip(self, window: Window) -> Window:
         """The part of ``window`` inside the grid (may be empty)."""
@@ -110,24 +136,6 @@ class ChipGrid:
         """(row, col) of chip (i, j)'s top-left pixel in scene coordinates."""
         return i * self.stride - self.offset, j * self.stride - self.offset
 
-    def chip_window(self, i: int, j: int) -> Window:
-        r, c = self.origin(i, j)
-        return Window(c, r, self.chip, self.chip)
-
-    def _covering(self, start: int, stop: int, count: int) -> range:
-        """Chip indices along one axis whose span meets pixels [start, stop)."""
-        first = max(0, (start + self.offset - self.chip) // self.stride + 1)
-        last = min(count - 1, (stop - 1 + self.offset) // self.stride)
-        return range(first, last + 1)
-
-    def chips_covering(self, window: Window) -> tuple[range, range]:
-        """Row and column chip indices of all chips that meet ``window``."""
-        r0, c0 = int(window.row_off), int(window.col_off)
-        return (
-            self._covering(r0, r0 + int(window.height), self.rows),
-            self._covering(c0, c0 + int(window.width), self.cols),
-        )
-
 
 def blocks(width: int, height: int, block: int) -> Iterator[Window]:
     """Non-overlapping windows of at most ``block`` × ``block`` pixels tiling the grid, row by row."""
@@ -161,7 +169,8 @@ class GridBlock:
     cols: range       # chip columns computed here
 
 
-def _axis_blocks(length: int, stride: int, offset: int, cells: int, n_chips: int) -> list[tuple[int, int, range]]:
+def _axis_blocks(length: int, stride: int, offset: int, cells: int, n_chips: int) -> list[tuple[int, int,
+                                                                                                range]]:
     out = []
     m = 0
     while True:

@@ -15,14 +15,14 @@ import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.features import rasterize
-from rasterio.windows import Window, bounds as window_bounds
+from rasterio.windows import Window
+from rasterio.windows import bounds as window_bounds
 
 from geoseg.classes import IGNORE_INDEX, ClassSchema
 from geoseg.errors import GeoSegWarning, LabelError, RasterError
+from geoseg.formats import VECTOR_SUFFIXES
 from geoseg.grid import GeoGrid
 from geoseg.raster import open_raster
-
-VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".parquet")
 
 
 def label_kind(path: str | os.PathLike) -> str:
@@ -67,7 +67,8 @@ def decode_rgb(rgb: np.ndarray, schema: ClassSchema, source: str = "mask") -> np
     return out.astype(np.uint8)
 
 
-def decode_ids(codes: np.ndarray, schema: ClassSchema, nodata: int | None, source: str = "label") -> np.ndarray:
+def decode_ids(codes: np.ndarray, schema: ClassSchema, nodata: int | None,
+               source: str = "label") -> np.ndarray:
     """Map class codes to indices; nodata → ignore; a code outside the class list is an error."""
     lut = schema.code_to_index_lut()
     known = np.zeros(256, bool)
@@ -92,7 +93,8 @@ def check_label_grid(label: str | os.PathLike, label_grid: GeoGrid, image_grid: 
     """Refuse a label raster that is not on its image's grid (CRS, size, transform)."""
     g = image_grid
     if label_grid.crs != g.crs and label_grid.crs is not None and g.crs is not None:
-        raise RasterError(f"label {label} is in {label_grid.crs} but its image is in {g.crs}; reproject one of them")
+        raise RasterError(f"label {label} is in {label_grid.crs} but its image is in {g.crs}; reproject one "
+                          "of them")
     if (label_grid.width, label_grid.height) != (g.width, g.height) or not label_grid.transform.almost_equals(
             g.transform, 1e-9):
         raise RasterError(
@@ -127,7 +129,8 @@ class LabelReader:
                 if not align:
                     raise
                 self.warp = True
-                warnings.warn(f"{self.name} is not on the grid of the raster it is compared with; it is reprojected "
+                warnings.warn(f"{self.name} is not on the grid of the raster it is compared with; it is "
+                              "reprojected "
                               f"onto that grid with nearest neighbour", GeoSegWarning)
 
     def _open(self):
@@ -178,8 +181,9 @@ class LabelReader:
                             fill_value=0, resampling=Resampling.nearest)
             return decode_rgb(data, self.schema, source=f"label {self.name}")
         nodata = int(src.nodata) if src.nodata is not None else IGNORE_INDEX
+        # a warped label is read inside the grid it was warped to
         data = src.read(1, window=window, out_shape=out_shape, boundless=not self.warp, fill_value=nodata,
-                        resampling=Resampling.nearest)  # a warped label is read inside the grid it was warped to
+                        resampling=Resampling.nearest)
         return decode_ids(data, self.schema, nodata, source=f"label {self.name}")
 
     def __getstate__(self):

@@ -69,15 +69,17 @@ def class_report(cm: np.ndarray, names: Sequence[str], evaluated: Sequence[int])
     ev = list(evaluated)
     total = cm.sum()
     with np.errstate(invalid="ignore"):
-        fw = float(np.nansum(support[ev] / support[ev].sum() * iou[ev])) if support[ev].sum() else float("nan")
+        evaluated = support[ev].sum()
+        fw = float(np.nansum(support[ev] / evaluated * iou[ev])) if evaluated else float("nan")
     po = np.trace(cm) / total if total else float("nan")
     pe = float((support * predicted).sum() / total**2) if total else float("nan")
     kappa = (po - pe) / (1 - pe) if total and pe < 1 else float("nan")
     return {
         "miou": mean_iou(cm, ev), "fwiou": fw, "accuracy": float(po), "kappa": float(kappa),
         "pixels": int(total),
-        "classes": {names[i]: {"iou": float(iou[i]), "precision": float(precision[i]), "recall": float(recall[i]),
-                               "f1": float(f1[i]), "support": int(support[i])} for i in ev},
+        "classes": {names[i]: {"iou": float(iou[i]), "precision": float(precision[i]),
+                               "recall": float(recall[i]), "f1": float(f1[i]),
+                               "support": int(support[i])} for i in ev},
     }
 
 

@@ -39,7 +39,8 @@ def build_model(architecture: str, model_config: dict[str, Any], pretrained: boo
         with _quiet():
             model = smp.create_model(architecture, encoder_weights=None, **kwargs)
     except KeyError as exc:
-        raise ConfigError(f"model_architecture/encoder not available in segmentation-models-pytorch: {exc}") from None
+        raise ConfigError("model_architecture/encoder not available in segmentation-models-pytorch: "
+                          f"{exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model_config is not accepted by {architecture}: {exc}") from None
     if not pretrained or weights is None:
@@ -49,8 +50,10 @@ def build_model(architecture: str, model_config: dict[str, Any], pretrained: boo
             return smp.create_model(architecture, encoder_weights=weights, **kwargs)
     except Exception as exc:  # network, cache or hub failures all mean the same to the user
         raise WeightsUnavailableError(
-            f"pretrained '{weights}' weights for encoder '{kwargs.get('encoder_name')}' could not be downloaded "
-            f"or found in the local cache ({type(exc).__name__}); connect to the internet once, copy them into "
+            f"pretrained '{weights}' weights for encoder '{kwargs.get('encoder_name')}' could not be "
+            "downloaded "
+            f"or found in the local cache ({type(exc).__name__}); connect to the internet once, copy them "
+            "into "
             f"the torch/Hugging Face cache, or set model_config.encoder_weights: null"
         ) from None
 
@@ -78,6 +81,7 @@ class Checkpoint:
     epoch: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     training_state: dict[str, Any] | None = None
+    path: Path | None = field(default=None, compare=False)  # the file it was loaded from (not saved)
 
     def build(self) -> torch.nn.Module:
         """The model with this checkpoint's weights, in eval mode."""
@@ -85,7 +89,8 @@ class Checkpoint:
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint weights do not fit {self.architecture}: {str(exc).splitlines()[0]}") from None
+            raise CheckpointError(f"checkpoint weights do not fit {self.architecture}: "
+                                  f"{str(exc).splitlines()[0]}") from None
         return model.eval()
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,18 +121,23 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         d = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # weights read lazily
     except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable geoseg checkpoint (truncated or corrupt: {type(exc).__name__})") from None
+        raise CheckpointError(f"{path} is not a readable geoseg checkpoint (truncated or corrupt: "
+                              f"{type(exc).__name__})") from None
     if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a geoseg checkpoint")
     if d.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer geoseg ({d.get('geoseg_version')}); upgrade geoseg")
+        raise CheckpointError(f"{path} was written by a newer geoseg ({d.get('geoseg_version')}); upgrade "
+                              "geoseg")
     try:
         return Checkpoint(
             architecture=d["architecture"], model_config=d["model_config"], state_dict=d["state_dict"],
             classes=ClassSchema.from_dict(d["classes"]), bands=list(d["bands"]),
             mean=list(d["normalization"]["mean"]), std=list(d["normalization"]["std"]),
-            chip_size=int(d["chip_size"]), resolution=d.get("resolution"), train_config=d.get("train_config", {}),
-            epoch=int(d.get("epoch", 0)), metrics=d.get("metrics", {}), training_state=d.get("training_state"),
+            chip_size=int(d["chip_size"]), resolution=d.get("resolution"), train_config=d.get("train_config",
+                                                                                              {}),
+            epoch=int(d.get("epoch", 0)), metrics=d.get("metrics", {}),
+                          training_state=d.get("training_state"),
+            path=p,
         )
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path} is an incomplete geoseg checkpoint (missing {exc})") from None
@@ -148,7 +158,8 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
     else:
-        supported = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        mkldnn = torch.backends.mkldnn.is_available()
+        supported = bool(mkldnn and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     if precision == "bf16":
         return torch.bfloat16
     if supported:

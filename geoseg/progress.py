@@ -14,10 +14,6 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 def bar(total: int | None = None, desc: str = "", unit: str = "it", **kw) -> tqdm:
     """A tqdm bar that is disabled when output is not a terminal or ``--quiet`` was given."""
     disable = _quiet or not sys.stderr.isatty()

@@ -1,4 +1,4 @@
-"""Raster IO: opening scenes, padded windowed reads, tiled GeoTIFF outputs."""
+"""Reading scenes: opening with one-sentence errors, band checks, padded windowed reads."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
-from geoseg.classes import NODATA, ClassSchema
 from geoseg.errors import RasterError
 from geoseg.grid import GeoGrid
 
@@ -90,40 +89,3 @@ def _reflect_pad(a: np.ndarray, top: int, bottom: int, left: int, right: int) ->
         mode = "reflect" if a.shape[axis] > 1 else "edge"
         a = np.pad(a, only, mode=mode)
     return a
-
-
-def copy_pam_sidecar(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Carry GDAL's ``.aux.xml`` (class names) over when a raster is rewritten under a new name."""
-    aux, new = Path(str(source) + ".aux.xml"), Path(str(target) + ".aux.xml")
-    if aux.exists() and not new.exists():
-        new.write_text(aux.read_text(encoding="utf-8"), encoding="utf-8")
-
-
-def class_raster_profile(grid: GeoGrid, count: int = 1, block: int = 256) -> dict:
-    """Profile of a tiled, deflate-compressed uint8 class raster with nodata 255."""
-    profile = {
-        "driver": "GTiff",
-        "width": grid.width,
-        "height": grid.height,
-        "count": count,
-        "dtype": "uint8",
-        "crs": grid.crs,
-        "transform": grid.transform,
-        "nodata": NODATA,
-        "compress": "deflate",
-        "predictor": 2,
-        "zlevel": 6,
-        "interleave": "band",
-    }
-    if grid.width >= block and grid.height >= block:
-        profile.update(tiled=True, blockxsize=block, blockysize=block)
-    return profile
-
-
-def write_class_metadata(dst, schema: ClassSchema, tags: dict[str, str] | None = None) -> None:
-    """Attach the class colour table, band description and tags to an open class raster."""
-    dst.write_colormap(1, schema.colormap())
-    dst.set_band_description(1, "class")
-    all_tags = {"classes": ",".join(f"{c.code}:{c.name}" for c in schema.classes)}
-    all_tags.update(tags or {})
-    dst.update_tags(**all_tags)

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from geoseg.atomic import atomic_output, atomic_write_text
-from geoseg.evaluate import ChipScore, Evaluation
+from geoseg.panels import class_palette, stretch, tiles
+from geoseg.scoring import ChipScore, Evaluation
 
 
 def _pyplot():
@@ -66,7 +67,8 @@ def plot_iou(ev: Evaluation, path: Path, interval: tuple[float, float] | None = 
                 va="center", fontsize=8)
     ax.axvline(report["miou"], color="black", linestyle="--", label=f"mIoU {report['miou']:.3f}")
     if interval and all(map(math.isfinite, interval)):
-        ax.axvspan(*interval, color="grey", alpha=0.2, label=f"95 % interval {interval[0]:.3f}–{interval[1]:.3f}")
+        ax.axvspan(*interval, color="grey", alpha=0.2,
+                   label=f"95 % interval {interval[0]:.3f}–{interval[1]:.3f}")
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
     ax.set_xlabel("IoU")
@@ -101,18 +103,9 @@ def plot_iou_curves(metrics_json: Path, path: Path, names: list[str], colors: li
     return _save(fig, path)
 
 
-def _stretch(data: np.ndarray) -> np.ndarray:
-    """Bands → 8-bit RGB for display: a 2–98 % stretch per band."""
-    rgb = data[:3] if data.shape[0] >= 3 else np.repeat(data[:1], 3, axis=0)
-    out = np.zeros(rgb.shape, np.uint8)
-    for b in range(3):
-        lo, hi = np.percentile(rgb[b], (2, 98))
-        out[b] = np.clip((rgb[b] - lo) / max(hi - lo, 1e-9) * 255, 0, 255)
-    return np.moveaxis(out, 0, -1)
-
-
 def render_gallery(ev: Evaluation, worst: list[tuple[ChipScore, float]], path: Path, label: str) -> Path:
-    """Rows of image | truth | prediction (class colours) for the worst chips, captioned with scene, window, IoU."""
+    """Rows of image | truth | prediction (class colours) for the worst chips, captioned with scene, window,
+    IoU."""
     import rasterio
 
     from geoseg.grid import GeoGrid
@@ -120,8 +113,7 @@ def render_gallery(ev: Evaluation, worst: list[tuple[ChipScore, float]], path: P
     from geoseg.raster import open_raster
 
     plt = _pyplot()
-    palette = np.full((256, 3), 64, np.uint8)
-    palette[: len(ev.schema)] = ev.schema.colors
+    palette = class_palette(ev.schema.colors)
     lut = ev.schema.code_to_index_lut()
     fig, axes = plt.subplots(len(worst), 3, figsize=(7.5, 2.6 * len(worst)), squeeze=False)
     for row, (chip, value) in zip(axes, worst):
@@ -132,16 +124,17 @@ def render_gallery(ev: Evaluation, worst: list[tuple[ChipScore, float]], path: P
         t = LabelReader(chip.truth, grid, ev.schema, align=True).read(w, (int(w.height), int(w.width)))
         if chip.image:
             with open_raster(chip.image) as src, rasterio.Env():
-                img = _stretch(src.read(window=w, boundless=True).astype(np.float32))
+                img = stretch(src.read(window=w, boundless=True).astype(np.float32))
         else:
             img = np.full((*p.shape, 3), 255, np.uint8)
-        for ax, tile, title in zip(row, (img, palette[t], palette[p]), ("image", "truth", "prediction")):
+        for ax, tile, title in zip(row, tiles(img, t, p, palette), ("image", "truth", "prediction")):
             ax.imshow(tile, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(title, fontsize=8)
         name = Path(chip.image or chip.prediction).name
-        row[0].set_ylabel(f"{name}\ncol {int(w.col_off)} row {int(w.row_off)}\n{label} {value:.3f}", fontsize=7)
+        row[0].set_ylabel(f"{name}\ncol {int(w.col_off)} row {int(w.row_off)}\n{label} {value:.3f}",
+                          fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -169,16 +162,19 @@ def markdown_report(ev: Evaluation, intervals: dict[str, tuple[float, float]], f
     units = {"chips": len(ev.chips), "scenes": len(ev.scenes)}
     for unit, (lo, hi) in intervals.items():
         lines.append(f"| mIoU 95 % bootstrap interval over {units[unit]} {unit} | {lo:.4f} – {hi:.4f} |")
-    lines += ["", "| class | IoU | precision | recall | F1 | support (px) |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| class | IoU | precision | recall | F1 | support (px) |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for name, c in r["classes"].items():
-        lines.append(f"| {name} | {c['iou']:.4f} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | "
+        lines.append(f"| {name} | {c['iou']:.4f} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} "
+                     "| "
                      f"{c['support']:,} |")
     if worst:
         lines += ["", f"## Worst chips ({label})", "", "| scene | col | row | size | " + label + " |",
                   "| --- | --- | --- | --- | --- |"]
         for chip, value in worst:
             w = chip.window
-            lines.append(f"| {Path(chip.image or chip.prediction).name} | {int(w.col_off)} | {int(w.row_off)} | "
+            lines.append(f"| {Path(chip.image or chip.prediction).name} | {int(w.col_off)} | "
+                         f"{int(w.row_off)} | "
                          f"{int(w.width)}×{int(w.height)} | {value:.4f} |")
     lines += ["", "## Files", ""] + [f"- {k}: `{v.name}`" for k, v in files.items()]
     return "\n".join(lines) + "\n"
@@ -186,12 +182,14 @@ def markdown_report(ev: Evaluation, intervals: dict[str, tuple[float, float]], f
 
 def write_report(ev: Evaluation, out_dir: Path, worst_k: int = 0, worst_class: str | None = None,
                  run_metrics: Path | None = None, bootstrap: int = 1000) -> dict[str, Any]:
-    """Write metrics.json, report.md, confusion.png, iou.png (+ iou_curves.png, worst.png/.csv) into ``out_dir``."""
+    """Write metrics.json, report.md, confusion.png, iou.png (+ iou_curves.png, worst.png/.csv) into
+    ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     intervals = ev.interval(bootstrap) if bootstrap else {}
     files: dict[str, Path] = {}
     files["confusion matrix"] = plot_confusion(ev, out_dir / "confusion.png")
-    files["IoU per class"] = plot_iou(ev, out_dir / "iou.png", intervals.get("scenes") or intervals.get("chips"))
+    files["IoU per class"] = plot_iou(ev, out_dir / "iou.png",
+                                      intervals.get("scenes") or intervals.get("chips"))
     if run_metrics and Path(run_metrics).is_file():
         curves = plot_iou_curves(run_metrics, out_dir / "iou_curves.png", ev.schema.names, ev.schema.colors)
         if curves:

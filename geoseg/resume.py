@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -43,15 +42,6 @@ def partial_path(final: Path) -> Path:
 def state_path(final: Path) -> Path:
     """The JSON record of the blocks safely on disk, beside the partial raster."""
     return final.with_name(f".{final.stem}.geoseg-partial.json")
-
-
-def file_fingerprint(path: str | os.PathLike) -> dict:
-    """Identity of an input file: resolved path, size and modification time."""
-    p = str(path)
-    if p.startswith("/vsi"):
-        return {"path": p}
-    st = os.stat(p)
-    return {"path": str(Path(p).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 class BlockWriter:
@@ -203,8 +193,10 @@ def _keep_or_discard(writer: BlockWriter) -> None:
         writer.close()  # every block whose write returned is now complete on disk
         if writer.done or writer.written:
             writer._record()
-            warnings.warn(f"stopped with {len(writer.done)} blocks of {writer.finals['classes'].name} finished; "
-                          f"they are kept in {partial_path(writer.finals['classes']).name}: run the same command "
+            warnings.warn(f"stopped with {len(writer.done)} blocks of {writer.finals['classes'].name} "
+                          "finished; "
+                          f"they are kept in {partial_path(writer.finals['classes']).name}: run the same "
+                          "command "
                           f"with --resume to complete it", GeoSegWarning)
         else:
             writer.discard()

@@ -17,9 +17,9 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geoseg.atomic import atomic_output
+from geoseg.class_raster import class_raster_profile, write_class_metadata
 from geoseg.classes import DEEPGLOBE, ClassSchema
 from geoseg.grid import GeoGrid, blocks
-from geoseg.raster import class_raster_profile, write_class_metadata
 from geoseg.synth import make_landscape, render
 from geoseg.vector_output import write_polygons
 
@@ -75,7 +75,8 @@ def write_scene(out_dir: Path, name: str, split: str, size: int, seed: int, inde
     mask_profile = _image_profile(grid, "deflate")
     mask_profile.pop("nodata")
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
-            atomic_output(image) as tmp_img, atomic_output(classes) as tmp_cls, atomic_output(rgb_mask) as tmp_rgb:
+            atomic_output(image) as tmp_img, atomic_output(classes) as tmp_cls, \
+            atomic_output(rgb_mask) as tmp_rgb:
         with rasterio.open(tmp_img, "w", **_image_profile(grid, compress)) as dst_img, \
                 rasterio.open(tmp_cls, "w", **class_raster_profile(grid)) as dst_cls, \
                 rasterio.open(tmp_rgb, "w", **mask_profile) as dst_rgb:

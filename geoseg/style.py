@@ -53,7 +53,8 @@ def vector_qml(schema: ClassSchema, field: str = "class_id") -> str:
         f'      <symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">\n'
         '        <layer class="SimpleFill" enabled="1" locked="0" pass="0">\n'
         '          <Option type="Map">\n'
-        f'            <Option type="QString" name="color" value="{c.color[0]},{c.color[1]},{c.color[2]},255"/>\n'
+        '            <Option type="QString" name="color" '
+        f'value="{c.color[0]},{c.color[1]},{c.color[2]},255"/>\n'
         '            <Option type="QString" name="outline_color" value="35,35,35,255"/>\n'
         '            <Option type="QString" name="outline_style" value="solid"/>\n'
         '            <Option type="QString" name="outline_width" value="0.1"/>\n'
@@ -65,7 +66,8 @@ def vector_qml(schema: ClassSchema, field: str = "class_id") -> str:
     )
     return (
         f'{_HEADER}<qgis version="3.22.0" styleCategories="Symbology">\n'
-        f'  <renderer-v2 type="categorizedSymbol" attr="{field}" forceraster="0" enableorderby="0" symbollevels="0">\n'
+        f'  <renderer-v2 type="categorizedSymbol" attr="{field}" forceraster="0" enableorderby="0" '
+        'symbollevels="0">\n'
         f'    <categories>\n{categories}\n    </categories>\n'
         f'    <symbols>\n{symbols}\n    </symbols>\n'
         '  </renderer-v2>\n'
@@ -95,7 +97,8 @@ def add_gpkg_default_style(path: str | Path, layer: str, qml: str, geometry_colu
                 (layer, geometry_column, name, qml, now),
             )
             con.execute(
-                "INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, description, last_change) "
+                "INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, description, "
+                "last_change) "
                 "VALUES ('layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles', ?)",
                 (now,),
             )

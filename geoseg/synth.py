@@ -108,7 +108,8 @@ def labels(land: Landscape, x: np.ndarray, y: np.ndarray, tree: cKDTree,
         angle, off, a1, l1, p1, a2, l2, p2, width = land.river
         u, v = _rotate(x, y, angle)
         centre = off + a1 * np.sin(2 * np.pi * u / l1 + p1) + a2 * np.sin(2 * np.pi * u / l2 + p2)
-        slope = a1 * 2 * np.pi / l1 * np.cos(2 * np.pi * u / l1 + p1) + a2 * 2 * np.pi / l2 * np.cos(2 * np.pi * u / l2 + p2)
+        slope = (a1 * 2 * np.pi / l1 * np.cos(2 * np.pi * u / l1 + p1)
+                 + a2 * 2 * np.pi / l2 * np.cos(2 * np.pi * u / l2 + p2))
         half = width / 2 * (1 + 0.25 * np.sin(2 * np.pi * u / 410 + p2))
         river_dist = np.abs(v - centre) / np.sqrt(1 + slope**2) / half
         bank = (river_dist < 2.2) & (cls != URBAN)
@@ -182,7 +183,9 @@ def render(land: Landscape, window_rows: tuple[int, int], window_cols: tuple[int
     # Barren: sand, bare rock and gravel with fine speckle.
     tone = fbm(x, y, 180, s + 61, 3)
     barren = _mix(_color(172, 152, 122), _color(150, 146, 140), smoothstep(0.35, 0.7, tone))
-    barren *= (1 + 0.16 * (value_noise(x, y, 2.0, s + 62) - 0.5) + 0.08 * (value_noise(x, y, 25, s + 63) - 0.5))[..., None]
+    barren *= (1 + 0.16 * (value_noise(x, y, 2.0, s + 62) - 0.5) + 0.08 * (value_noise(x, y, 25,
+                                                                                       s + 63) - 0.5))[...,
+                                                                                                       None]
 
     # Water: deep centre, shallow turbid banks, ponds greener.
     depth_t = np.clip(1 - river_dist, 0, 1) if np.isfinite(river_dist).any() else np.zeros((h, w))

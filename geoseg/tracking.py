@@ -8,11 +8,11 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from geoseg.atomic import atomic_output, atomic_write_text
+from geoseg.atomic import atomic_write_text
 
 
 class LocalLog:
@@ -90,7 +90,8 @@ class WandbLog:
         import pandas  # noqa: F401  (wandb imports it, 0.3 s, on the first image logged: pay it at start-up)
 
     def log(self, data: dict[str, Any], step: int | None = None) -> None:
-        self.run.log({k: v for k, v in data.items() if not (isinstance(v, float) and math.isnan(v))}, step=step)
+        self.run.log({k: v for k, v in data.items() if not (isinstance(v, float) and math.isnan(v))},
+                     step=step)
 
     def log_image(self, key: str, path: Path, step: int | None = None) -> None:
         self.run.log({key: self.wandb.Image(str(path))}, step=step)
@@ -101,37 +102,3 @@ class WandbLog:
 
 def _jsonable(d: Any) -> Any:
     return json.loads(json.dumps(d, default=str))
-
-
-def sample_panel(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], preds: Sequence[np.ndarray],
-                 colors: Sequence[tuple[int, int, int]], mean: Sequence[float], std: Sequence[float],
-                 path: Path, thumb: int = 128) -> Path:
-    """Save rows of image | truth | prediction thumbnails (class colours) as one PNG."""
-    from PIL import Image
-
-    palette = np.zeros((256, 3), np.uint8)
-    palette[: len(colors)] = colors
-    palette[255] = (64, 64, 64)
-    rows = []
-    mean3, std3 = np.asarray(mean[:3], np.float32)[:, None, None], np.asarray(std[:3], np.float32)[:, None, None]
-    for img, t, p in zip(images, truths, preds):
-        k = max(1, img.shape[-1] // thumb)  # subsample first: the work is on thumbnails, not chips
-        img, t, p = img[:, ::k, ::k], t[::k, ::k], p[::k, ::k]
-        rgb = img[:3] * std3[: len(img[:3])] + mean3[: len(img[:3])]
-        rgb = np.clip(np.moveaxis(rgb, 0, -1), 0, 255).astype(np.uint8)
-        if rgb.shape[-1] < 3:
-            rgb = np.repeat(rgb[..., :1], 3, axis=-1)
-        p = np.where(t == 255, 255, p)  # no label (nodata, ignored class): grey in both panels
-        rgb[t == 255] //= 3
-        tiles = [Image.fromarray(np.ascontiguousarray(a)).resize((thumb, thumb), Image.NEAREST)
-                 for a in (rgb, palette[t], palette[p])]
-        row = Image.new("RGB", (thumb * 3 + 4, thumb))
-        for j, tile in enumerate(tiles):
-            row.paste(tile, (j * (thumb + 2), 0))
-        rows.append(row)
-    panel = Image.new("RGB", (thumb * 3 + 4, len(rows) * (thumb + 2)))
-    for k, row in enumerate(rows):
-        panel.paste(row, (0, k * (thumb + 2)))
-    with atomic_output(path) as tmp:
-        panel.save(tmp, format="PNG", compress_level=1)  # fast; thumbnails are small anyway
-    return path

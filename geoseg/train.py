@@ -1,4 +1,11 @@
-"""The training loop: chips → smp model → per-epoch confusion matrices, logs and checkpoints."""
+"""The training loop: chips → smp model → per-epoch confusion matrices, logs and checkpoints.
+
+:class:`Trainer` is cut into the steps a run goes through (as TorchGeo's
+trainers are): ``configure_data``, ``configure_model``,
+``configure_optimization``, ``restore`` (``--resume``), then per epoch
+``train_epoch``, ``validate``, ``log_epoch`` and ``save_checkpoints``.
+:func:`train` runs them all.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import math
 import random
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,17 +25,28 @@ from torch.utils.data import DataLoader
 
 from geoseg import distributed
 from geoseg.atomic import atomic_write_text
+from geoseg.chips import ChipDataset
 from geoseg.classes import IGNORE_INDEX
-from geoseg.config import RunConfig, parse_config
-from geoseg.data import (ChipDataset, GridChipSampler, RandomChipSampler, band_statistics, class_cell_counts,
-                         median_frequency_weights, read_records, scene_infos, tiled_copies)
+from geoseg.config import RunConfig
 from geoseg.errors import CheckpointError, ConfigError, GeoSegWarning
 from geoseg.metrics import confusion_matrix, summarize
-from geoseg.models import (Checkpoint, autocast_dtype, build_model, default_device, load_checkpoint,
-                           save_checkpoint)
+from geoseg.models import (
+    Checkpoint,
+    autocast_dtype,
+    build_model,
+    default_device,
+    load_checkpoint,
+    save_checkpoint,
+)
+from geoseg.optimization import make_loss, make_optimizer, make_schedule, steps_per_batch
+from geoseg.panels import sample_panel
 from geoseg.progress import bar, say, set_quiet
+from geoseg.records import read_records
 from geoseg.registry import record_latest
-from geoseg.tracking import LocalLog, WandbLog, sample_panel
+from geoseg.samplers import GridChipSampler, RandomChipSampler
+from geoseg.scenes import SceneInfo, scene_infos, tiled_copies
+from geoseg.statistics import band_statistics, class_cell_counts, median_frequency_weights
+from geoseg.tracking import LocalLog, WandbLog
 
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
 IMAGENET_STD = [58.395, 57.12, 57.375]
@@ -43,7 +61,31 @@ class TrainResult:
 
     @property
     def best_val_miou(self) -> float:
-        return max((r["val_miou"] for r in self.history if not math.isnan(r["val_miou"])), default=float("nan"))
+        return max((r["val_miou"] for r in self.history if not math.isnan(r["val_miou"])),
+                   default=float("nan"))
+
+
+@dataclass
+class Progress:
+    """Where a run stands: what ``last.ckpt`` keeps for ``--resume`` besides the weights and optimizer."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_miou: float = -1.0
+    step: int = 0
+    first_epoch: int = 1
+    stale: int = 0          # epochs since the best validation mIoU
+    wandb_id: str | None = None
+
+
+def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path | None = None,
+          until_epoch: int | None = None) -> TrainResult:
+    """Train a model as configured; returns the run folder, checkpoints and per-epoch metrics.
+
+    ``resume`` (a run's ``last.ckpt``) continues that run exactly: model,
+    optimizer, schedule, epoch, random state and logger run. ``until_epoch``
+    stops after that epoch, to be resumed later (e.g. a time-limited job).
+    """
+    return Trainer(cfg, device, resume).fit(until_epoch)
 
 
 def seed_everything(seed: int) -> None:
@@ -52,70 +94,251 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loss(cfg: RunConfig, device: torch.device, class_weights: list[float] | None = None) -> torch.nn.Module:
-    """The configured loss; classes with a zero weight or marked ignore are left out."""
-    from segmentation_models_pytorch import losses
+class Trainer:
+    """One training run, set up step by step in the order the steps consume random numbers."""
 
-    evaluated = [i for i in range(len(cfg.classes)) if i not in cfg.ignored_indices]
-    weights = class_weights if class_weights is not None else (cfg.ce_weights if isinstance(cfg.ce_weights, list)
-                                                              else None)
-    weight = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
-    ce = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
-    if cfg.loss_fn == "CrossEntropyLoss":
-        return ce
-    if cfg.loss_fn == "DiceLoss":
-        return losses.DiceLoss("multiclass", classes=evaluated, ignore_index=IGNORE_INDEX)
-    if cfg.loss_fn == "FocalLoss":
-        return losses.FocalLoss("multiclass", ignore_index=IGNORE_INDEX)
-    if cfg.loss_fn == "LovaszLoss":
-        return losses.LovaszLoss("multiclass", ignore_index=IGNORE_INDEX)
-    dice = losses.DiceLoss("multiclass", classes=evaluated, ignore_index=IGNORE_INDEX)
-    return _Sum(ce, dice)
+    def __init__(self, cfg: RunConfig, device: torch.device | None = None, resume: str | Path | None = None):
+        self.cfg = cfg
+        state = _resume_state(resume, cfg) if resume else None
+        seed_everything(cfg.seed)
+        # under torchrun: one process per rank
+        self.rank, self.world, self.device = distributed.setup(device or default_device())
+        self.main = self.rank == 0
+        if not self.main:
+            set_quiet(True)  # rank 0 reports, logs and writes checkpoints
+        self.train_scenes, self.val_scenes = prepare_scenes(cfg)
+        self.mean, self.std = normalisation(cfg, self.train_scenes, state)
+        self.configure_model(pretrained=state is None)
+        self.run_dir = _run_folder(cfg, resume, self.main)
+        self.configure_data()
+        self.configure_optimization()
+        self.resumed = state is not None
+        self.progress = self.restore(state) if state else Progress()
+        self.net = self.model if self.world == 1 else self._distributed_model()
+        self.local = LocalLog(self.run_dir, self.progress.history, self.progress.step) if self.main else None
+        self.wandb = (WandbLog(self.run_dir, self.run_dir.name, cfg.to_dict(), run_id=self.progress.wandb_id)
+                      if cfg.logger == "wandb" and self.main else None)
+
+    def configure_model(self, pretrained: bool) -> None:
+        cfg = self.cfg
+        model = build_model(cfg.model_architecture, cfg.model_config, pretrained=pretrained)
+        self.model = model.to(self.device).to(memory_format=torch.channels_last)
+        grid = self.train_scenes[0].grid
+        resolution = grid.ground_resolution  # of the training samples: metres per sampled pixel
+        self.resolution = resolution * self.train_scenes[0].scale if resolution is not None else None
+
+    def configure_data(self) -> None:
+        """Label statistics (when asked for), datasets, samplers and loaders."""
+        cfg = self.cfg
+        ignored = cfg.ignored_indices
+        self.evaluated = [i for i in range(len(cfg.classes)) if i not in ignored]
+        self.class_weights, counts, rarity = class_weights_for(cfg, self.train_scenes,
+                                                               self.run_dir if self.main else None)
+        train_ds = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
+                               ignored)
+        val_ds = ChipDataset(self.val_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
+                             ignored)
+        self.train_sampler = RandomChipSampler(self.train_scenes, cfg.chip_size, cfg.chips_per_epoch,
+                                               cfg.seed, cfg.augment, cfg.rare_class_sampling, counts, rarity,
+                                               self.rank, self.world)
+        self.val_sampler = GridChipSampler(self.val_scenes, cfg.chip_size, cfg.val_chips, self.rank,
+                                           self.world)
+        self.train_loader = _loader(train_ds, self.train_sampler, cfg)
+        self.val_loader = _loader(val_ds, self.val_sampler, cfg)
+
+    def configure_optimization(self) -> None:
+        """Loss, optimizer, LR schedule, autocast dtype and (fp16 on older GPUs) the gradient scaler."""
+        cfg = self.cfg
+        weights = self.class_weights if self.class_weights is not None else (
+            cfg.ce_weights if isinstance(cfg.ce_weights, list) else None)
+        self.loss_fn = make_loss(cfg.loss_fn, weights, self.evaluated, self.device)
+        self.optimizer = make_optimizer(cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay)
+        self.scheduler = make_schedule(cfg.lr_schedule, self.optimizer, cfg.lr,
+                                       cfg.epochs * len(self.train_loader))
+        self.amp = autocast_dtype(self.device, cfg.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
+
+    def restore(self, state: dict[str, Any]) -> Progress:
+        """Continue from a ``last.ckpt``: weights, optimizer, schedule, scaler, counters and random state."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        _restore_rng(state["rng"])
+        return Progress(list(state["history"]), state["best_miou"], state["step"], state["epoch"] + 1,
+                        state["stale"], state.get("wandb_id"))
+
+    def _distributed_model(self) -> torch.nn.Module:
+        model, device = self.model, self.device
+        unused = _has_unused_parameters(model, len(self.cfg.bands), self.cfg.chip_size, device)
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                         find_unused_parameters=unused)
+
+    def fit(self, until_epoch: int | None = None) -> TrainResult:
+        """Run the epochs left (up to ``until_epoch``), then the final checkpoint and the logger's end."""
+        cfg, progress = self.cfg, self.progress
+        self._announce()
+        for epoch in range(progress.first_epoch, min(cfg.epochs, until_epoch or cfg.epochs) + 1):
+            row, steps, samples = self.run_epoch(epoch)
+            self.log_epoch(epoch, row, steps, samples)
+            self.save_checkpoints(epoch, row)
+            say(f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.3f}/{row['val_loss']:.3f}  "
+                f"mIoU train {row['train_miou']:.3f} val {row['val_miou']:.3f}  lr {row['lr']:.2g}  "
+                f"({row['train_chips_per_s']:.1f} / {row['val_chips_per_s']:.1f} chips/s)")
+            if cfg.early_stopping and progress.stale >= cfg.early_stopping:
+                say(f"early stopping: val mIoU has not improved for {progress.stale} epochs "
+                    f"(best {progress.best_miou:.3f})")
+                break
+        return self._finish()
+
+    def _announce(self) -> None:
+        cfg, world = self.cfg, self.world
+        say(f"run folder {self.run_dir}  ({len(self.train_scenes)} train / {len(self.val_scenes)} val "
+            "scenes, "
+            f"{cfg.chips_per_epoch} train + {len(self.val_sampler.all_specs)} val chips of {cfg.chip_size} "
+            "px per "
+            f"epoch, precision {'bf16' if self.amp else 'fp32'}, device {self.device.type}"
+            + (f", {world} processes" if world > 1 else "") + ")"
+            + (f"; resuming after epoch {self.progress.first_epoch - 1}" if self.resumed else ""))
+
+    def run_epoch(self, epoch: int) -> tuple[dict[str, Any], list[dict], tuple | None]:
+        """Train and validate one epoch; the epoch's metrics row, its per-step rows and sample chips."""
+        cfg, n = self.cfg, len(self.cfg.classes)
+        self.train_sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        if self.world > 1:
+            _log_rank_chips(self.run_dir, self.rank, epoch, self.train_sampler)
+        train_sums, train_cm, self.progress.step, steps = _train_epoch(
+            self.net, self.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device, self.amp,
+                                                                       n,
+            epoch, cfg.epochs, self.progress.step, self.scaler)
+        t1 = time.perf_counter()
+        sample_now = self.main and (epoch % cfg.sample_every == 0 or epoch == cfg.epochs)
+        val_sums, val_cm, samples = _validate(self.model, self.val_loader, self.loss_fn, self.device,
+                                              self.amp, n, cfg.sample_images if sample_now else 0)
+        t2 = time.perf_counter()
+        # every rank saw its own chips: sum confusion matrices and losses, then score (never average IoUs)
+        train_cm, val_cm = distributed.all_sum(train_cm), distributed.all_sum(val_cm)
+        train_sums, val_sums = distributed.all_sum(train_sums), distributed.all_sum(val_sums)
+        tr = summarize(train_cm, cfg.classes.names, self.evaluated)
+        va = summarize(val_cm, cfg.classes.names, self.evaluated)
+        if self.scheduler is not None and not steps_per_batch(self.scheduler):
+            self.scheduler.step(0.0 if math.isnan(va["miou"]) else va["miou"])
+        row = {"epoch": epoch, "step": self.progress.step,
+               "train_loss": float(train_sums[0] / max(train_sums[1], 1)),
+               "val_loss": float(val_sums[0] / val_sums[1]) if val_sums[1] else float("nan"),
+               **{f"train_{k}": v for k, v in tr.items()}, **{f"val_{k}": v for k, v in va.items()},
+               "lr": self.optimizer.param_groups[0]["lr"],
+               "train_chips_per_s": len(self.train_sampler) * self.world / (t1 - t0),
+               "val_chips_per_s": len(self.val_sampler.all_specs) / (t2 - t1), "val_seconds": t2 - t1,
+               "val_confusion": val_cm.tolist()}
+        return row, steps, samples
+
+    def log_epoch(self, epoch: int, row: dict[str, Any], steps: list[dict], samples: tuple | None) -> None:
+        """Sample panel (its cost logged too), CSV/JSON and W&B."""
+        t = time.perf_counter()
+        if samples:
+            (self.run_dir / "samples").mkdir(exist_ok=True)
+            panel = sample_panel(*samples, self.cfg.classes.colors, self.mean, self.std,
+                                 self.run_dir / "samples" / f"epoch_{epoch:03d}.png")
+            if self.wandb:
+                self.wandb.log_image("val/samples", panel, step=self.progress.step)
+        row["image_logging_seconds"] = time.perf_counter() - t
+        self.progress.history.append(row)
+        if self.local:
+            self.local.log_steps(steps)
+            self.local.log_epoch(row)
+        if self.wandb:
+            for s in steps:
+                self.wandb.log({"train/batch_loss": s["batch_loss"], "train/loss_ema": s["loss_ema"],
+                                "train/lr": s["lr"]}, step=s["step"])
+            self.wandb.log({f"epoch/{k}": v for k, v in row.items() if k != "val_confusion"},
+                           step=self.progress.step)
+
+    def save_checkpoints(self, epoch: int, row: dict[str, Any]) -> None:
+        """``best.ckpt`` when the validation mIoU improved, ``last.ckpt`` (with training state) always."""
+        progress, miou = self.progress, row["val_miou"]
+        if not math.isnan(miou) and miou > progress.best_miou:
+            progress.best_miou, progress.stale = miou, 0
+            if self.main:
+                save_checkpoint(self.checkpoint(epoch, row, with_state=False), self.best_path)
+        else:
+            progress.stale += 1
+        if self.main:
+            save_checkpoint(self.checkpoint(epoch, row, with_state=True), self.last_path)
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.ckpt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.ckpt"
+
+    def checkpoint(self, epoch: int, metrics: dict[str, Any], with_state: bool) -> Checkpoint:
+        """The model as a self-describing checkpoint; ``with_state`` adds what ``--resume`` needs."""
+        cfg, p = self.cfg, self.progress
+        training_state = None
+        if with_state:
+            training_state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "epoch": epoch, "step": p.step, "best_miou": p.best_miou, "stale": p.stale,
+                              "history": p.history,
+                "rng": _rng_state(), "wandb_id": self.wandb.run.id if self.wandb else None,
+                "mean": list(self.mean), "std": list(self.std),
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+            }
+        return Checkpoint(cfg.model_architecture, dict(cfg.model_config), self.model.state_dict(),
+                          cfg.classes, list(cfg.bands), list(self.mean), list(self.std), cfg.chip_size,
+                          self.resolution, {**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, epoch, metrics,
+                          training_state)
+
+    def _finish(self) -> TrainResult:
+        history = self.progress.history
+        if self.main and not self.best_path.exists():
+            save_checkpoint(self.checkpoint(len(history), history[-1], with_state=False), self.best_path)
+        if self.wandb:
+            self.wandb.finish()
+        if self.main:
+            record_latest(self.best_path)
+        if self.world > 1:
+            distributed.barrier()
+            distributed.teardown()
+        return TrainResult(self.run_dir, self.best_path, self.last_path, history)
 
 
-class _Sum(torch.nn.Module):
-    def __init__(self, *parts: torch.nn.Module):
-        super().__init__()
-        self.parts = torch.nn.ModuleList(parts)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum(p(logits, target) for p in self.parts)
-
-
-def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer == "Adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "AdamW":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+def prepare_scenes(cfg: RunConfig) -> tuple[list[SceneInfo], list[SceneInfo]]:
+    """The training and validation scenes, checked, with their sampling scale (tiled copies where needed)."""
+    records = read_records(cfg.manifest_path, cfg.split_fractions, cfg.seed)
+    train_recs = [r for r in records if r.split == "train"]
+    val_recs = [r for r in records if r.split == "val"]
+    if not train_recs:
+        raise ConfigError(f"{cfg.manifest_path} lists no 'train' scenes")
+    if not val_recs:
+        warnings.warn("the manifest lists no 'val' scenes; validating on the training scenes", GeoSegWarning)
+        val_recs = train_recs
+    scenes = scene_infos(train_recs + val_recs, cfg.bands, cfg.downsize_res, cfg.resolution)  # one warning
+    scenes = tiled_copies(scenes, cfg.output_path / ".cache" / "tiles")  # JPEG/PNG → tiled GeoTIFF, once
+    return scenes[:len(train_recs)], scenes[len(train_recs):]
 
 
-def _loader(dataset, sampler, cfg: RunConfig) -> DataLoader:
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                      persistent_workers=cfg.num_workers > 0)
+def normalisation(cfg: RunConfig, train_scenes: list[SceneInfo],
+                  state: dict[str, Any] | None) -> tuple[list[float], list[float]]:
+    """Band means and standard deviations: the resumed run's, ImageNet's for ImageNet encoders on RGB, else
+    the training scenes' own."""
+    if state:
+        return state["mean"], state["std"]
+    if cfg.model_config.get("encoder_weights") == "imagenet" and len(cfg.bands) == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return band_statistics(train_scenes, cfg.bands)
 
 
-def _run_dir(cfg: RunConfig) -> Path:
-    name = cfg.run_name or datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = cfg.output_path / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """The configured LR schedule: cosine and one-cycle step per batch, plateau per epoch on val mIoU."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    if cfg.lr_schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
-    if cfg.lr_schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
-    return None
-
-
-def class_weights_for(cfg: RunConfig, scenes, run_dir: Path | None) -> tuple[list[float] | None, list | None,
-                                                                            np.ndarray | None]:
+def class_weights_for(cfg: RunConfig, scenes: list[SceneInfo], run_dir: Path | None) -> tuple[
+        list[float] | None, list | None, np.ndarray | None]:
     """Label statistics when ``ce_weights: auto`` or rare-class sampling needs them: the loss weights (for
     ``auto``), the per-cell class counts and the median-frequency weights."""
     if cfg.ce_weights != "auto" and not cfg.rare_class_sampling:
@@ -134,173 +357,27 @@ def class_weights_for(cfg: RunConfig, scenes, run_dir: Path | None) -> tuple[lis
     return (mfb.tolist() if cfg.ce_weights == "auto" else None), counts, mfb
 
 
-def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path | None = None,
-          until_epoch: int | None = None) -> TrainResult:
-    """Train a model as configured; returns the run folder, checkpoints and per-epoch metrics.
-
-    ``resume`` (a run's ``last.ckpt``) continues that run exactly: model,
-    optimizer, schedule, epoch, random state and logger run. ``until_epoch``
-    stops after that epoch, to be resumed later (e.g. a time-limited job).
-    """
-    state = _resume_state(resume, cfg) if resume else None
-    seed_everything(cfg.seed)
-    rank, world, device = distributed.setup(device or default_device())  # torchrun: one process per rank
-    main = rank == 0
-    if not main:
-        set_quiet(True)  # rank 0 reports, logs and writes checkpoints
-    records = read_records(cfg.manifest_path, cfg.split_fractions, cfg.seed)
-    train_recs = [r for r in records if r.split == "train"]
-    val_recs = [r for r in records if r.split == "val"]
-    if not train_recs:
-        raise ConfigError(f"{cfg.manifest_path} lists no 'train' scenes")
-    if not val_recs:
-        warnings.warn("the manifest lists no 'val' scenes; validating on the training scenes", GeoSegWarning)
-        val_recs = train_recs
-    scenes = scene_infos(train_recs + val_recs, cfg.bands, cfg.downsize_res, cfg.resolution)  # one warning
-    scenes = tiled_copies(scenes, cfg.output_path / ".cache" / "tiles")  # JPEG/PNG → tiled GeoTIFF, once
-    train_scenes, val_scenes = scenes[:len(train_recs)], scenes[len(train_recs):]
-    if state:
-        mean, std = state["mean"], state["std"]
-    elif cfg.model_config.get("encoder_weights") == "imagenet" and len(cfg.bands) == 3:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
+def _run_folder(cfg: RunConfig, resume: str | Path | None, main: bool) -> Path:
+    """The run's folder: the resumed checkpoint's, else a new one named after the run (rank 0 makes it)."""
+    if resume:
+        run_dir = Path(resume).resolve().parent
+    elif main:
+        run_dir = cfg.output_path / (cfg.run_name or datetime.now().strftime("%Y%m%d-%H%M%S"))
+        run_dir.mkdir(parents=True, exist_ok=True)
     else:
-        mean, std = band_statistics(train_scenes, cfg.bands)
+        run_dir = None
+    return Path(distributed.broadcast(str(run_dir)))
 
-    model = build_model(cfg.model_architecture, cfg.model_config, pretrained=state is None)
-    model = model.to(device).to(memory_format=torch.channels_last)
-    run_dir = Path(resume).resolve().parent if resume else (_run_dir(cfg) if main else None)
-    run_dir = Path(distributed.broadcast(str(run_dir)))
-    ignored = cfg.ignored_indices
-    evaluated = [i for i in range(len(cfg.classes)) if i not in ignored]
-    weights, counts, rarity = class_weights_for(cfg, train_scenes, run_dir if main else None)
-    train_ds = ChipDataset(train_scenes, cfg.classes, cfg.bands, cfg.chip_size, mean, std, ignored)
-    val_ds = ChipDataset(val_scenes, cfg.classes, cfg.bands, cfg.chip_size, mean, std, ignored)
-    train_sampler = RandomChipSampler(train_scenes, cfg.chip_size, cfg.chips_per_epoch, cfg.seed, cfg.augment,
-                                      cfg.rare_class_sampling, counts, rarity, rank, world)
-    val_sampler = GridChipSampler(val_scenes, cfg.chip_size, cfg.val_chips, rank, world)
-    train_loader, val_loader = _loader(train_ds, train_sampler, cfg), _loader(val_ds, val_sampler, cfg)
-    loss_fn = make_loss(cfg, device, weights)
-    optimizer = make_optimizer(cfg, model.parameters())
-    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
-    amp = autocast_dtype(device, cfg.precision)
-    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None  # fp16 on older GPUs
-    georeferenced = train_scenes[0].grid.crs is not None
-    resolution = (abs(train_scenes[0].grid.transform.a) * train_scenes[0].scale) if georeferenced else None
 
-    history: list[dict[str, Any]] = []
-    best_miou, step, first_epoch, stale = -1.0, 0, 1, 0
-    wandb_id = None
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history = list(state["history"])
-        best_miou, step, stale = state["best_miou"], state["step"], state["stale"]
-        first_epoch = state["epoch"] + 1
-        wandb_id = state.get("wandb_id")
-        _restore_rng(state["rng"])
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                        else None, find_unused_parameters=_has_unused_parameters(
-                                                            model, len(cfg.bands), cfg.chip_size, device))
-    local = LocalLog(run_dir, history, step) if main else None
-    wb = WandbLog(run_dir, run_dir.name, cfg.to_dict(), run_id=wandb_id) if cfg.logger == "wandb" and main else None
-    say(f"run folder {run_dir}  ({len(train_scenes)} train / {len(val_scenes)} val scenes, "
-        f"{cfg.chips_per_epoch} train + {len(val_sampler.all_specs)} val chips of {cfg.chip_size} px per epoch, "
-        f"precision {'bf16' if amp else 'fp32'}, device {device.type}"
-        + (f", {world} processes" if world > 1 else "") + ")"
-        + (f"; resuming after epoch {first_epoch - 1}" if state else ""))
-
-    def checkpoint(epoch: int, metrics: dict[str, Any], with_state: bool) -> Checkpoint:
-        training_state = None
-        if with_state:
-            training_state = {
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
-                "epoch": epoch, "step": step, "best_miou": best_miou, "stale": stale, "history": history,
-                "rng": _rng_state(), "wandb_id": wb.run.id if wb else None, "mean": list(mean), "std": list(std),
-                "scaler": scaler.state_dict() if scaler else None,
-            }
-        return Checkpoint(cfg.model_architecture, dict(cfg.model_config), model.state_dict(), cfg.classes,
-                          list(cfg.bands), list(mean), list(std), cfg.chip_size, resolution,
-                          {**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, epoch, metrics, training_state)
-
-    best_path, last_path = run_dir / "best.ckpt", run_dir / "last.ckpt"
-    for epoch in range(first_epoch, min(cfg.epochs, until_epoch or cfg.epochs) + 1):
-        train_sampler.set_epoch(epoch)
-        t0 = time.perf_counter()
-        if world > 1:
-            _log_rank_chips(run_dir, rank, epoch, train_sampler)
-        train_sums, train_cm, step, steps = _train_epoch(net, train_loader, loss_fn, optimizer, scheduler, device,
-                                                         amp, len(cfg.classes), epoch, cfg.epochs, step, scaler)
-        t1 = time.perf_counter()
-        keep_samples = cfg.sample_images if main and (epoch % cfg.sample_every == 0 or epoch == cfg.epochs) else 0
-        val_sums, val_cm, samples = _validate(model, val_loader, loss_fn, device, amp, len(cfg.classes), keep_samples)
-        t2 = time.perf_counter()
-        # every rank saw its own chips: sum confusion matrices and losses, then score (never average IoUs)
-        train_cm, val_cm = distributed.all_sum(train_cm), distributed.all_sum(val_cm)
-        train_sums, val_sums = distributed.all_sum(train_sums), distributed.all_sum(val_sums)
-        train_loss = float(train_sums[0] / max(train_sums[1], 1))
-        val_loss = float(val_sums[0] / val_sums[1]) if val_sums[1] else float("nan")
-        tr = summarize(train_cm, cfg.classes.names, evaluated)
-        va = summarize(val_cm, cfg.classes.names, evaluated)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(0.0 if math.isnan(va["miou"]) else va["miou"])
-        row = {"epoch": epoch, "step": step, "train_loss": train_loss, "val_loss": val_loss,
-               **{f"train_{k}": v for k, v in tr.items()}, **{f"val_{k}": v for k, v in va.items()},
-               "lr": optimizer.param_groups[0]["lr"],
-               "train_chips_per_s": len(train_sampler) * world / (t1 - t0),
-               "val_chips_per_s": len(val_sampler.all_specs) / (t2 - t1), "val_seconds": t2 - t1,
-               "val_confusion": val_cm.tolist()}
-        t3 = time.perf_counter()
-        if samples:
-            (run_dir / "samples").mkdir(exist_ok=True)
-            panel = sample_panel(*samples, cfg.classes.colors, mean, std, run_dir / "samples" / f"epoch_{epoch:03d}.png")
-            if wb:
-                wb.log_image("val/samples", panel, step=step)
-        row["image_logging_seconds"] = time.perf_counter() - t3
-        history.append(row)
-        if local:
-            local.log_steps(steps)
-            local.log_epoch(row)
-        if wb:
-            for s_row in steps:
-                wb.log({"train/batch_loss": s_row["batch_loss"], "train/loss_ema": s_row["loss_ema"],
-                        "train/lr": s_row["lr"]}, step=s_row["step"])
-            wb.log({f"epoch/{k}": v for k, v in row.items() if k != "val_confusion"}, step=step)
-        improved = not math.isnan(va["miou"]) and va["miou"] > best_miou
-        if improved:
-            best_miou, stale = va["miou"], 0
-            if main:
-                save_checkpoint(checkpoint(epoch, row, with_state=False), best_path)
-        else:
-            stale += 1
-        if main:
-            save_checkpoint(checkpoint(epoch, row, with_state=True), last_path)
-        say(f"epoch {epoch}/{cfg.epochs}  loss {train_loss:.3f}/{val_loss:.3f}  "
-            f"mIoU train {tr['miou']:.3f} val {va['miou']:.3f}  lr {row['lr']:.2g}  "
-            f"({row['train_chips_per_s']:.1f} / {row['val_chips_per_s']:.1f} chips/s)")
-        if cfg.early_stopping and stale >= cfg.early_stopping:
-            say(f"early stopping: val mIoU has not improved for {stale} epochs (best {best_miou:.3f})")
-            break
-    if main and not best_path.exists():
-        save_checkpoint(checkpoint(len(history), history[-1], with_state=False), best_path)
-    if wb:
-        wb.finish()
-    if main:
-        record_latest(best_path)
-    if world > 1:
-        distributed.barrier()
-        distributed.teardown()
-    return TrainResult(run_dir, best_path, last_path, history)
+def _loader(dataset, sampler, cfg: RunConfig) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                      persistent_workers=cfg.num_workers > 0)
 
 
 def _has_unused_parameters(model: torch.nn.Module, bands: int, chip: int, device: torch.device) -> bool:
     """Whether some parameters get no gradient (e.g. encoder stages a shallow ``encoder_depth`` skips);
-    DDP must then look for them each step. One probe forward in eval mode, so BatchNorm statistics stay as they are."""
+    DDP must then look for them each step. One probe forward in eval mode, so BatchNorm statistics stay as
+    they are."""
     model.eval()
     size = max(32, min(chip, 64))
     model(torch.zeros(1, bands, size, size, device=device)).float().sum().backward()
@@ -321,24 +398,20 @@ def _log_rank_chips(run_dir: Path, rank: int, epoch: int, sampler: RandomChipSam
         fh.write("".join(lines))
 
 
-def config_from_checkpoint(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """The run config stored in a checkpoint (relative paths resolve as they did for that run)."""
-    raw = dict(load_checkpoint(path).train_config)
-    base = raw.pop("base_dir", None)
-    raw.update(overrides or {})
-    return parse_config(raw, Path(base) if base else None, source=f"the config stored in {path}")
-
 
 def _resume_state(path: str | Path, cfg: RunConfig) -> dict[str, Any]:
     """The training state of a run's ``last.ckpt``, checked against the config."""
     ckpt = load_checkpoint(path)
     if not ckpt.training_state:
-        raise CheckpointError(f"{path} holds no training state (best.ckpt has none); resume from the run's last.ckpt")
+        raise CheckpointError(f"{path} holds no training state (best.ckpt has none); resume from the run's "
+                              "last.ckpt")
     if ckpt.classes != cfg.classes:
-        raise ConfigError(f"checkpoint {path} was trained on classes {', '.join(ckpt.classes.names)} but the config "
+        raise ConfigError(f"checkpoint {path} was trained on classes {', '.join(ckpt.classes.names)} but the "
+                          "config "
                           f"lists {', '.join(cfg.classes.names)}")
     if (ckpt.architecture, ckpt.model_config) != (cfg.model_architecture, cfg.model_config):
-        raise ConfigError(f"checkpoint {path} is a {ckpt.architecture} {ckpt.model_config} but the config asks for "
+        raise ConfigError(f"checkpoint {path} is a {ckpt.architecture} {ckpt.model_config} but the config "
+                          "asks for "
                           f"a {cfg.model_architecture} {cfg.model_config}")
     return {**ckpt.training_state, "model": ckpt.state_dict}
 
@@ -368,7 +441,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_cl
     cm = np.zeros((n_classes, n_classes), np.int64)
     ema = None
     steps = []
-    per_batch = scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    per_batch = steps_per_batch(scheduler)
     with bar(len(loader.sampler), f"train {epoch}/{epochs}", unit="chip") as pbar:
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)

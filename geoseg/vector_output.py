@@ -22,17 +22,16 @@ import pyogrio
 import shapely
 
 from geoseg import __version__
-from geoseg.atomic import atomic_output, atomic_write_text, check_output_path
+from geoseg.atomic import atomic_output, atomic_write_text
 from geoseg.classes import NODATA, ClassSchema
 from geoseg.errors import OutputError
+from geoseg.formats import VECTOR_FORMATS
 from geoseg.grid import GeoGrid, blocks, metres_per_unit
 from geoseg.raster import open_raster
 from geoseg.style import add_gpkg_default_style, vector_qml
 from geoseg.vectorize import DEFAULT_BLOCK, Region, iter_regions, pixel_to_world
 
 DEFAULT_LAYER = "landcover"
-FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile",
-           ".fgb": "FlatGeobuf", ".parquet": "Parquet"}
 EQUAL_AREA = "EPSG:6933"
 SHAPEFILE_FIELDS = {"perimeter_m": "perim_m", "confidence_mean": "conf_mean"}
 BATCH = 20000
@@ -45,7 +44,8 @@ class VectorResult:
     summary: list[dict]
 
 
-def _frame(batch: list[Region], grid: GeoGrid, schema: ClassSchema, with_confidence: bool) -> gpd.GeoDataFrame:
+def _frame(batch: list[Region], grid: GeoGrid, schema: ClassSchema,
+           with_confidence: bool) -> gpd.GeoDataFrame:
     geoms = np.array([r.polygon for r in batch], dtype=object)
     geoms = pixel_to_world(geoms, grid.transform) if len(geoms) else geoms
     codes = np.array([r.value for r in batch], dtype=np.int32)
@@ -54,7 +54,8 @@ def _frame(batch: list[Region], grid: GeoGrid, schema: ClassSchema, with_confide
         {"class_id": codes, "class_name": [names.get(int(v), str(v)) for v in codes]},
         geometry=gpd.GeoSeries(geoms, crs=grid.crs), crs=grid.crs,
     )
-    return add_measures(gdf, [r.pixels for r in batch], [r.confidence_sum for r in batch] if with_confidence else None)
+    return add_measures(gdf, [r.pixels for r in batch],
+                        [r.confidence_sum for r in batch] if with_confidence else None)
 
 
 def add_measures(gdf: gpd.GeoDataFrame, pixels: list[int] | None = None,
@@ -89,12 +90,12 @@ def class_summary(raster: str | os.PathLike, schema: ClassSchema, block: int = D
             counts += np.bincount(src.read(1, window=window).ravel(), minlength=256)
     counts[NODATA] = 0
     total = counts.sum()
-    factor = metres_per_unit(grid.crs) if grid.crs is not None and not grid.crs.is_geographic else 1.0
+    pixel_area = grid.pixel_area_m2
     rows = []
     for c in schema.classes:
         n = int(counts[c.code])
         rows.append({"class_id": c.code, "class_name": c.name, "pixels": n,
-                     "area_m2": n * grid.pixel_area * factor**2 if not (grid.crs and grid.crs.is_geographic) else float("nan"),
+                     "area_m2": n * pixel_area if pixel_area is not None else float("nan"),
                      "share": n / total if total else 0.0})
     return rows
 
@@ -117,20 +118,20 @@ def summary_table(rows: list[dict]) -> str:
 
 def write_polygons(raster: str | os.PathLike, output: str | os.PathLike, schema: ClassSchema, *,
                    layer: str = DEFAULT_LAYER, block: int = DEFAULT_BLOCK, simplify: float | None = None,
-                   dissolve: bool = False, confidence: str | os.PathLike | None = None, overwrite: bool = True,
-                   metadata: dict[str, str] | None = None, summary: bool = True,
-                   progress: Callable[[int], None] | None = None) -> VectorResult:
+                   dissolve: bool = False, confidence: str | os.PathLike | None = None,
+                   overwrite: bool = True, checked: bool = False, metadata: dict[str, str] | None = None,
+                   summary: bool = True, progress: Callable[[int], None] | None = None) -> VectorResult:
     """Vectorize a class raster into ``output`` (format from the extension), with attributes and style.
 
     ``simplify`` (CRS units) simplifies the polygons as one coverage, so
     neighbours keep sharing their edges; ``dissolve`` merges each class into one
-    multipolygon. Also writes ``<output>_summary.csv``.
+    multipolygon. Also writes ``<output>_summary.csv``. ``checked``: the caller
+    has validated ``output`` already (see :func:`~geoseg.atomic.check_output_path`).
     """
     output = Path(output)
     suffix = output.suffix.lower()
-    if suffix not in FORMATS:
-        raise OutputError(f"cannot write {output}: use one of {', '.join(sorted(FORMATS))}")
-    check_output_path(output, overwrite)
+    if suffix not in VECTOR_FORMATS:
+        raise OutputError(f"cannot write {output}: use one of {', '.join(sorted(VECTOR_FORMATS))}")
     with open_raster(raster) as src:
         grid = GeoGrid.from_dataset(src)
     meta = {"geoseg_version": __version__, "classes": ",".join(f"{c.code}:{c.name}" for c in schema.classes)}
@@ -138,7 +139,7 @@ def write_polygons(raster: str | os.PathLike, output: str | os.PathLike, schema:
     regions = iter_regions(raster, block, confidence, progress)
     with_conf = confidence is not None
     count = 0
-    with atomic_output(output, overwrite=True) as tmp:
+    with atomic_output(output, overwrite, checked) as tmp:
         if suffix == ".gpkg" and not simplify and not dissolve:
             count = _stream_gpkg(regions, tmp, layer, grid, schema, with_conf, meta)
         else:
@@ -172,7 +173,8 @@ def _stream_gpkg(regions: Iterable[Region], path: Path, layer: str, grid: GeoGri
 
 def _append(gdf: gpd.GeoDataFrame, path: Path, layer: str, meta: dict[str, str], append: bool) -> None:
     kw = {} if append else {"layer_metadata": meta}
-    pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG", append=append, promote_to_multi=False, **kw)
+    pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG", append=append, promote_to_multi=False,
+                            **kw)
 
 
 def _write_once(gdf: gpd.GeoDataFrame, path: Path, suffix: str, layer: str, meta: dict[str, str]) -> None:
@@ -181,9 +183,9 @@ def _write_once(gdf: gpd.GeoDataFrame, path: Path, suffix: str, layer: str, meta
     elif suffix == ".gpkg":
         pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG", layer_metadata=meta)
     elif suffix == ".shp":  # dBase field names stop at 10 characters
-        pyogrio.write_dataframe(gdf.rename(columns=SHAPEFILE_FIELDS), path, driver=FORMATS[suffix])
+        pyogrio.write_dataframe(gdf.rename(columns=SHAPEFILE_FIELDS), path, driver=VECTOR_FORMATS[suffix])
     else:
-        pyogrio.write_dataframe(gdf, path, driver=FORMATS[suffix])
+        pyogrio.write_dataframe(gdf, path, driver=VECTOR_FORMATS[suffix])
 
 
 def finish_polygons(gdf: gpd.GeoDataFrame, simplify: float | None, dissolve: bool) -> gpd.GeoDataFrame:

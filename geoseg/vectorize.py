@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -24,9 +25,10 @@ from rasterio.windows import Window
 from shapely.geometry import shape
 
 from geoseg.atomic import atomic_output
+from geoseg.class_raster import copy_pam_sidecar
 from geoseg.classes import NODATA
 from geoseg.grid import GeoGrid, blocks
-from geoseg.raster import copy_pam_sidecar, open_raster
+from geoseg.raster import open_raster
 
 DEFAULT_BLOCK = 2048
 SIEVE_HALO_MAX = 1024
@@ -64,9 +66,10 @@ def vectorize_block(classes: np.ndarray, col_off: int, row_off: int, width: int,
     for r in regions:
         r.pixels = int(round(r.polygon.area))
     if confidence is not None and regions:
-        ids = rasterize(((r.polygon, k + 1) for k, r in enumerate(regions)), out_shape=(h, w), transform=transform,
-                        fill=0, dtype="int32")
-        sums = np.bincount(ids.ravel(), weights=confidence.ravel().astype(np.float64), minlength=len(regions) + 1)
+        ids = rasterize(((r.polygon, k + 1) for k, r in enumerate(regions)), out_shape=(h, w),
+                        transform=transform, fill=0, dtype="int32")
+        sums = np.bincount(ids.ravel(), weights=confidence.ravel().astype(np.float64),
+                           minlength=len(regions) + 1)
         for k, r in enumerate(regions):
             r.confidence_sum = float(sums[k + 1])
     for r in regions:
@@ -116,7 +119,8 @@ def merge_edge_regions(regions: list[Region]) -> list[Region]:
     return merged
 
 
-def iter_regions(path: str | os.PathLike, block: int = DEFAULT_BLOCK, confidence: str | os.PathLike | None = None,
+def iter_regions(path: str | os.PathLike, block: int = DEFAULT_BLOCK,
+                 confidence: str | os.PathLike | None = None,
                  progress: Callable[[int], None] | None = None) -> Iterator[Region]:
     """All regions of a class raster (pixel coordinates), block by block; edge regions merged at the end."""
     with open_raster(path) as src:
@@ -127,8 +131,8 @@ def iter_regions(path: str | os.PathLike, block: int = DEFAULT_BLOCK, confidence
             for window in blocks(src.width, src.height, block):
                 data = src.read(1, window=window)
                 conf = conf_src.read(1, window=window).astype(np.float32) if conf_src else None
-                result = vectorize_block(data, int(window.col_off), int(window.row_off), src.width, src.height,
-                                         nodata, conf)
+                result = vectorize_block(data, int(window.col_off), int(window.row_off), src.width,
+                                         src.height, nodata, conf)
                 yield from result.interior
                 edge.extend(result.edge)
                 if progress:
@@ -137,12 +141,6 @@ def iter_regions(path: str | os.PathLike, block: int = DEFAULT_BLOCK, confidence
         finally:
             if conf_src:
                 conf_src.close()
-
-
-def iter_polygons(path: str | os.PathLike, block: int = DEFAULT_BLOCK) -> Iterator[tuple[shapely.Polygon, int]]:
-    """(polygon in pixel coordinates, class value) for every region of a class raster."""
-    for r in iter_regions(path, block):
-        yield r.polygon, r.value
 
 
 def pixel_to_world(geoms: np.ndarray, transform: Affine) -> np.ndarray:
@@ -170,7 +168,9 @@ def sieve_raster(path: str | os.PathLike, output: str | os.PathLike, min_pixels:
         grid = GeoGrid.from_dataset(src)
         cmap = src.colormap(1) if src.colorinterp[0].name == "palette" else None
         tags = src.tags()
-        with atomic_output(output, overwrite=True) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        in_place = Path(output).resolve() == Path(path).resolve()  # the file itself: nothing to check
+        with atomic_output(output, overwrite=True, checked=in_place) as tmp, \
+                rasterio.open(tmp, "w", **profile) as dst:
             if cmap:
                 dst.write_colormap(1, cmap)
             dst.update_tags(**tags, sieve_min_pixels=str(min_pixels))

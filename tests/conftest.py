@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from PIL import Image
 from rasterio.crs import CRS
 
 from geoseg.classes import DEEPGLOBE, NODATA
@@ -21,7 +23,11 @@ TINY_MODEL = {"classes": 7, "encoder_name": "resnet18", "encoder_weights": None,
 
 @pytest.fixture(autouse=True)
 def geoseg_home(tmp_path, monkeypatch):
-    """Keep the default-model registry of each test to itself."""
+    """Keep the default-model registry of each test to itself; status lines on (a CLI test may have set
+    --quiet in this process)."""
+    from geoseg.progress import set_quiet
+
+    set_quiet(False)
     home = tmp_path / "geoseg_home"
     monkeypatch.setenv("GEOSEG_HOME", str(home))
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -34,7 +40,8 @@ def write_raster(path: Path, data: np.ndarray, transform: Affine | None = None, 
     if data.ndim == 2:
         data = data[None]
     profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
-               "dtype": data.dtype.name, "crs": crs, "transform": transform or Affine(0.5, 0, 500000, 0, -0.5, 5000000)}
+               "dtype": data.dtype.name, "crs": crs, "transform": transform or Affine(0.5, 0, 500000, 0, -0.5,
+                                                                                      5000000)}
     if nodata is not None:
         profile["nodata"] = nodata
     profile.update(extra)
@@ -74,4 +81,30 @@ def sample_dir(tmp_path_factory) -> Path:
     return out
 
 
-__all__ = ["write_raster", "UTM", "TINY_MODEL", "NODATA"]
+def deepglobe_folder(root, n=6, size=96, metadata=False):
+    """Tiny files in DeepGlobe's layout: <id>_sat.jpg + <id>_mask.png, plus an image without a mask."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    colours = np.array([c.color for c in DEEPGLOBE.classes], np.uint8)
+    rows = []
+    for k in range(n):
+        ident = str(100 + k * 37)
+        classes = np.repeat(np.repeat(rng.integers(0, 6, (size // 16, size // 16)), 16, 0), 16, 1)
+        mask = colours[classes]
+        # JPEG-like noise on the mask colours stays on the right side of 128
+        noisy = np.clip(mask.astype(int) + rng.integers(-40, 41, mask.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(root / f"{ident}_mask.png")
+        sat = (mask // 2 + rng.integers(0, 60, mask.shape)).astype(np.uint8)
+        Image.fromarray(sat).save(root / f"{ident}_sat.jpg", quality=90)
+        rows.append((ident, "train", f"{ident}_sat.jpg", f"{ident}_mask.png"))
+    Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(root / "999_sat.jpg")  # no mask: left out
+    rows.append(("999", "valid", "999_sat.jpg", ""))
+    if metadata:
+        with open(root / "metadata.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image_id", "split", "sat_image_path", "mask_path"])
+            w.writerows(rows)
+    return root
+
+
+__all__ = ["write_raster", "deepglobe_folder", "UTM", "TINY_MODEL", "NODATA"]

@@ -65,7 +65,8 @@ PREDICT_ERRORS = [
     ("scene is a folder", lambda f: predict(f, f["in"] / "folder.tif"), 2,
      "{in}/folder.tif is a directory, not a raster file"),
     ("text file as scene", lambda f: predict(f, f["in"] / "text.tif"), 2,
-     "{in}/text.tif is not a readable raster ('{in}/text.tif' not recognized as being in a supported file format.)"),
+     "{in}/text.tif is not a readable raster ('{in}/text.tif' not recognized as being in a supported file "
+     "format.)"),
     ("truncated GeoTIFF", lambda f: predict(f, f["in"] / "truncated.tif"), 2,
      "{in}/truncated.tif could not be read: the file is truncated or corrupt"),
     ("too few bands", lambda f: predict(f, f["in"] / "one_band.tif"), 2,
@@ -133,11 +134,13 @@ def _ok(capsys, files, *args):
 ])
 def test_imagery_far_from_the_training_values_is_one_warning(capsys, files, dtype, values, means):
     rng = np.random.default_rng(0)
-    data = (rng.integers(*values, (3, 100, 120)) if dtype == "uint16" else rng.random((3, 100, 120))).astype(dtype)
+    data = (rng.integers(*values, (3, 100, 120)) if dtype == "uint16" else rng.random((3, 100,
+                                                                                       120))).astype(dtype)
     scene = write_raster(files["in"] / f"{dtype}.tif", data)
     err = _ok(capsys, files, *predict(files, scene))
     assert err.startswith(f"geoseg: warning: {scene}'s values (band means ")
-    assert err.endswith("are far from those the model was trained on (means 120, 120, 120); check the bit depth "
+    assert err.endswith("are far from those the model was trained on (means 120, 120, 120); check the bit "
+                        "depth "
                         "and scaling of the imagery")
     assert len(err.splitlines()) == 1
     with rasterio.open(files["out"] / "lc.tif") as ds:  # predicted anyway, normalised as in training
@@ -181,10 +184,10 @@ def _train_config(tmp_path, manifest_rows, **changes):
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("image,label,split\n" + "\n".join(",".join(r) for r in manifest_rows) + "\n")
     cfg = {"batch_size": 2, "ce_weights": [1, 1, 1, 1, 1, 1, 0], "downsize_res": None, "epochs": 1,
-           "loss_fn": "CrossEntropyLoss", "lr": 0.001, "model_architecture": "Unet", "model_config": TINY_MODEL,
-           "num_workers": 0, "optimizer": "Adam", "manifest": str(manifest), "chip_size": 64,
-           "chips_per_epoch": 2, "val_chips": 2, "output_dir": str(tmp_path / "runs"), "run_name": "r",
-           "logger": "csv"}
+           "loss_fn": "CrossEntropyLoss", "lr": 0.001, "model_architecture": "Unet",
+           "model_config": TINY_MODEL, "num_workers": 0, "optimizer": "Adam", "manifest": str(manifest),
+           "chip_size": 64, "chips_per_epoch": 2, "val_chips": 2, "output_dir": str(tmp_path / "runs"),
+           "run_name": "r", "logger": "csv"}
     cfg.update(changes)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -207,7 +210,9 @@ def test_label_values_outside_the_class_list(capsys, tmp_path, train_scene):
     lab = _label(tmp_path, "lab.tif", labels)
     cfg = _train_config(tmp_path, [("img.tif", "lab.tif", "train"), ("img.tif", "lab.tif", "val")])
     code, err = run(capsys, "train", "--config", cfg)
-    assert (code, err) == (2, f"geoseg: error: label {lab} has value(s) [9] that are not class codes [0, 1, 2, 3, 4, 5, 6]")
+    assert (code, err) == (2,
+                           f"geoseg: error: label {lab} has value(s) [9] that are not class codes [0, 1, 2, "
+                           "3, 4, 5, 6]")
     assert not list((tmp_path / "runs" / "r").glob("*.ckpt"))
 
 
@@ -218,11 +223,13 @@ def test_rgb_mask_colour_outside_the_palette(capsys, tmp_path, train_scene):
     lab = _label(tmp_path, "mask.tif", mask)
     cfg = _train_config(tmp_path, [("img.tif", "mask.tif", "train"), ("img.tif", "mask.tif", "val")])
     code, err = run(capsys, "train", "--config", cfg)
-    assert (code, err) == (2, f"geoseg: error: label {lab} has colour (255, 0, 0) that matches no class colour")
+    assert (code, err) == (2,
+                           f"geoseg: error: label {lab} has colour (255, 0, 0) that matches no class colour")
 
 
 def test_label_on_another_grid_is_refused(capsys, tmp_path, train_scene):
-    lab = _label(tmp_path, "lab.tif", np.zeros((96, 96), np.uint8), transform=Affine(1, 0, 500000, 0, -1, 5000000))
+    lab = _label(tmp_path, "lab.tif", np.zeros((96, 96), np.uint8), transform=Affine(1, 0, 500000, 0, -1,
+                                                                                     5000000))
     cfg = _train_config(tmp_path, [("img.tif", "lab.tif", "train"), ("img.tif", "lab.tif", "val")])
     code, err = run(capsys, "train", "--config", cfg)
     assert (code, err) == (2, f"geoseg: error: label {lab} (96×96) is not on its image's grid (96×96, same "
@@ -233,7 +240,8 @@ def test_label_in_another_crs_is_refused(capsys, tmp_path, train_scene):
     lab = _label(tmp_path, "lab.tif", np.zeros((96, 96), np.uint8), crs="EPSG:32634")
     cfg = _train_config(tmp_path, [("img.tif", "lab.tif", "train"), ("img.tif", "lab.tif", "val")])
     code, err = run(capsys, "train", "--config", cfg)
-    assert code == 2 and err.startswith(f"geoseg: error: label {lab} is in EPSG:32634 but its image is in EPSG:32633")
+    assert code == 2 and err.startswith(f"geoseg: error: label {lab} is in EPSG:32634 but its image is in "
+                                        "EPSG:32633")
 
 
 def test_image_without_crs_trains_with_one_warning(capsys, tmp_path):
@@ -273,7 +281,8 @@ def test_an_error_in_a_dataloader_worker_is_still_one_sentence(capsys, tmp_path,
     labels = np.zeros((96, 96), np.uint8)
     labels[5, 7] = 9
     lab = _label(tmp_path, "lab.tif", labels)
-    cfg = _train_config(tmp_path, [("img.tif", "lab.tif", "train"), ("img.tif", "lab.tif", "val")], num_workers=1)
+    cfg = _train_config(tmp_path, [("img.tif", "lab.tif", "train"), ("img.tif", "lab.tif", "val")],
+                        num_workers=1)
     code, err = run(capsys, "train", "--config", cfg)
     assert (code, err) == (2, f"geoseg: error: label {lab} has value(s) [9] that are not class codes "
                               f"[0, 1, 2, 3, 4, 5, 6]")

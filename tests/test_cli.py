@@ -54,9 +54,10 @@ def test_train_predict_evaluate_end_to_end(sample_dir, tmp_path, geoseg_home):
         transform = cls.transform
     gdf = gpd.read_file(out / "landcover.gpkg", layer="landcover")
     assert gdf.crs == rasterio.open(scene).crs and gdf.geometry.is_valid.all()
-    assert set(gdf.class_name) <= {"urban", "agriculture", "rangeland", "forest", "water", "barren", "unknown"}
-    back = rasterize(zip(gdf.geometry, gdf.class_id), out_shape=classes.shape, transform=transform, fill=NODATA,
-                     dtype="uint8")
+    assert set(gdf.class_name) <= {"urban", "agriculture", "rangeland", "forest", "water", "barren",
+                                   "unknown"}
+    back = rasterize(zip(gdf.geometry, gdf.class_id), out_shape=classes.shape, transform=transform,
+                     fill=NODATA, dtype="uint8")
     assert (back == classes).all()
     assert (out / "landcover.qml").exists()
 
@@ -72,8 +73,8 @@ def test_train_predict_evaluate_end_to_end(sample_dir, tmp_path, geoseg_home):
         assert err.transform == transform and err.colormap(1)[0] == (46, 160, 67, 255)
 
     # evaluate a model on a manifest's test split: predicts, then scores
-    r = geoseg("evaluate", "--model", run / "best.ckpt", "--data", sample_dir / "manifest.csv", "--split", "test",
-               "--out", tmp_path / "ev", "--chip", 64, "--quiet")
+    r = geoseg("evaluate", "--model", run / "best.ckpt", "--data", sample_dir / "manifest.csv", "--split",
+               "test", "--out", tmp_path / "ev", "--chip", 64, "--quiet")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ev" / "predictions" / "test_1.tif").exists()
     assert (tmp_path / "ev" / "error_maps" / "test_1.tif").exists()
@@ -106,8 +107,9 @@ def test_sample_data_command(tmp_path):
     r = geoseg("sample-data", tmp_path / "sd", "--size", 96, "--splits", "train,test", "--seed", 5)
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in (tmp_path / "sd").iterdir())
-    assert names == ["manifest.csv", "test_1.tif", "test_1_classes.tif", "test_1_labels.gpkg", "test_1_mask.tif",
-                     "train_1.tif", "train_1_classes.tif", "train_1_labels.gpkg", "train_1_mask.tif"]
+    assert names == ["manifest.csv", "test_1.tif", "test_1_classes.tif", "test_1_labels.gpkg",
+                     "test_1_mask.tif", "train_1.tif", "train_1_classes.tif", "train_1_labels.gpkg",
+                     "train_1_mask.tif"]
 
 
 def test_predict_with_cartographic_options(tmp_path, rgb_scene, tiny_checkpoint):
@@ -121,8 +123,8 @@ def test_predict_with_cartographic_options(tmp_path, rgb_scene, tiny_checkpoint)
     assert gdf.confidence_mean.between(0, 100).all()
     with rasterio.open(tmp_path / "lc.tif") as cls:
         classes, transform = cls.read(1), cls.transform
-    back = rasterize(zip(gdf.geometry, gdf.class_id), out_shape=classes.shape, transform=transform, fill=NODATA,
-                     dtype="uint8")
+    back = rasterize(zip(gdf.geometry, gdf.class_id), out_shape=classes.shape, transform=transform,
+                     fill=NODATA, dtype="uint8")
     assert (back == classes).all()  # the sieved raster and the polygons agree
     assert (tmp_path / "lc.qml").exists() and (tmp_path / "lc_summary.csv").exists()
     assert (tmp_path / "lc_confidence.tif").exists()
@@ -130,8 +132,10 @@ def test_predict_with_cartographic_options(tmp_path, rgb_scene, tiny_checkpoint)
 
 def test_scene_without_crs_and_at_another_resolution_is_one_warning_line(tmp_path, tiny_checkpoint):
     from affine import Affine
+
     from conftest import write_raster
-    scene = write_raster(tmp_path / "nocrs.tif", np.full((3, 40, 40), 100, np.uint8), Affine(2, 0, 0, 0, -2, 80),
+    scene = write_raster(tmp_path / "nocrs.tif", np.full((3, 40, 40), 100, np.uint8), Affine(2, 0, 0, 0, -2,
+                                                                                             80),
                          crs=None)
     r = geoseg("predict", scene, "-o", tmp_path / "out.tif", "--model", tiny_checkpoint, "--quiet")
     assert r.returncode == 0, r.stderr
@@ -139,6 +143,7 @@ def test_scene_without_crs_and_at_another_resolution_is_one_warning_line(tmp_pat
     with rasterio.open(tmp_path / "out.tif") as ds:
         assert ds.crs is None and ds.transform == Affine(2, 0, 0, 0, -2, 80)
 
-    utm = write_raster(tmp_path / "coarse.tif", np.full((3, 40, 40), 100, np.uint8), Affine(2, 0, 0, 0, -2, 80))
+    utm = write_raster(tmp_path / "coarse.tif", np.full((3, 40, 40), 100, np.uint8), Affine(2, 0, 0, 0, -2,
+                                                                                            80))
     r = geoseg("predict", utm, "-o", tmp_path / "out2.tif", "--model", tiny_checkpoint, "--quiet")
     assert r.returncode == 0 and "has 2 m pixels but the model was trained on 0.5 m pixels" in r.stderr

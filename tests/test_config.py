@@ -82,5 +82,14 @@ def test_missing_and_invalid_yaml(tmp_path):
 
 def test_bundled_pipelines_are_valid():
     from pathlib import Path
-    for p in (Path(__file__).parent.parent / "pipelines").rglob("*.yaml"):
-        load_config(p)
+    root = Path(__file__).parent.parent / "pipelines"
+    configs = {p.relative_to(root).as_posix(): load_config(p) for p in sorted(root.rglob("*.yaml"))}
+    assert {"sample.yaml", "deepglobe/reference.yaml", "deepglobe/improved.yaml"} <= set(configs)
+    sample = configs["sample.yaml"]
+    assert sample.manifest_path == (root.parent / "sample_data" / "manifest.csv").resolve()
+    assert sample.manifest_path.is_file() and sample.model_config["encoder_weights"] is None
+    reference = configs["deepglobe/reference.yaml"]
+    assert (reference.batch_size, reference.ce_weights, reference.downsize_res, reference.epochs) == (
+        6, [0.89, 0.40, 0.91, 0.88, 0.96, 0.92, 0.0], 512, 40)
+    assert (reference.loss_fn, reference.lr, reference.optimizer, reference.num_workers) == (
+        "CrossEntropyLoss", 0.0003, "Adam", 2)

@@ -1,4 +1,5 @@
-"""Scale-out on real engines: predict on an external dask.distributed cluster, train with DDP (torchrun, gloo)."""
+"""Scale-out on real engines: predict on an external dask.distributed cluster, train with DDP (torchrun,
+gloo)."""
 
 import csv
 import json
@@ -15,8 +16,10 @@ import pytest
 import rasterio
 import yaml
 
-from geoseg.data import RandomChipSampler, scene_infos, read_manifest
 from geoseg.metrics import mean_iou
+from geoseg.records import read_manifest
+from geoseg.samplers import RandomChipSampler
+from geoseg.scenes import scene_infos
 
 from conftest import TINY_MODEL
 
@@ -38,13 +41,14 @@ def dask_cluster(tmp_path):
     logs = tmp_path / "dask-logs"
     logs.mkdir()
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT,
-                              env=env, start_new_session=True)]
+                               "--no-dashboard"], stdout=open(logs / "scheduler.log", "w"),
+                              stderr=subprocess.STDOUT, env=env, start_new_session=True)]
     for k in range(2):
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                       "--no-dashboard", "--name", f"w{k}", "--local-directory", str(tmp_path / f"w{k}")],
-                                      stdout=open(logs / f"worker{k}.log", "w"), stderr=subprocess.STDOUT, env=env,
-                                      start_new_session=True))
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers",
+                                       "1", "--no-dashboard", "--name", f"w{k}", "--local-directory",
+                                       str(tmp_path / f"w{k}")],
+                                      stdout=open(logs / f"worker{k}.log", "w"), stderr=subprocess.STDOUT,
+                                      env=env, start_new_session=True))
     try:
         from distributed import Client
         deadline = time.monotonic() + 90
@@ -80,24 +84,27 @@ def test_predict_on_an_external_dask_cluster_matches_the_local_run(tmp_path, rgb
     # both workers ran blocks, and each loaded the model exactly once
     from distributed import Client
     with Client(dask_cluster) as client:
-        loads = client.run(lambda: __import__("geoseg.stitch", fromlist=["_load_model"])._load_model.cache_info().misses)
+        loads = client.run(lambda: len(__import__("geoseg.inference", fromlist=["_MODELS"])._MODELS))
     assert sorted(loads.values()) == [1, 1]
 
 
 def test_an_unreachable_scheduler_is_one_sentence(tmp_path, rgb_scene, tiny_checkpoint):
-    r = subprocess.run([sys.executable, "-m", "geoseg", "predict", str(rgb_scene), "--model", str(tiny_checkpoint),
-                        "-o", str(tmp_path / "x.tif"), "--scheduler", f"tcp://127.0.0.1:{free_port()}", "--quiet"],
+    r = subprocess.run([sys.executable, "-m", "geoseg", "predict", str(rgb_scene), "--model",
+                        str(tiny_checkpoint), "-o", str(tmp_path / "x.tif"), "--scheduler",
+                        f"tcp://127.0.0.1:{free_port()}", "--quiet"],
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and r.stderr.startswith("geoseg: error: cannot reach the dask scheduler at tcp://")
+    assert r.returncode == 2 and r.stderr.startswith("geoseg: error: cannot reach the dask scheduler at "
+                                                     "tcp://")
     assert not (tmp_path / "x.tif").exists()
 
 
 def test_ddp_training_with_two_cpu_processes(tmp_path, sample_dir):
     cfg = {"batch_size": 2, "ce_weights": [1, 1, 1, 1, 1, 1, 0], "downsize_res": None, "epochs": 1,
-           "loss_fn": "CrossEntropyLoss", "lr": 0.001, "model_architecture": "Unet", "model_config": TINY_MODEL,
-           "num_workers": 0, "optimizer": "Adam", "manifest": str(sample_dir / "manifest.csv"), "chip_size": 64,
-           "chips_per_epoch": 8, "val_chips": 6, "output_dir": str(tmp_path / "runs"), "run_name": "ddp",
-           "seed": 2, "logger": "csv"}
+           "loss_fn": "CrossEntropyLoss", "lr": 0.001, "model_architecture": "Unet",
+           "model_config": TINY_MODEL, "num_workers": 0, "optimizer": "Adam",
+           "manifest": str(sample_dir / "manifest.csv"), "chip_size": 64, "chips_per_epoch": 8,
+           "val_chips": 6, "output_dir": str(tmp_path / "runs"), "run_name": "ddp", "seed": 2,
+           "logger": "csv"}
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
@@ -112,7 +119,8 @@ def test_ddp_training_with_two_cpu_processes(tmp_path, sample_dir):
     ranks = []
     for k in range(2):
         with open(run / "chips" / f"rank{k}.csv") as fh:
-            ranks.append([(int(r["scene"]), int(r["row"]), int(r["col"]), int(r["aug"])) for r in csv.DictReader(fh)])
+            ranks.append([(int(r["scene"]), int(r["row"]), int(r["col"]),
+                           int(r["aug"])) for r in csv.DictReader(fh)])
     records = [x for x in read_manifest(sample_dir / "manifest.csv") if x.split == "train"]
     sampler = RandomChipSampler(scene_infos(records, [1, 2, 3]), 64, 8, seed=2)
     sampler.set_epoch(1)
@@ -132,7 +140,7 @@ def test_ddp_training_with_two_cpu_processes(tmp_path, sample_dir):
 
 
 def test_a_worker_that_cannot_read_the_inputs_is_named(tmp_path, rgb_scene, tiny_checkpoint):
-    from geoseg.stitch import access_problem
+    from geoseg.schedule import access_problem
     assert access_problem(str(rgb_scene), str(tiny_checkpoint)) is None
     assert access_problem(str(tmp_path / "gone.tif"), str(tiny_checkpoint)) == (
         f"cannot read the scene {tmp_path / 'gone.tif'} ({tmp_path / 'gone.tif'} does not exist)")

@@ -10,12 +10,13 @@ import rasterio
 from affine import Affine
 
 from geoseg.classes import DEEPGLOBE, ClassSchema, LandClass
-from geoseg.evaluate import evaluate_raster
 from geoseg.metrics import bootstrap_miou, class_report, confusion_matrix, mean_iou
+from geoseg.scoring import evaluate_raster
 
 from conftest import write_raster
 
-THREE = ClassSchema((LandClass(0, "a", (255, 0, 0)), LandClass(1, "b", (0, 255, 0)), LandClass(2, "c", (0, 0, 255))))
+THREE = ClassSchema((LandClass(0, "a", (255, 0, 0)), LandClass(1, "b", (0, 255, 0)), LandClass(2, "c", (0, 0,
+                                                                                                        255))))
 
 
 def test_scores_of_a_hand_made_confusion_matrix():
@@ -23,7 +24,8 @@ def test_scores_of_a_hand_made_confusion_matrix():
     r = class_report(cm, ["a", "b", "c"], [0, 1, 2])
     c = r["classes"]
     assert (c["a"]["iou"], c["b"]["iou"], c["c"]["iou"]) == pytest.approx((5 / 8, 3 / 7, 4 / 5), abs=1e-12)
-    assert (c["a"]["precision"], c["b"]["precision"], c["c"]["precision"]) == pytest.approx((5 / 7, 3 / 4, 4 / 5))
+    assert (c["a"]["precision"], c["b"]["precision"], c["c"]["precision"]) == pytest.approx((5 / 7, 3 / 4,
+                                                                                             4 / 5))
     assert (c["a"]["recall"], c["b"]["recall"], c["c"]["recall"]) == pytest.approx((5 / 6, 1 / 2, 1))
     assert (c["a"]["f1"], c["b"]["f1"], c["c"]["f1"]) == pytest.approx((10 / 13, 3 / 5, 8 / 9))
     assert [c[n]["support"] for n in "abc"] == [6, 6, 4]
@@ -115,7 +117,8 @@ def test_error_map_and_worst_chips(tmp_path, pred_and_truth):
 def test_truth_on_another_grid_is_reprojected_with_nearest_neighbour(tmp_path, pred_and_truth, recwarn):
     p, _, pred, truth = pred_and_truth
     coarse = truth[::2, ::2]  # 1 m pixels over the same extent
-    t = write_raster(tmp_path / "coarse.tif", coarse, transform=Affine(1, 0, 500000, 0, -1, 5000000), nodata=255)
+    t = write_raster(tmp_path / "coarse.tif", coarse, transform=Affine(1, 0, 500000, 0, -1, 5000000),
+                     nodata=255)
     ev = evaluate_raster(p, t, DEEPGLOBE, chip=32)
     assert any("reprojected onto that grid with nearest neighbour" in str(w.message) for w in recwarn)
     upsampled = np.repeat(np.repeat(coarse, 2, 0), 2, 1)
@@ -126,8 +129,8 @@ def test_truth_on_another_grid_is_reprojected_with_nearest_neighbour(tmp_path, p
 
 def test_evaluate_command_writes_the_report(tmp_path, pred_and_truth):
     p, t, _, _ = pred_and_truth
-    args = ["evaluate", p, "--truth", t, "--chip", 32, "--worst", 3, "--class", "rangeland", "--out", tmp_path / "rep",
-            "--json", tmp_path / "m.json"]
+    args = ["evaluate", p, "--truth", t, "--chip", 32, "--worst", 3, "--class", "rangeland", "--out",
+            tmp_path / "rep", "--json", tmp_path / "m.json"]
     r = subprocess.run([sys.executable, "-m", "geoseg", *map(str, args)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

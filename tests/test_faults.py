@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pytest
 import rasterio
-
 import torch
 
 from conftest import TINY_MODEL, write_raster
@@ -73,7 +72,8 @@ def predict_cmd(scene, out, model, *extra):
 
 
 def start_and_stop(cmd, out, sig):
-    """Start ``cmd``, wait until it has committed finished blocks, send ``sig``; return (exit code, stderr)."""
+    """Start ``cmd``, wait until it has committed finished blocks, send ``sig``; return (exit code,
+    stderr)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state = out.with_name(f".{out.stem}.geoseg-partial.json")
     deadline = time.monotonic() + 120
@@ -92,8 +92,8 @@ def files(folder):
 
 
 def resume_and_compare(out, long_scene, tiny_checkpoint, reference):
-    r = subprocess.run(predict_cmd(long_scene, out, tiny_checkpoint, "--resume"), capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(predict_cmd(long_scene, out, tiny_checkpoint, "--resume"), capture_output=True,
+                       text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     with rasterio.open(out) as ds:
         classes, profile = ds.read(1), ds.profile
@@ -120,8 +120,8 @@ def test_interrupt_keeps_finished_blocks_and_resume_completes_them(tmp_path, lon
     resume_and_compare(out, long_scene, tiny_checkpoint, reference)
 
 
-def test_kill_9_leaves_nothing_under_the_final_name_and_resume_completes(tmp_path, long_scene, tiny_checkpoint,
-                                                                         reference):
+def test_kill_9_leaves_nothing_under_the_final_name_and_resume_completes(tmp_path, long_scene,
+                                                                         tiny_checkpoint, reference):
     out = tmp_path / "run" / "lc.tif"
     out.parent.mkdir()
     code, _ = start_and_stop(predict_cmd(long_scene, out, tiny_checkpoint), out, signal.SIGKILL)
@@ -161,9 +161,11 @@ def test_resume_with_other_settings_is_refused(tmp_path, long_scene, tiny_checkp
     r = subprocess.run(predict_cmd(long_scene, out, tiny_checkpoint, "--resume", "--overlap", "4"),
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 2
-    assert r.stderr.strip().endswith("was made with a different --overlap; run without --resume to start over")
+    assert r.stderr.strip().endswith("was made with a different --overlap; run without --resume to start "
+                                     "over")
     # a run without --resume starts over and leaves no partial behind
-    r = subprocess.run(predict_cmd(long_scene, out, tiny_checkpoint), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(predict_cmd(long_scene, out, tiny_checkpoint), capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr
     assert files(out.parent) == ["lc.qml", "lc.tif", "lc.tif.aux.xml"]
 

@@ -1,9 +1,14 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geoseg.grid import ChipGrid, GeoGrid, blocks, span_window
+from geoseg.grid import ChipGrid, GeoGrid, blocks, grid_blocks, span_window
+
+from conftest import UTM
 
 
 def test_chip_grid_counts_and_origins():
@@ -19,7 +24,7 @@ def test_chip_grid_counts_and_origins():
 def test_scene_smaller_than_chip_gets_one_chip():
     g = ChipGrid.for_scene(40, 30, chip=64, overlap=8)
     assert (g.rows, g.cols) == (1, 1)
-    assert g.chip_window(0, 0) == Window(-4, -4, 64, 64)
+    assert g.origin(0, 0) == (-4, -4)
 
 
 def test_bad_overlap_is_refused():
@@ -33,34 +38,55 @@ def test_blocks_tile_exactly():
         (0, 0, 4, 4), (4, 0, 4, 4), (8, 0, 2, 4), (0, 4, 4, 3), (4, 4, 4, 3), (8, 4, 2, 3)]
 
 
-def test_geogrid_clip_and_transform():
-    from affine import Affine
+def test_geogrid_clip_and_zoom():
     g = GeoGrid(10, 8, Affine(2, 0, 100, 0, -2, 50), None)
     assert g.clip(Window(-3, 5, 20, 20)) == Window(0, 5, 10, 3)
-    assert g.window_transform(Window(3, 2, 1, 1)) == Affine(2, 0, 106, 0, -2, 46)
+    z = g.zoom(2.0)
+    assert (z.width, z.height) == (5, 4) and z.transform == Affine(4, 0, 100, 0, -4, 50)
+    assert g.zoom(3.0).shape == (3, 3)  # rounded to whole pixels, same extent
+    assert g.zoom(3.0).transform.a == pytest.approx(20 / 3)
+
+
+def test_pixel_size_is_the_length_of_the_column_vectors():
+    """A 90°-rotated grid has a = 0: the pixel size must still be 10 m, not 0."""
+    rotated = GeoGrid(4, 4, Affine(0, 10, 500000, 10, 0, 5000000), UTM)
+    assert rotated.pixel_size == (10, 10) and rotated.ground_resolution == 10
+    tilted = GeoGrid(4, 4, Affine.rotation(30) @ Affine.scale(2, -2), UTM)
+    assert tilted.pixel_size == pytest.approx((2, 2))
+
+
+def test_ground_measures_by_crs():
+    feet = CRS.from_epsg(2263)  # NAD83 / New York Long Island (ftUS)
+    g = GeoGrid(4, 4, Affine(10, 0, 0, 0, -10, 0), feet)
+    assert g.ground_resolution == pytest.approx(10 * 0.3048006096)
+    assert g.pixel_area_m2 == pytest.approx(100 * 0.3048006096**2)
+    geographic = GeoGrid(4, 4, Affine(0.001, 0, 10, 0, -0.001, 50), CRS.from_epsg(4326))
+    assert geographic.ground_resolution is None and geographic.pixel_area_m2 is None
+    bare = GeoGrid(4, 4, Affine(2, 0, 0, 0, -2, 0), None)
+    assert bare.ground_resolution is None and bare.pixel_area_m2 == 4
 
 
 @settings(max_examples=150, deadline=None)
 @given(w=st.integers(1, 300), h=st.integers(1, 300), chip=st.integers(4, 96), frac=st.floats(0, 0.49),
-       block=st.integers(1, 200))
-def test_chips_covering_matches_brute_force(w, h, chip, frac, block):
+       cells=st.integers(1, 6))
+def test_grid_blocks_tile_the_scene_and_compute_every_chip_once(w, h, chip, frac, cells):
     overlap = int(chip * frac)
     g = ChipGrid.for_scene(w, h, chip, overlap)
     cover = np.zeros((h, w), int)
-    for win in blocks(w, h, block):
-        cover[int(win.row_off):int(win.row_off + win.height), int(win.col_off):int(win.col_off + win.width)] += 1
-        rows, cols = g.chips_covering(win)
-        r0, c0 = int(win.row_off), int(win.col_off)
-        r1, c1 = r0 + int(win.height), c0 + int(win.width)
-        brute_r = [i for i in range(g.rows) if g.origin(i, 0)[0] < r1 and g.origin(i, 0)[0] + chip > r0]
-        brute_c = [j for j in range(g.cols) if g.origin(0, j)[1] < c1 and g.origin(0, j)[1] + chip > c0]
-        assert list(rows) == brute_r and list(cols) == brute_c
-        span = span_window(g, rows, cols)
-        assert span.row_off <= r0 and span.col_off <= c0
-        assert span.row_off + span.height >= r1 and span.col_off + span.width >= c1
-        # the halo never reaches further than one chip beyond the block
-        assert r0 - span.row_off < chip and span.row_off + span.height - r1 < chip + g.stride
+    computed = np.zeros((g.rows, g.cols), int)
+    for row in grid_blocks(g, cells):
+        for b in row:
+            win = b.window
+            r0, c0 = int(win.row_off), int(win.col_off)
+            r1, c1 = r0 + int(win.height), c0 + int(win.width)
+            cover[r0:r1, c0:c1] += 1
+            computed[b.rows.start:b.rows.stop, b.cols.start:b.cols.stop] += 1
+            # a block owns the pixels from its first chip's core to the next block's
+            span = span_window(g, b.rows, b.cols)
+            assert span.row_off <= max(r0, 0) and span.col_off <= max(c0, 0)
+            assert r0 - span.row_off <= overlap and c0 - span.col_off <= overlap
     assert (cover == 1).all()
+    assert (computed == 1).all()
     # every scene pixel lies inside at least one chip of the global grid
     last_r, last_c = g.origin(g.rows - 1, g.cols - 1)
     assert last_r + chip >= h and last_c + chip >= w and g.origin(0, 0) <= (0, 0)

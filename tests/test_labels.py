@@ -44,7 +44,8 @@ def test_polygon_labels_rasterize_per_window(tmp_path):
     t = Affine(1, 0, 1000, 0, -1, 2000)
     grid = GeoGrid(8, 8, t, UTM)
     gdf = gpd.GeoDataFrame({"class_id": [4, 3]},
-                           geometry=[shapely.box(1000, 1996, 1004, 2000), shapely.box(1004, 1992, 1008, 1996)],
+                           geometry=[shapely.box(1000, 1996, 1004, 2000), shapely.box(1004, 1992, 1008,
+                                                                                      1996)],
                            crs=UTM)
     path = tmp_path / "labels.gpkg"
     gdf.to_file(path)
@@ -56,7 +57,8 @@ def test_polygon_labels_rasterize_per_window(tmp_path):
 def test_polygon_labels_in_another_crs_are_reprojected(tmp_path):
     t = Affine(1, 0, 500000, 0, -1, 5000000)
     grid = GeoGrid(4, 4, t, UTM)
-    gdf = gpd.GeoDataFrame({"class_id": [4]}, geometry=[shapely.box(500000, 4999998, 500004, 5000000)], crs=UTM)
+    gdf = gpd.GeoDataFrame({"class_id": [4]}, geometry=[shapely.box(500000, 4999998, 500004, 5000000)],
+                           crs=UTM)
     path = tmp_path / "labels_wgs84.gpkg"
     gdf.to_crs("EPSG:4326").to_file(path)
     out = LabelReader(path, grid, DEEPGLOBE).read(Window(0, 0, 4, 4), (4, 4))
@@ -65,6 +67,7 @@ def test_polygon_labels_in_another_crs_are_reprojected(tmp_path):
 
 def test_label_on_another_grid_is_refused(tmp_path):
     img = GeoGrid(8, 8, Affine(1, 0, 0, 0, -1, 8), UTM)
-    lab = write_raster(tmp_path / "lab.tif", np.zeros((8, 8), np.uint8), Affine(1, 0, 1, 0, -1, 8), nodata=255)
+    lab = write_raster(tmp_path / "lab.tif", np.zeros((8, 8), np.uint8), Affine(1, 0, 1, 0, -1, 8),
+                       nodata=255)
     with pytest.raises(RasterError, match="not on its image's grid"):
         LabelReader(lab, img, DEEPGLOBE)

@@ -58,6 +58,7 @@ def test_missing_pretrained_weights_are_one_clear_sentence(monkeypatch, tmp_path
 
 def test_fp16_is_for_gpus_only():
     import torch
+
     from geoseg.errors import ConfigError
     from geoseg.models import autocast_dtype
     with pytest.raises(ConfigError, match="precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU"):

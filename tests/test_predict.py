@@ -4,7 +4,8 @@ import rasterio
 
 from geoseg.classes import NODATA
 from geoseg.errors import OutputError, RasterError
-from geoseg.predict import PredictOptions, blend_weights, predict_scene
+from geoseg.inference import blend_weights
+from geoseg.predict import PredictOptions, predict_scene
 
 from conftest import write_raster
 
@@ -16,14 +17,6 @@ def _predict(scene, ckpt, out, **kw):
     predict_scene(scene, ckpt, out, opts, overwrite=True)
     with rasterio.open(out) as ds:
         return ds.read(1), ds.profile, ds.colormap(1)
-
-
-def test_blend_weights_are_positive_and_cross_fade():
-    w = blend_weights(64, 16)
-    assert w.min() > 0 and w.max() == 1.0
-    one = w[32]  # a row through the middle: ramps sum to 1 across a 16 px overlap
-    assert np.allclose(one[48:64] + one[0:16], 1.0)
-    assert (blend_weights(8, 0) == 1).all()
 
 
 def test_output_grid_palette_and_nodata(rgb_scene, tiny_checkpoint, tmp_path):
@@ -82,22 +75,25 @@ def test_wrong_band_count_is_refused(tiny_checkpoint, tmp_path):
     assert not list(tmp_path.glob("out*"))
 
 
-def _reference_prediction(scene, ckpt_path, overlap):
+def _reference_prediction(scene, ckpt_path, overlap, tta="none"):
     """Whole-scene blending written out plainly: the answer block-wise prediction must give."""
     import torch
+    from rasterio.windows import Window
+
     from geoseg.grid import ChipGrid
     from geoseg.models import load_checkpoint
     from geoseg.raster import open_raster, read_padded
-    from rasterio.windows import Window
 
     ckpt = load_checkpoint(ckpt_path)
     model = ckpt.build()
     with open_raster(scene) as src:
         g = ChipGrid.for_scene(src.width, src.height, ckpt.chip_size, overlap)
-        span = Window(-g.offset, -g.offset, (g.cols - 1) * g.stride + g.chip, (g.rows - 1) * g.stride + g.chip)
+        span = Window(-g.offset, -g.offset, (g.cols - 1) * g.stride + g.chip,
+                      (g.rows - 1) * g.stride + g.chip)
         data, valid = read_padded(src, span, ckpt.bands)
         h, w = src.height, src.width
-    data = (data - np.array(ckpt.mean, np.float32)[:, None, None]) / np.array(ckpt.std, np.float32)[:, None, None]
+    data = (data - np.array(ckpt.mean, np.float32)[:, None, None]) / np.array(ckpt.std, np.float32)[:, None,
+                                                                                                    None]
     data[:, ~valid] = 0
     weight = blend_weights(g.chip, overlap)
     acc = np.zeros((len(ckpt.classes), data.shape[1], data.shape[2]), np.float64)
@@ -106,8 +102,11 @@ def _reference_prediction(scene, ckpt_path, overlap):
             r, c = i * g.stride, j * g.stride
             if not valid[r:r + g.chip, c:c + g.chip].any():
                 continue
+            x = torch.from_numpy(data[None, :, r:r + g.chip, c:c + g.chip])
+            flips = [()] if tta == "none" else [(), (3,), (2,), (2, 3)]
             with torch.no_grad():
-                p = torch.softmax(model(torch.from_numpy(data[None, :, r:r + g.chip, c:c + g.chip])), 1)[0].numpy()
+                p = sum(torch.flip(torch.softmax(model(torch.flip(x, d)), 1), d) for d in flips)[0].numpy()
+            p = p / len(flips)
             acc[:, r:r + g.chip, c:c + g.chip] += p * weight
     o = g.offset
     classes = acc[:, o:o + h, o:o + w].argmax(0).astype(np.uint8)
@@ -146,11 +145,14 @@ def test_confidence_probabilities_and_cog(rgb_scene, tiny_checkpoint, tmp_path):
     assert np.abs(probs[:, valid].astype(int).sum(0) - 254).max() <= 4
 
 
-def test_tta_flips_runs_and_keeps_the_grid(rgb_scene, tiny_checkpoint, tmp_path):
-    a, profile, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "a.tif", tta="flips")
+def test_tta_flips_averages_flipped_predictions_and_keeps_the_grid(rgb_scene, tiny_checkpoint, tmp_path):
+    a, profile, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "a.tif", tta="flips", block_chips=2)
     with rasterio.open(rgb_scene) as src:
         assert profile["transform"] == src.transform
-    assert a.shape == (150, 200)
+    plain, _, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "b.tif", block_chips=2)
+    expected = _reference_prediction(rgb_scene, tiny_checkpoint, 8, tta="flips")
+    assert a.shape == (150, 200) and (a == expected).mean() >= 0.9999
+    assert (a != plain).sum() > 100  # TTA changes the answer of a model that is not flip-equivariant
 
 
 def test_two_worker_processes_match_in_process(rgb_scene, tiny_checkpoint, tmp_path):
@@ -158,3 +160,39 @@ def test_two_worker_processes_match_in_process(rgb_scene, tiny_checkpoint, tmp_p
     b, _, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "b.tif", block_chips=1, batch_size=1, workers=2,
                        processes=True)
     assert (a == b).all()
+
+
+def test_one_predict_loads_the_checkpoint_once_and_checks_each_output_once(rgb_scene, tiny_checkpoint,
+                                                                           tmp_path,
+                                                                            monkeypatch):
+    """Spies on the real torch.load and path check (they still run): the loaded checkpoint is passed down."""
+    from pathlib import Path
+
+    import torch
+
+    import geoseg.atomic
+    import geoseg.predict
+    from geoseg.inference import _MODELS
+    from geoseg.predict import VectorOptions, predict
+
+    _MODELS.clear()
+    loads, checks = [], []
+    real_load, real_check = torch.load, geoseg.atomic.check_output_path
+
+    def load(f, *args, **kwargs):
+        loads.append(Path(f).name)
+        return real_load(f, *args, **kwargs)
+
+    def check(path, overwrite=True):
+        checks.append(Path(path).name)
+        return real_check(path, overwrite)
+
+    monkeypatch.setattr(torch, "load", load)
+    monkeypatch.setattr(geoseg.atomic, "check_output_path", check)
+    monkeypatch.setattr(geoseg.predict, "check_output_path", check)
+    predict(rgb_scene, tmp_path / "lc.gpkg", tiny_checkpoint, options=PredictOptions(**FP32, confidence=True),
+            vector=VectorOptions(min_area=1.0))
+    assert loads == ["tiny.ckpt"]
+    assert [checks.count(n) for n in ("lc.gpkg", "lc.tif", "lc_confidence.tif")] == [1, 1, 1]
+    assert (tmp_path / "lc.gpkg").exists() and (tmp_path / "lc_confidence.tif").exists()
+    _MODELS.clear()

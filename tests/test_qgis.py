@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from affine import Affine
 
+from geoseg.class_raster import class_raster_profile, write_class_metadata
 from geoseg.classes import DEEPGLOBE
-from geoseg.raster import class_raster_profile, write_class_metadata
 from geoseg.style import category_aux_xml, raster_qml
 from geoseg.vector_output import write_polygons
 
@@ -30,7 +30,9 @@ pytestmark = pytest.mark.skipif(not _has_qgis(), reason="QGIS (python3-qgis) is 
 
 def test_qgis_opens_outputs_styled_by_class(tmp_path):
     import rasterio
+
     from geoseg.grid import GeoGrid
+
     from conftest import UTM
 
     a = np.zeros((40, 40), np.uint8)
@@ -56,5 +58,6 @@ def test_qgis_opens_outputs_styled_by_class(tmp_path):
     assert out["vector_renderer"] == "categorizedSymbol" and out["vector_field"] == "class_id"
     assert [c[1] for c in out["vector_categories"]] == DEEPGLOBE.names
     assert out["raster_renderer"] == "paletted"
-    assert [(int(v), label) for v, label, _ in out["raster_classes"]] == list(zip(DEEPGLOBE.codes, DEEPGLOBE.names))
+    assert [(int(v), label) for v, label, _ in out["raster_classes"]] == list(zip(DEEPGLOBE.codes,
+                                                                                  DEEPGLOBE.names))
     assert out["raster_classes"][4][2] == "#0000ff"

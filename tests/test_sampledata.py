@@ -48,6 +48,7 @@ def test_sample_scene_is_georeferenced_and_labels_agree(sample_dir):
 def test_class_frequencies_look_like_deepglobe():
     """Over many landscapes agriculture is the largest class and water the rarest of the six."""
     from scipy.spatial import cKDTree
+
     from geoseg.synth import labels
     total = np.zeros(7)
     y, x = np.mgrid[0:1024:16, 0:1024:16].astype(float) + 0.5

@@ -9,9 +9,14 @@ from rasterio.features import rasterize
 
 from geoseg.classes import DEEPGLOBE
 from geoseg.vector_output import write_polygons
-from geoseg.vectorize import Region, iter_polygons, merge_edge_regions, vectorize_block
+from geoseg.vectorize import Region, iter_regions, merge_edge_regions, vectorize_block
 
 from conftest import UTM, write_raster
+
+
+def iter_polygons(path, block):
+    """(polygon in pixel coordinates, class value) of every region of a class raster."""
+    return [(r.polygon, r.value) for r in iter_regions(path, block)]
 
 
 def _polys(path, block):
@@ -39,9 +44,9 @@ def _straddling_raster():
     a[6:10, 6:10] = 4            # ...holding water across all four blocks
     a[14:22, 2:20] = 2           # rangeland across two blocks with a hole crossing the edge at x=16
     a[16:19, 14:18] = 5
-    a[0, 23] = 0; a[1, 22] = 0   # urban pixels touching only diagonally
+    a[0, 23] = a[1, 22] = 0   # urban pixels touching only diagonally
     a[20:24, 22:24] = 255        # nodata corner
-    a[7, 16] = 0; a[8, 16] = 0   # one region split by the row edge y=8
+    a[7, 16] = a[8, 16] = 0   # one region split by the row edge y=8
     return a
 
 
@@ -84,7 +89,8 @@ def test_gpkg_roundtrip_reproduces_raster(tmp_path):
     assert info["geometry_type"] == "Polygon"
     import sqlite3
     con = sqlite3.connect(out)
-    row = con.execute("SELECT f_table_name, f_geometry_column, useAsDefault, styleQML FROM layer_styles").fetchone()
+    row = con.execute("SELECT f_table_name, f_geometry_column, useAsDefault, styleQML FROM "
+                      "layer_styles").fetchone()
     con.close()
     assert row[:3] == ("landcover", "geom", 1) and 'type="categorizedSymbol"' in row[3]
 
@@ -125,7 +131,8 @@ def test_perimeter_and_confidence_mean(tmp_path):
     a = np.array([[1, 1, 2], [1, 1, 2], [2, 2, 2]], np.uint8)
     t = Affine(2, 0, 0, 0, -2, 6)
     src = write_raster(tmp_path / "c.tif", a, t, nodata=255)
-    conf = write_raster(tmp_path / "conf.tif", np.array([[90, 80, 50], [70, 60, 50], [40, 40, 40]], np.uint8), t)
+    conf = write_raster(tmp_path / "conf.tif", np.array([[90, 80, 50], [70, 60, 50], [40, 40, 40]], np.uint8),
+                        t)
     res = write_polygons(src, tmp_path / "lc.geojson", DEEPGLOBE, confidence=conf, block=2)
     gdf = gpd.read_file(tmp_path / "lc.geojson").sort_values("class_id")
     assert gdf.area_m2.tolist() == [16.0, 20.0]
@@ -157,7 +164,9 @@ def test_simplify_keeps_a_clean_coverage(tmp_path):
     assert shapely.get_num_coordinates(simple.geometry.to_numpy()).sum() < \
         shapely.get_num_coordinates(plain.geometry.to_numpy()).sum()
     # no gaps opened between neighbours: the union has no more holes than before
-    holes = lambda g: sum(shapely.get_num_interior_rings(p) for p in shapely.get_parts(shapely.union_all(g)))
+    def holes(g):
+        return sum(shapely.get_num_interior_rings(p) for p in shapely.get_parts(shapely.union_all(g)))
+
     assert holes(simple.geometry.to_numpy()) == holes(plain.geometry.to_numpy())
 
 

@@ -29,10 +29,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from geoseg.chips import ChipDataset
 from geoseg.classes import DEEPGLOBE
-from geoseg.data import ChipDataset, RandomChipSampler, SceneRecord, band_statistics, scene_infos, tiled_copies
 from geoseg.models import autocast_dtype, build_model
+from geoseg.records import SceneRecord
 from geoseg.sampledata import write_scene
+from geoseg.samplers import RandomChipSampler
+from geoseg.scenes import scene_infos, tiled_copies
+from geoseg.statistics import band_statistics
 
 MODEL = {"classes": 7, "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 3}
 
@@ -60,7 +64,8 @@ def loader_chips_per_s(record: SceneRecord, chip: int, n: int, workers: int, dow
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scenes = scene_infos([record], [1, 2, 3], downsize_res)
-    if convert:  # as training does: JPEG/PNG converted once to tiled GeoTIFF (cached; the cost is reported apart)
+    # as training does: JPEG/PNG converted once to tiled GeoTIFF (cached; the cost is reported apart)
+    if convert:
         scenes = tiled_copies(scenes, convert)
     mean, std = band_statistics(scenes, [1, 2, 3])
     ds = ChipDataset(scenes, DEEPGLOBE, [1, 2, 3], chip, mean, std, [6])
@@ -119,7 +124,8 @@ def main() -> None:
                 start = time.perf_counter()
                 tiled_copies(scene_infos([rec], [1, 2, 3], res), cache)
                 r[f"{name}_{label}_convert_once_s"] = time.perf_counter() - start
-                r[f"{name}_{label}_training"] = loader_chips_per_s(rec, args.chip, n, args.workers, res, cache)
+                r[f"{name}_{label}_training"] = loader_chips_per_s(rec, args.chip, n, args.workers, res,
+                                                                   cache)
         runs.append(r)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(json.dumps({"chip": args.chip, "scene": args.size, "loader_workers": args.workers, "runs": runs,

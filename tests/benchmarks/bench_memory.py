@@ -39,8 +39,9 @@ def main() -> None:
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         scene, ckpt = prepare(args.work, size, 512)
-        r = subprocess.run([sys.executable, "-m", "tests.benchmarks.bench_memory", "--child", str(scene), str(ckpt),
-                            str(args.work / f"mem_out_{size}.tif")], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "tests.benchmarks.bench_memory", "--child", str(scene),
+                            str(ckpt), str(args.work / f"mem_out_{size}.tif")], capture_output=True,
+                           text=True)
         if r.returncode:
             raise SystemExit(r.stderr)
         results.append({"size": size, **json.loads(r.stdout.strip().splitlines()[-1])})

@@ -19,7 +19,8 @@ import rasterio
 import torch
 
 from geoseg.classes import NODATA
-from geoseg.predict import PredictOptions, model_for, predict_scene
+from geoseg.inference import model_for
+from geoseg.predict import PredictOptions, predict_scene
 
 
 def fp32_nchw_seconds(ckpt: str, n_chips: int, chip: int) -> float:

@@ -25,8 +25,9 @@ import rasterio
 import torch
 
 from geoseg.classes import DEEPGLOBE
+from geoseg.inference import model_for
 from geoseg.models import Checkpoint, autocast_dtype, build_model, save_checkpoint
-from geoseg.predict import PredictOptions, model_for, predict_scene
+from geoseg.predict import PredictOptions, predict_scene
 from geoseg.sampledata import write_scene
 
 MODEL = {"classes": 7, "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 3}
@@ -46,7 +47,8 @@ def prepare(work: Path, size: int, chip: int) -> tuple[Path, Path]:
     return scene, ckpt
 
 
-def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str, threads: int) -> tuple[float, float]:
+def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str,
+                 threads: int) -> tuple[float, float]:
     """Seconds for the model's forward alone on ``n_chips`` chips (channels_last, same batch and precision).
 
     Returns (warm, cold): warm after a warm-up forward; cold from before the
@@ -59,7 +61,8 @@ def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str
     x = torch.randn(batch, 3, chip, chip).contiguous(memory_format=torch.channels_last)
 
     def forward():
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32,
+                                                    enabled=amp is not None):
             model(x)
 
     n_batches = -(-n_chips // batch)
@@ -126,7 +129,8 @@ def main() -> None:
     with rasterio.open(args.work / "out.tif") as ds:
         assert ds.shape == (args.size, args.size)
     chips = runs[0]["chips"]
-    med = {k: statistics.median(r[k] for r in runs) for k in ("cold_s", "warm_s", "bare_main_s", "bare_cold_s")}
+    med = {k: statistics.median(r[k] for r in runs) for k in ("cold_s", "warm_s", "bare_main_s",
+                                                              "bare_cold_s")}
     print(json.dumps({
         "size": args.size, "chips": chips, "precision": args.precision, "batch_size": args.batch_size,
         "runs": runs, "bare_chips_per_s": chips / med["bare_main_s"],

@@ -68,8 +68,8 @@ def main() -> None:
             totals += change_rates(classes, grid)
         on_rate, off_rate = totals[0] / totals[1], totals[2] / totals[3]
         report[f"overlap_{overlap}"] = {"changes_per_boundary_on_chip_edges": on_rate,
-                                        "changes_per_boundary_elsewhere": off_rate, "ratio": on_rate / off_rate,
-                                        "edge_boundaries": int(totals[1])}
+                                        "changes_per_boundary_elsewhere": off_rate,
+                                        "ratio": on_rate / off_rate, "edge_boundaries": int(totals[1])}
     print(json.dumps(report, indent=1))
 
 

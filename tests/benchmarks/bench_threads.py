@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from geoseg.predict import model_for
+from geoseg.inference import model_for
 from tests.benchmarks.bench_predict import prepare
 
 
@@ -51,7 +51,8 @@ def main() -> None:
         t = threading.Thread(target=forward_loop, args=(ckpt, args.chips, runs, "second thread"))
         t.start()
         t.join()
-    summary = {w: {k: statistics.median(r[k] for r in runs if r["where"] == w) for k in ("chips_per_s", "cores_in_use")}
+    summary = {w: {k: statistics.median(r[k] for r in runs if r["where"] == w) for k in ("chips_per_s",
+                                                                                         "cores_in_use")}
                for w in ("main thread", "second thread")}
     print(json.dumps({"runs": runs, "medians": summary}, indent=1))
 

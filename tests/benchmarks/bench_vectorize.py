@@ -26,9 +26,9 @@ def make_classes(path: Path, size: int, seed: int = 4343) -> None:
     import rasterio
     from scipy.spatial import cKDTree
 
+    from geoseg.class_raster import class_raster_profile, write_class_metadata
     from geoseg.classes import DEEPGLOBE
     from geoseg.grid import blocks
-    from geoseg.raster import class_raster_profile, write_class_metadata
     from geoseg.sampledata import scene_grid
     from geoseg.synth import labels, make_landscape
 
@@ -57,7 +57,8 @@ def run_whole(raster: str, out: str) -> int:
 
     with rasterio.open(raster) as src:
         data = src.read(1)
-        rows = [(shape(g), int(v)) for g, v in shapes(data, mask=data != 255, connectivity=4, transform=src.transform)]
+        rows = [(shape(g), int(v)) for g, v in shapes(data, mask=data != 255, connectivity=4,
+                                                      transform=src.transform)]
         crs = src.crs
     gdf = gpd.GeoDataFrame({"class_id": [v for _, v in rows]}, geometry=[g for g, _ in rows], crs=crs)
     gdf["area_m2"] = gdf.area
@@ -93,8 +94,9 @@ def main() -> None:
     for mode in ("blockwise", "whole"):
         out = args.work / f"{mode}.gpkg"
         out.unlink(missing_ok=True)
-        r = subprocess.run([sys.executable, "-m", "tests.benchmarks.bench_vectorize", "--block", str(args.block),
-                            "--child", mode, str(raster), str(out)], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "tests.benchmarks.bench_vectorize", "--block",
+                            str(args.block), "--child", mode, str(raster), str(out)], capture_output=True,
+                           text=True)
         if r.returncode:
             raise SystemExit(r.stderr)
         results.append(json.loads(r.stdout.strip().splitlines()[-1]))

@@ -1,4 +1,4 @@
-"""Per-block work of prediction: chips → probabilities → blended, handed-over accumulations → classes.
+"""Per-block inference: a block's chips → the model → blended probabilities → class codes.
 
 Output blocks are aligned to the scene's global :class:`~geoseg.grid.ChipGrid`.
 :func:`accumulate_block` runs exactly the chips whose origin lies in its block
@@ -11,9 +11,9 @@ whatever the blocking.
 
 from __future__ import annotations
 
-import functools
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 
 import numpy as np
 import rasterio
@@ -21,7 +21,7 @@ import torch
 from rasterio.windows import Window
 
 from geoseg.classes import NODATA
-from geoseg.grid import ChipGrid, GridBlock
+from geoseg.grid import ChipGrid, GridBlock, span_window
 from geoseg.models import Checkpoint, autocast_dtype, default_device, load_checkpoint
 from geoseg.raster import open_raster, read_padded
 
@@ -71,35 +71,29 @@ def blend_weights(chip: int, overlap: int) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=2)
-def _load_model(path: str, mtime: float, threads: int | None) -> tuple[Checkpoint, torch.nn.Module]:
-    """Load a checkpoint's model once per process (keyed by path and modification time)."""
-    if threads:
-        torch.set_num_threads(threads)
-    ckpt = load_checkpoint(path)
-    model = ckpt.build().to(default_device()).to(memory_format=torch.channels_last)
-    ckpt.state_dict = {}
-    return ckpt, model
+_MODELS: dict[tuple[str, float, int | None], tuple[Checkpoint, torch.nn.Module]] = {}
+_MODELS_LOCK = threading.Lock()
+_MODELS_KEPT = 2
 
 
-def model_for(path: str, threads: int | None = None) -> tuple[Checkpoint, torch.nn.Module]:
-    """The model of checkpoint ``path``, loaded at most once per worker process."""
-    return _load_model(os.path.abspath(path), os.path.getmtime(path), threads)
+def model_for(path: str | os.PathLike, threads: int | None = None,
+              checkpoint: Checkpoint | None = None) -> tuple[Checkpoint, torch.nn.Module]:
+    """The model of checkpoint ``path``, built at most once per process (keyed by path and modification time).
 
-
-def access_problem(scene: str, checkpoint: str) -> str | None:
-    """Run on a dask worker: why it cannot read the scene or the checkpoint, or None when it can."""
-    try:
-        with open_raster(scene) as src:
-            src.read(1, window=Window(0, 0, 1, 1))
-    except Exception as exc:  # any failure means the same to the user
-        return f"cannot read the scene {scene} ({exc})"
-    try:
-        with open(checkpoint, "rb") as fh:
-            fh.read(1)
-    except OSError as exc:
-        return f"cannot read the checkpoint {checkpoint} ({exc.strerror or exc})"
-    return None
+    ``checkpoint``: the checkpoint already loaded from ``path``, so it is not read again.
+    """
+    key = (os.path.abspath(path), os.path.getmtime(path), threads)
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            return _MODELS[key]
+        if threads:
+            torch.set_num_threads(threads)
+        ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
+        model = ckpt.build().to(default_device()).to(memory_format=torch.channels_last)
+        while len(_MODELS) >= _MODELS_KEPT:
+            _MODELS.pop(next(iter(_MODELS)))
+        _MODELS[key] = (replace(ckpt, state_dict={}), model)  # the weights live in the model now
+        return _MODELS[key]
 
 
 def accumulate_block(task: BlockTask) -> BlockAccumulation:
@@ -115,13 +109,7 @@ def accumulate_block(task: BlockTask) -> BlockAccumulation:
     acc = torch.zeros((k + 1, h + sh, w + sw), dtype=torch.float32)
     with open_raster(task.scene) as src:
         grid = ChipGrid.for_scene(src.width, src.height, task.chip, task.overlap)
-        if len(b.rows) and len(b.cols):
-            top, left = grid.origin(b.rows.start, b.cols.start)
-            bottom, right = grid.origin(b.rows.stop - 1, b.cols.stop - 1)
-            read = Window(min(left, c0), min(top, r0), max(right + task.chip, c0 + w) - min(left, c0),
-                          max(bottom + task.chip, r0 + h) - min(top, r0))
-        else:
-            read = b.window
+        read = _read_window(grid, b) if len(b.rows) and len(b.cols) else b.window
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=GDAL_CACHE_MB):  # decode on all cores
             data, valid = read_padded(src, read, task.bands or ckpt.bands)
     sr, sc = int(read.row_off), int(read.col_off)
@@ -151,10 +139,21 @@ def accumulate_block(task: BlockTask) -> BlockAccumulation:
                              own_valid, len(chips))
 
 
+def _read_window(grid: ChipGrid, block: GridBlock) -> Window:
+    """The window a block reads: its own pixels and every pixel its chips cover."""
+    chips = span_window(grid, block.rows, block.cols)
+    own = block.window
+    col0, row0 = min(chips.col_off, own.col_off), min(chips.row_off, own.row_off)
+    col1 = max(chips.col_off + chips.width, own.col_off + own.width)
+    row1 = max(chips.row_off + chips.height, own.row_off + own.height)
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
 def normalise(data: np.ndarray, valid: np.ndarray, mean, std) -> None:
     """In place: (data - mean) / std per band, 0 where the scene has no data (torch: all cores)."""
     t = torch.from_numpy(data)
-    t.sub_(torch.tensor(mean, dtype=t.dtype)[:, None, None]).div_(torch.tensor(std, dtype=t.dtype)[:, None, None])
+    t.sub_(torch.tensor(mean, dtype=t.dtype)[:, None, None]).div_(torch.tensor(std, dtype=t.dtype)[:, None,
+                                                                                                   None])
     t.masked_fill_(torch.from_numpy(~valid), 0.0)
 
 

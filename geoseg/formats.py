@@ -1,0 +1,11 @@
+"""The file formats geoseg writes and reads, by extension."""
+
+from __future__ import annotations
+
+#: Class rasters: GeoTIFF.
+RASTER_SUFFIXES = (".tif", ".tiff")
+
+#: Vector formats by extension → OGR driver (polygons written by predict; polygon labels read by training).
+VECTOR_FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile",
+                  ".fgb": "FlatGeobuf", ".parquet": "Parquet"}
+VECTOR_SUFFIXES = tuple(VECTOR_FORMATS)

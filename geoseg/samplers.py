@@ -1,0 +1,103 @@
+"""Which chips to read: random chips for training (optionally centred on rare classes), a fixed grid for
+validation. Both deal their chips out by rank under DDP."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from geoseg.chips import ChipSpec
+from geoseg.distributed import shard
+from geoseg.scenes import SceneInfo
+
+
+class RandomChipSampler(Sampler):
+    """``n`` random chips per epoch, scenes drawn in proportion to their area; reproducible per (seed, epoch).
+
+    With ``rare`` > 0 and per-cell class counts, that share of the chips is
+    centred on cells drawn in proportion to their pixels of rare classes (those
+    with a ``class_weights`` entry above 1, e.g. median-frequency weights: rarer
+    than the median class), each weighted by its class weight.
+    """
+
+    def __init__(self, scenes: Sequence[SceneInfo], chip: int, n: int, seed: int = 0, augment: bool = True,
+                 rare: float = 0.0, cell_counts: Sequence[np.ndarray] | None = None,
+                 class_weights: np.ndarray | None = None, rank: int = 0, world: int = 1):
+        self.rank, self.world = rank, world
+        self.shapes = [s.sampled_shape for s in scenes]
+        self.chip, self.n, self.seed, self.augment = chip, n, seed, augment
+        areas = np.array([h * w for h, w in self.shapes], float)
+        self.p = areas / areas.sum()
+        self.epoch = 0
+        self.rare = rare if cell_counts is not None and class_weights is not None else 0.0
+        if self.rare:
+            w = np.asarray(class_weights, np.float64)
+            rarity = np.where(w > 1, w, 0.0)  # classes rarer than the median class
+            scores = [c.astype(np.float64) @ rarity for c in cell_counts]
+            self.cells = np.concatenate([np.argwhere(np.ones_like(sc, bool)) for sc in scores])
+            self.cell_scene = np.concatenate([np.full(sc.size, i) for i, sc in enumerate(scores)])
+            flat = np.concatenate([sc.ravel() for sc in scores])
+            self.cell_p = flat / flat.sum() if flat.sum() > 0 else None
+            if self.cell_p is None:
+                self.rare = 0.0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world)
+
+    def __iter__(self) -> Iterator[ChipSpec]:
+        """This rank's share of the epoch's chips (all of them in a single process)."""
+        return iter(shard(list(self.epoch_chips()), self.rank, self.world, pad=True))
+
+    def epoch_chips(self) -> Iterator[ChipSpec]:
+        """All ranks' chips of the current epoch, in order."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for _ in range(self.n):
+            if self.rare and rng.random() < self.rare:
+                i, row, col = self._rare_chip(rng)
+            else:
+                i = int(rng.choice(len(self.shapes), p=self.p))
+                h, w = self.shapes[i]
+                row = int(rng.integers(0, max(0, h - self.chip) + 1))
+                col = int(rng.integers(0, max(0, w - self.chip) + 1))
+            aug = int(rng.integers(0, 8)) if self.augment else 0
+            gain = float(rng.uniform(0.92, 1.08)) if self.augment else 1.0
+            yield ChipSpec(i, row, col, aug, gain)
+
+    def _rare_chip(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        k = int(rng.choice(len(self.cell_p), p=self.cell_p))
+        i = int(self.cell_scene[k])
+        h, w = self.shapes[i]
+        r, c = self.cells[k]
+        half = self.chip // 2
+        row = int(np.clip(r * self.chip + rng.integers(-half, half + 1), 0, max(0, h - self.chip)))
+        col = int(np.clip(c * self.chip + rng.integers(-half, half + 1), 0, max(0, w - self.chip)))
+        return i, row, col
+
+
+class GridChipSampler(Sampler):
+    """Non-overlapping chips covering every scene (edge chips run past the scene, padded as ignore)."""
+
+    def __init__(self, scenes: Sequence[SceneInfo], chip: int, limit: int | None = None, rank: int = 0,
+                 world: int = 1):
+        specs = []
+        for i, s in enumerate(scenes):
+            h, w = s.sampled_shape
+            for r in range(0, h, chip):
+                for c in range(0, w, chip):
+                    specs.append(ChipSpec(i, r, c))
+        if limit is not None and limit < len(specs):
+            keep = np.linspace(0, len(specs) - 1, limit).round().astype(int)
+            specs = [specs[k] for k in keep]
+        self.all_specs = specs
+        self.specs = shard(specs, rank, world, pad=False)  # this rank's share
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __iter__(self) -> Iterator[ChipSpec]:
+        return iter(self.specs)

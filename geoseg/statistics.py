@@ -1,0 +1,132 @@
+"""Statistics of a run's data: band means and standard deviations of valid pixels, label pixels per class
+and chip-sized cell, and median-frequency class weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from geoseg.atomic import atomic_output
+from geoseg.classes import IGNORE_INDEX, ClassSchema, ignore_lut
+from geoseg.errors import ConfigError, RasterError
+from geoseg.fingerprint import cache_key, file_identity
+from geoseg.labels import LabelReader
+from geoseg.raster import open_raster, read_errors
+from geoseg.scenes import SceneInfo
+
+
+class BandMoments:
+    """Running per-band sums of valid pixel values, for means and standard deviations."""
+
+    def __init__(self, bands: int):
+        self.sums = np.zeros(bands)
+        self.squares = np.zeros(bands)
+        self.count = 0
+
+    def add(self, values: np.ndarray) -> None:
+        """Add valid pixel values [bands, n]."""
+        values = values.astype(np.float64)
+        self.sums += values.sum(axis=1)
+        self.squares += (values**2).sum(axis=1)
+        self.count += values.shape[1]
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-band mean and standard deviation; None without any pixel."""
+        if self.count == 0:
+            return None
+        mean = self.sums / self.count
+        return mean, np.sqrt(np.maximum(self.squares / self.count - mean**2, 1e-12))
+
+
+def band_statistics(scenes: Sequence[SceneInfo], bands: Sequence[int],
+                    size: int = 512) -> tuple[list[float], list[float]]:
+    """Per-band mean and standard deviation over valid pixels, from decimated reads of the scenes."""
+    moments = BandMoments(len(bands))
+    for info in scenes:
+        with open_raster(info.record.image) as src:
+            f = max(1.0, max(src.width, src.height) / size)
+            shape = (max(1, round(src.height / f)), max(1, round(src.width / f)))
+            data = src.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+            valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+        moments.add(data[:, valid])
+    stats = moments.mean_std()
+    if stats is None:
+        raise RasterError("the training scenes have no valid pixels to compute band statistics from")
+    mean, std = stats
+    return mean.tolist(), np.maximum(std, 1e-6).tolist()
+
+
+def sample_band_statistics(src, bands: Sequence[int], size: int = 256) -> tuple[np.ndarray,
+                                                                                np.ndarray] | None:
+    """Per-band mean and standard deviation of valid pixels in 9 small windows spread over an open scene
+    (cheap on any size); None when they hold no valid pixel."""
+    moments = BandMoments(len(bands))
+    w, h = min(size, src.width), min(size, src.height)
+    for fy in (0.2, 0.5, 0.8):
+        for fx in (0.2, 0.5, 0.8):
+            window = Window(int((src.width - w) * fx), int((src.height - h) * fy), w, h)
+            with read_errors(src):
+                data = src.read(list(bands), window=window, masked=True)
+            valid = ~np.ma.getmaskarray(data).any(axis=0)
+            moments.add(data.data[:, valid])
+    return moments.mean_std()
+
+
+def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, chip: int,
+                      ignored: Sequence[int] = (), cache_dir: Path | None = None) -> list[np.ndarray]:
+    """Per scene, the label pixels of each class in each chip-sized cell of the sampling grid: [rows, cols,
+    K].
+
+    Labels are read once, a strip of cells at a time; with ``cache_dir`` the
+    result is cached under a key of the label files, chip, scale and classes.
+    """
+    key = cache_key([[file_identity(s.record.label) if s.record.label else None, s.scale] for s in scenes],
+                    chip, schema.codes, sorted(ignored))
+    cache = cache_dir / f"label-stats-{key}.npz" if cache_dir else None
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            return [z[f"s{i}"] for i in range(len(scenes))]
+    k = len(schema)
+    lut = ignore_lut(ignored)
+    out = []
+    for info in scenes:
+        if info.record.label is None:
+            raise ConfigError(f"scene {info.record.image} has no label in the manifest")
+        labels = LabelReader(info.record.label, info.grid, schema, name=info.label_name)
+        h, w = info.sampled_shape
+        rows, cols = -(-h // chip), -(-w // chip)
+        counts = np.zeros((rows, cols, k), np.int64)
+        for r in range(rows):
+            window = Window(0, r * chip * info.scale, cols * chip * info.scale, chip * info.scale)
+            strip = lut[labels.read(window, (chip, cols * chip))]
+            for c in range(cols):
+                cell = strip[:, c * chip:(c + 1) * chip]
+                counts[r, c] = np.bincount(cell[cell != IGNORE_INDEX].ravel(), minlength=k)[:k]
+        out.append(counts)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{f"s{i}": c for i, c in enumerate(out)})
+    return out
+
+
+def median_frequency_weights(cell_counts: Sequence[np.ndarray], ignored: Sequence[int] = ()) -> np.ndarray:
+    """Median-frequency balancing (Eigen & Fergus): weight_c = median(freq) / freq_c.
+
+    ``freq_c`` = pixels of class c / pixels of the scenes in which c is present.
+    Ignored classes and classes absent from the data get weight 0.
+    """
+    per_scene = np.stack([c.reshape(-1, c.shape[-1]).sum(axis=0) for c in cell_counts]).astype(np.float64)
+    pixels = per_scene.sum(axis=0)
+    present_totals = (per_scene.sum(axis=1, keepdims=True) * (per_scene > 0)).sum(axis=0)
+    used = (pixels > 0) & ~np.isin(np.arange(len(pixels)), list(ignored))
+    weights = np.zeros(len(pixels))
+    if used.any():
+        freq = pixels[used] / present_totals[used]
+        weights[used] = np.median(freq) / freq
+    return weights

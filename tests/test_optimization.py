@@ -1,0 +1,65 @@
+"""Losses, optimizers and schedules: one name table each, for config validation and construction alike."""
+
+import pytest
+import torch
+
+from geoseg.classes import IGNORE_INDEX
+from geoseg.config import parse_config
+from geoseg.errors import ConfigError
+from geoseg.optimization import (
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    make_loss,
+    make_optimizer,
+    make_schedule,
+    steps_per_batch,
+)
+
+from conftest import TINY_MODEL
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_loss_ignores_the_ignore_index(name):
+    torch.manual_seed(0)
+    logits = torch.randn(2, 7, 8, 8, requires_grad=True)
+    target = torch.randint(0, 6, (2, 8, 8))
+    loss = make_loss(name, [1.0] * 6 + [0.0], list(range(6)), torch.device("cpu"))
+    value = loss(logits, target)
+    assert torch.isfinite(value)
+    changed = target.clone()
+    changed[:, :4] = IGNORE_INDEX
+    other = logits.detach().clone()
+    other[:, :, :4] = torch.randn(2, 7, 4, 8) * 10  # only where the target is ignored
+    assert loss(other, changed) == pytest.approx(float(loss(logits.detach(), changed)), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_steps(name):
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = make_optimizer(name, [p], 0.1, 0.0)
+    p.sum().backward()
+    opt.step()
+    assert (p < 1).all()
+
+
+def test_schedules():
+    p = torch.nn.Parameter(torch.ones(1))
+    assert make_schedule("none", torch.optim.SGD([p], lr=1.0), 1.0, 10) is None
+    cosine = make_schedule("cosine", torch.optim.SGD([p], lr=1.0), 1.0, 10)
+    plateau = make_schedule("plateau", torch.optim.SGD([p], lr=1.0), 1.0, 10)
+    assert steps_per_batch(cosine) and not steps_per_batch(plateau) and not steps_per_batch(None)
+    assert set(SCHEDULES) == {"none", "cosine", "onecycle", "plateau"}
+
+
+@pytest.mark.parametrize("key,value,names", [("loss_fn", "Dice", LOSSES), ("optimizer", "adam", OPTIMIZERS),
+                                             ("lr_schedule", "step", SCHEDULES)])
+def test_config_validation_uses_the_same_tables(key, value, names):
+    raw = {"model_config": TINY_MODEL, key: value}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert str(err.value) == f"config key '{key}' must be one of {', '.join(names)}, got {value!r}"
+    with pytest.raises(ConfigError, match=f"config key '{key}' must be one of"):
+        {"loss_fn": lambda: make_loss(value, None, [0], torch.device("cpu")),
+         "optimizer": lambda: make_optimizer(value, [torch.nn.Parameter(torch.ones(1))], 0.1, 0),
+         "lr_schedule": lambda: make_schedule(value, None, 0.1, 1)}[key]()

@@ -1,0 +1,51 @@
+"""Reading scenes: one-sentence errors, band checks, padded windowed reads."""
+
+import numpy as np
+import pytest
+from rasterio.windows import Window
+
+from geoseg.errors import RasterError
+from geoseg.raster import check_bands, open_raster, read_padded
+
+from conftest import write_raster
+
+
+def test_open_raster_errors_name_the_file(tmp_path):
+    with pytest.raises(RasterError, match="nope.tif does not exist"):
+        open_raster(tmp_path / "nope.tif")
+    with pytest.raises(RasterError, match="is a directory, not a raster file"):
+        open_raster(tmp_path)
+    (tmp_path / "notes.tif").write_text("not a raster")
+    with pytest.raises(RasterError, match="notes.tif is not a readable raster"):
+        open_raster(tmp_path / "notes.tif")
+
+
+def test_check_bands_names_the_missing_bands(tmp_path):
+    path = write_raster(tmp_path / "g.tif", np.ones((2, 4, 4), np.uint8))
+    with open_raster(path) as src:
+        check_bands(src, path, [2, 1])
+        with pytest.raises(RasterError, match=r"has 2 band\(s\) but band\(s\) \[3\] are needed"):
+            check_bands(src, path, [1, 2, 3])
+
+
+def test_padded_reads_reflect_the_scene_and_mark_outside_as_invalid(tmp_path):
+    data = np.arange(1, 13, dtype=np.uint8).reshape(1, 3, 4)
+    data[0, 0, 0] = 0  # nodata
+    path = write_raster(tmp_path / "s.tif", data, nodata=0)
+    with open_raster(path) as src:
+        values, valid = read_padded(src, Window(-2, -1, 7, 5), [1])
+    assert values.dtype == np.float32 and values.shape == (1, 5, 7)
+    inner = values[0, 1:4, 2:6]
+    assert (inner == data[0]).all()
+    assert values[0, 0, 2:6].tolist() == data[0, 1].tolist()      # the row above reflects row 1
+    assert values[0, 1, :2].tolist() == [data[0, 0, 2], data[0, 0, 1]]  # columns left reflect columns 2, 1
+    expected_valid = np.zeros((5, 7), bool)
+    expected_valid[1:4, 2:6] = data[0] != 0
+    assert (valid == expected_valid).all()
+
+
+def test_a_window_wholly_outside_is_empty_and_invalid(tmp_path):
+    path = write_raster(tmp_path / "s.tif", np.ones((3, 4, 4), np.uint8))
+    with open_raster(path) as src:
+        values, valid = read_padded(src, Window(10, 10, 3, 2), [1, 2, 3])
+    assert values.shape == (3, 2, 3) and not valid.any()
