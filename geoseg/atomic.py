@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from geoseg.errors import OutputError
+from geoseg.formats import is_remote
 
 #: Sidecars GDAL may write beside a raster; they travel with it.
 SIDECAR_SUFFIXES = (".aux.xml", "-journal", "-wal", "-shm")
@@ -31,6 +32,27 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
     if path.exists() and not overwrite:
         raise OutputError(f"{path} already exists; pass --overwrite to replace it")
     return path
+
+
+def check_not_input(output: str | os.PathLike, inputs: Mapping[str, str | os.PathLike | None],
+                    suggestion: str | os.PathLike | None = None) -> None:
+    """Refuse an output that is one of the ``inputs`` (name → path), also through symlinks, ``..`` or hard
+    links, whether or not overwriting is allowed: writing it would destroy the input."""
+    for what, source in inputs.items():
+        if source is None or is_remote(source) or not _same_file(Path(output), Path(source)):
+            continue
+        other = suggestion or Path(output).with_name(f"{Path(output).stem}_geoseg{Path(output).suffix}")
+        raise OutputError(f"the output {output} is the {what} {source}; writing it would destroy the input: "
+                          f"choose another output name, e.g. {other}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def temporary_path(path: Path) -> Path:

@@ -21,7 +21,7 @@ from geoseg.classes import IGNORE_INDEX, ClassSchema, ignore_lut
 from geoseg.errors import ConfigError
 from geoseg.grid import GeoGrid
 from geoseg.labels import LabelReader
-from geoseg.raster import open_raster
+from geoseg.raster import finite_pixels, open_raster
 from geoseg.scenes import SceneInfo
 
 
@@ -76,7 +76,7 @@ class ChipDataset(Dataset):
         resampling = Resampling.nearest if s == 1 else Resampling.bilinear
         image = src.read(self.bands, window=window, out_shape=(len(self.bands), *shape), boundless=True,
                          fill_value=0, resampling=resampling).astype(np.float32)
-        valid = _dataset_valid(src, window, shape)
+        valid = _dataset_valid(src, window, shape) & finite_pixels(image)
         label = self.ignore_lut[labels.read(window, shape)]
         label[~valid] = IGNORE_INDEX
         image = (image * spec.gain - self.mean) / self.std

@@ -76,11 +76,12 @@ class ClassSchema:
         except ValueError:
             raise ConfigError(f"unknown class '{name}'; classes are {', '.join(self.names)}") from None
 
-    def code_to_index_lut(self) -> np.ndarray:
-        """A 256-entry lookup table from class code to model index (ignored → 255)."""
+    def code_to_index_lut(self, keep_ignored: bool = False) -> np.ndarray:
+        """A 256-entry lookup table from class code to model index (ignored classes → 255, unless
+        ``keep_ignored``; codes of no class → 255)."""
         lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
         for i, c in enumerate(self.classes):
-            lut[c.code] = IGNORE_INDEX if c.ignore else i
+            lut[c.code] = IGNORE_INDEX if c.ignore and not keep_ignored else i
         return lut
 
     def index_to_code_lut(self) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The file formats geoseg writes and reads, by extension."""
+"""The file formats geoseg writes and reads, by extension, and where files may live."""
 
 from __future__ import annotations
 
@@ -9,3 +9,10 @@ RASTER_SUFFIXES = (".tif", ".tiff")
 VECTOR_FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile",
                   ".fgb": "FlatGeobuf", ".parquet": "Parquet"}
 VECTOR_SUFFIXES = tuple(VECTOR_FORMATS)
+
+
+def is_remote(path: object) -> bool:
+    """Whether GDAL, not the local file system, resolves ``path``: ``/vsi…`` paths and URLs (``https://``,
+    ``s3://``, ``gs://`` …)."""
+    text = str(path)
+    return text.startswith("/vsi") or "://" in text

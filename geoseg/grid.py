@@ -58,13 +58,6 @@ class GeoGrid:
         """Pixel width in metres; None without a projected CRS."""
         return self.pixel_size[0] * metres_per_unit(self.crs) if self.is_projected else None
 
-    @property
-    def pixel_area_m2(self) -> float | None:
-        """Ground area of one pixel in m² (CRS units when there is no CRS); None in a geographic CRS."""
-        if self.crs is not None and self.crs.is_geographic:
-            return None
-        return self.pixel_area * metres_per_unit(self.crs) ** 2
-
     def zoom(self, scale: float) -> "GeoGrid":
         """The same extent sampled with pixels ``scale`` times larger, rounded to whole pixels."""
         width, height = max(1, round(self.width / scale)), max(1, round(self.height / scale))

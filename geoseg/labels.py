@@ -16,7 +16,6 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.windows import Window
-from rasterio.windows import bounds as window_bounds
 
 from geoseg.classes import IGNORE_INDEX, ClassSchema
 from geoseg.errors import GeoSegWarning, LabelError, RasterError
@@ -44,7 +43,8 @@ def rgb_decoder(schema: ClassSchema) -> np.ndarray | None:
     return table
 
 
-def decode_rgb(rgb: np.ndarray, schema: ClassSchema, source: str = "mask") -> np.ndarray:
+def decode_rgb(rgb: np.ndarray, schema: ClassSchema, source: str = "mask",
+               unlabelled: np.ndarray | None = None) -> np.ndarray:
     """Decode an RGB mask [3, h, w] to indices, as DeepGlobe's authors specify.
 
     Each channel is binarized at 128 (compression moves values off the palette),
@@ -59,6 +59,8 @@ def decode_rgb(rgb: np.ndarray, schema: ClassSchema, source: str = "mask") -> np
         for i, c in enumerate(schema.classes):
             hit = (rgb[0] == c.color[0]) & (rgb[1] == c.color[1]) & (rgb[2] == c.color[2])
             out[hit] = IGNORE_INDEX if c.ignore else i
+    if unlabelled is not None:
+        out[unlabelled] = IGNORE_INDEX  # past the raster's edge: whatever colour the read filled in
     bad = out < 0
     if bad.any():
         r, col = np.argwhere(bad)[0]
@@ -67,26 +69,33 @@ def decode_rgb(rgb: np.ndarray, schema: ClassSchema, source: str = "mask") -> np
     return out.astype(np.uint8)
 
 
-def decode_ids(codes: np.ndarray, schema: ClassSchema, nodata: int | None,
-               source: str = "label") -> np.ndarray:
-    """Map class codes to indices; nodata → ignore; a code outside the class list is an error."""
-    lut = schema.code_to_index_lut()
+def decode_ids(codes: np.ndarray, schema: ClassSchema, nodata: float | None, source: str = "label",
+               unlabelled: np.ndarray | None = None) -> np.ndarray:
+    """Map class codes to indices. Nodata (any value the file declares: 65535, -9999, NaN …), NaN and the
+    ``unlabelled`` pixels are no label (ignore); any other value outside the class list is an error."""
+    unlabelled = missing_values(codes, nodata) | (False if unlabelled is None else unlabelled)
+    labelled = codes[~unlabelled]
+    whole = labelled == np.round(labelled) if np.issubdtype(codes.dtype, np.floating) else True
+    in_range = whole & (labelled >= 0) & (labelled <= 255)
     known = np.zeros(256, bool)
     known[schema.codes] = True
-    if nodata is not None and 0 <= nodata < 256:
-        known[int(nodata)] = True
-    codes = codes.astype(np.int64)
-    outside = (codes < 0) | (codes > 255)
-    if not outside.any():
-        unknown = ~known[codes]
-        outside = unknown
-    if outside.any():
-        values = sorted(set(np.unique(codes[outside]).tolist()))[:5]
+    bad = ~in_range
+    bad[in_range] = ~known[labelled[in_range].astype(np.int64)]
+    if bad.any():
+        values = sorted(set(np.unique(labelled[bad]).tolist()))[:5]
+        values = [int(v) if float(v).is_integer() else v for v in values]
         raise LabelError(f"{source} has value(s) {values} that are not class codes {schema.codes}")
-    out = lut[codes]
-    if nodata is not None and 0 <= nodata < 256:
-        out[codes == int(nodata)] = IGNORE_INDEX
+    out = np.full(codes.shape, IGNORE_INDEX, np.uint8)
+    out[~unlabelled] = schema.code_to_index_lut()[labelled.astype(np.int64)]
     return out
+
+
+def missing_values(codes: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Where a label raster holds no label: its nodata value, and NaN in float rasters."""
+    missing = np.isnan(codes) if np.issubdtype(codes.dtype, np.floating) else np.zeros(codes.shape, bool)
+    if nodata is not None and not np.isnan(nodata):
+        missing |= codes == nodata
+    return missing
 
 
 def check_label_grid(label: str | os.PathLike, label_grid: GeoGrid, image_grid: GeoGrid) -> None:
@@ -123,6 +132,11 @@ class LabelReader:
         if self.kind != "polygons":
             with open_raster(path) as src:
                 grid = GeoGrid.from_dataset(src)
+                nodata = src.nodata
+            if nodata is not None and nodata in schema.codes:
+                shadowed = schema.classes[schema.codes.index(int(nodata))].name
+                warnings.warn(f"label {self.name} declares nodata {nodata:g}, which is also the code of "
+                              f"class '{shadowed}'; those pixels are read as unlabelled", GeoSegWarning)
             try:
                 check_label_grid(self.name, grid, self.grid)
             except RasterError:
@@ -130,8 +144,7 @@ class LabelReader:
                     raise
                 self.warp = True
                 warnings.warn(f"{self.name} is not on the grid of the raster it is compared with; it is "
-                              "reprojected "
-                              f"onto that grid with nearest neighbour", GeoSegWarning)
+                              f"reprojected onto that grid with nearest neighbour", GeoSegWarning)
 
     def _open(self):
         if self._src is None:
@@ -166,8 +179,7 @@ class LabelReader:
         """Label indices for ``window`` (image pixels) resampled to ``out_shape``; outside → ignore."""
         if self.kind == "polygons":
             gdf = self._polygons()
-            left, bottom, right, top = window_bounds(window, self.grid.transform)
-            hits = gdf.iloc[gdf.sindex.query(_box(left, bottom, right, top), predicate="intersects")]
+            hits = gdf.iloc[gdf.sindex.query(_footprint(window, self.grid.transform), predicate="intersects")]
             out = np.full(out_shape, IGNORE_INDEX, np.uint8)
             if len(hits):
                 t = self.grid.transform @ Affine.translation(window.col_off, window.row_off) @ Affine.scale(
@@ -176,15 +188,17 @@ class LabelReader:
                                 transform=t, fill=IGNORE_INDEX, dtype="uint8")
             return out
         src = self._open()
+        bands = [1, 2, 3] if self.kind == "rgb" else [1]
+        nodata = src.nodata
+        fill = 0 if nodata is None or self.kind == "rgb" else nodata
+        # a warped label is read inside the grid it was warped to; the pixels past the raster's edge are
+        # no label (whatever value the read filled them with)
+        data = src.read(bands, window=window, out_shape=(len(bands), *out_shape), boundless=not self.warp,
+                        fill_value=fill, resampling=Resampling.nearest)
+        outside = ~_inside(window, (src.height, src.width), out_shape)
         if self.kind == "rgb":
-            data = src.read([1, 2, 3], window=window, out_shape=(3, *out_shape), boundless=not self.warp,
-                            fill_value=0, resampling=Resampling.nearest)
-            return decode_rgb(data, self.schema, source=f"label {self.name}")
-        nodata = int(src.nodata) if src.nodata is not None else IGNORE_INDEX
-        # a warped label is read inside the grid it was warped to
-        data = src.read(1, window=window, out_shape=out_shape, boundless=not self.warp, fill_value=nodata,
-                        resampling=Resampling.nearest)
-        return decode_ids(data, self.schema, nodata, source=f"label {self.name}")
+            return decode_rgb(data, self.schema, source=f"label {self.name}", unlabelled=outside)
+        return decode_ids(data[0], self.schema, nodata, source=f"label {self.name}", unlabelled=outside)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -192,6 +206,17 @@ class LabelReader:
         return state
 
 
-def _box(left, bottom, right, top):
+def _footprint(window: Window, transform: Affine):
+    """The window's true footprint (four corners: right on rotated and sheared grids too)."""
     import shapely
-    return shapely.box(min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+    c0, r0 = window.col_off, window.row_off
+    c1, r1 = c0 + window.width, r0 + window.height
+    return shapely.Polygon([transform @ (c, r) for c, r in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))])
+
+
+def _inside(window: Window, shape: tuple[int, int], out_shape: tuple[int, int]) -> np.ndarray:
+    """Which pixels of a read of ``window`` into ``out_shape`` have their centre inside a raster of
+    ``shape``."""
+    rows = window.row_off + (np.arange(out_shape[0]) + 0.5) * window.height / out_shape[0]
+    cols = window.col_off + (np.arange(out_shape[1]) + 0.5) * window.width / out_shape[1]
+    return ((rows >= 0) & (rows < shape[0]))[:, None] & ((cols >= 0) & (cols < shape[1]))[None, :]

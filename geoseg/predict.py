@@ -25,7 +25,7 @@ import numpy as np
 import rasterio
 
 from geoseg import __version__
-from geoseg.atomic import check_output_path
+from geoseg.atomic import check_not_input, check_output_path
 from geoseg.class_raster import (
     class_raster_profile,
     probability_raster_profile,
@@ -39,6 +39,7 @@ from geoseg.fingerprint import file_identity
 from geoseg.formats import RASTER_SUFFIXES, VECTOR_FORMATS
 from geoseg.grid import ChipGrid, GeoGrid, grid_blocks
 from geoseg.inference import GDAL_CACHE_MB
+from geoseg.measures import pixel_ground_area
 from geoseg.models import Checkpoint, load_checkpoint
 from geoseg.progress import bar, say
 from geoseg.raster import check_bands, open_raster
@@ -131,12 +132,15 @@ class OutputPaths:
 
 
 def output_paths(output: str | os.PathLike, raster: str | os.PathLike | None = None,
-                 options: PredictOptions = PredictOptions(), overwrite: bool = False) -> OutputPaths:
-    """Every path a prediction writes, each checked once (folder exists and is writable, not there unless
-    ``overwrite``).
+                 options: PredictOptions = PredictOptions(), overwrite: bool = False,
+                 inputs: dict[str, str | os.PathLike | None] | None = None) -> OutputPaths:
+    """Every path a prediction writes, each checked once: the folder exists and is writable, the file is not
+    there unless ``overwrite``, and it is none of the ``inputs`` (name → path) even with ``overwrite``.
 
-    ``output`` is a GeoTIFF (raster only) or a vector file, whose raster goes
-    to the same name with ``.tif`` unless ``raster`` says otherwise.
+    ``output`` is a GeoTIFF (raster only) or a vector file. Beside a GeoPackage
+    (whose style is inside it) the raster is ``<name>.tif``; beside the other
+    formats, whose style is a ``<name>.qml`` sidecar, it is ``<name>_classes.tif``
+    so that the two styles do not share a file. ``raster`` chooses another path.
     """
     output = Path(output)
     vector = None
@@ -147,21 +151,43 @@ def output_paths(output: str | os.PathLike, raster: str | os.PathLike | None = N
             raise OutputError(f"cannot write {output}: use .tif or one of "
                               f"{', '.join(sorted(VECTOR_FORMATS))}")
         vector = output
-        raster_path = Path(raster) if raster else output.with_suffix(".tif")
+        raster_path = Path(raster) if raster else _default_raster(vector)
         if raster_path.resolve() == vector.resolve():
             raise OutputError(f"the raster and vector outputs would both be {output}")
-        check_output_path(vector, overwrite)
-    return _raster_paths(raster_path, vector, options, overwrite)
+        if vector.suffix.lower() != ".gpkg" and raster_path.with_suffix(".qml") == vector.with_suffix(".qml"):
+            raise OutputError(f"the raster {raster_path} and the polygons {vector} would share the QGIS "
+                              f"style {vector.with_suffix('.qml')}; give the raster another name, e.g. "
+                              f"--raster {_default_raster(vector)}")
+        _check_output(vector, overwrite, inputs, output.with_name(f"{output.stem}_landcover{output.suffix}"))
+    return _raster_paths(raster_path, vector, options, overwrite, inputs)
 
 
-def _raster_paths(raster: Path, vector: Path | None, options: PredictOptions, overwrite: bool) -> OutputPaths:
-    check_output_path(raster, overwrite)
+def _default_raster(vector: Path) -> Path:
+    if vector.suffix.lower() == ".gpkg":
+        return vector.with_suffix(".tif")
+    return vector.with_name(f"{vector.stem}_classes.tif")
+
+
+def _raster_paths(raster: Path, vector: Path | None, options: PredictOptions, overwrite: bool,
+                  inputs: dict[str, str | os.PathLike | None] | None) -> OutputPaths:
+    suggestion = raster.with_name(f"{raster.stem}_landcover{raster.suffix}")
+    if vector is not None:
+        suggestion = f"--raster {suggestion}"
+    _check_output(raster, overwrite, inputs, suggestion)
     extra = {}
-    if options.confidence:
-        extra["confidence"] = check_output_path(_sidecar(raster, "confidence"), overwrite)
-    if options.probabilities:
-        extra["probabilities"] = check_output_path(_sidecar(raster, "probabilities"), overwrite)
+    for name, wanted in (("confidence", options.confidence), ("probabilities", options.probabilities)):
+        if wanted:
+            extra[name] = _check_output(_sidecar(raster, name), overwrite, inputs)
+    for sidecar in [raster.with_suffix(".qml")] + ([] if vector is None else [
+            vector.with_suffix(".qml"), vector.with_name(f"{vector.stem}_summary.csv")]):
+        check_not_input(sidecar, inputs or {})
     return OutputPaths(raster, vector, extra)
+
+
+def _check_output(path: Path, overwrite: bool, inputs: dict[str, str | os.PathLike | None] | None,
+                  suggestion: str | os.PathLike | None = None) -> Path:
+    check_not_input(path, inputs or {}, suggestion)
+    return check_output_path(path, overwrite)
 
 
 def _sidecar(output: Path, name: str) -> Path:
@@ -181,7 +207,7 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
     before vectorizing, so raster and polygons stay consistent.
     """
     checkpoint_path = resolve_model(model)
-    paths = output_paths(output, raster, options, overwrite)
+    paths = output_paths(output, raster, options, overwrite, {"input scene": scene, "model": checkpoint_path})
     checkpoint = load_checkpoint(checkpoint_path)
     result = _predict_rasters(scene, checkpoint, paths, options, resume)
     if vector.min_area:
@@ -211,7 +237,8 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike | Chec
     An interrupted run keeps its finished blocks; ``resume=True`` completes them
     (see :mod:`geoseg.resume`). ``chips`` in the result counts this run's chips.
     """
-    paths = _raster_paths(Path(output), None, options, overwrite)
+    model_path = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
+    paths = _raster_paths(Path(output), None, options, overwrite, {"input scene": scene, "model": model_path})
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     return _predict_rasters(scene, ckpt, paths, options, resume)
 
@@ -356,10 +383,9 @@ def _overlap(options: PredictOptions, chip: int) -> int:
 
 
 def _sieve(raster: Path, grid: GeoGrid, min_area: float) -> None:
-    """Absorb regions under ``min_area`` m² into their neighbours, in the class raster itself."""
-    area = grid.pixel_area_m2
-    if area is None:
-        raise OutputError("--min-area needs a projected CRS; this scene's CRS is geographic")
+    """Absorb regions under ``min_area`` m² into their neighbours, in the class raster itself; the area is
+    counted in pixels of the ground size of the scene's central pixel."""
+    area = pixel_ground_area(grid.transform, grid.crs, grid.width // 2, grid.height // 2)
     pixels = max(1, math.ceil(min_area / area))
     sieve_raster(raster, raster, pixels)
     say(f"removed regions under {min_area:g} m² ({pixels} px) from {raster}")

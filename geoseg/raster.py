@@ -49,7 +49,8 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
     Parts outside the raster are filled by reflecting the pixels inside it, so
     edge chips see plausible context instead of invented zeros. Returns
     ``(data[bands, h, w], valid[h, w])`` where ``valid`` is False for nodata
-    (scene nodata, alpha or mask band) and for every pixel outside the raster.
+    (scene nodata, alpha or mask band), for pixels with a NaN or infinite value
+    in any band, and for every pixel outside the raster.
     """
     grid = GeoGrid.from_dataset(src)
     inner = grid.clip(window)
@@ -58,7 +59,7 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
         return np.zeros((len(bands), h, w), np.float32), np.zeros((h, w), bool)
     with read_errors(src):
         data = src.read(list(bands), window=inner, out_dtype="float32")
-        valid = src.dataset_mask(window=inner) > 0
+        valid = (src.dataset_mask(window=inner) > 0) & finite_pixels(data)
     top = int(inner.row_off - window.row_off)
     left = int(inner.col_off - window.col_off)
     bottom = h - top - int(inner.height)
@@ -69,6 +70,14 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
         valid_out[top:top + valid.shape[0], left:left + valid.shape[1]] = valid
         valid = valid_out
     return data, valid
+
+
+def finite_pixels(data: np.ndarray) -> np.ndarray:
+    """[h, w]: True where every band of ``data`` [bands, h, w] is finite. NaN and ±inf are nodata in every
+    scene, whether or not the file declares them as its nodata value."""
+    if not np.issubdtype(data.dtype, np.floating):
+        return np.ones(data.shape[-2:], bool)
+    return np.isfinite(data).all(axis=0)
 
 
 @contextlib.contextmanager

@@ -114,7 +114,7 @@ def render_gallery(ev: Evaluation, worst: list[tuple[ChipScore, float]], path: P
 
     plt = _pyplot()
     palette = class_palette(ev.schema.colors)
-    lut = ev.schema.code_to_index_lut()
+    lut = ev.schema.code_to_index_lut(keep_ignored=True)
     fig, axes = plt.subplots(len(worst), 3, figsize=(7.5, 2.6 * len(worst)), squeeze=False)
     for row, (chip, value) in zip(axes, worst):
         w = chip.window

@@ -93,13 +93,14 @@ def evaluate_raster(prediction: str | os.PathLike, truth: str | os.PathLike, sch
                     image: str | os.PathLike | None = None) -> Evaluation:
     """Confusion matrices (per chip and in all) of a class raster against its labels.
 
-    Ignored classes and nodata in either raster are left out. With
+    Nodata in either raster and truth of an ignored class are left out; an
+    ignored class *predicted* on a labelled pixel counts as an error. With
     ``error_map`` a GeoTIFF on the prediction's grid marks each pixel correct,
     wrong or not labelled (with a colour table and category names).
     ``image`` is the scene the prediction was made from (default: the
     ``scene`` tag geoseg writes), used for galleries.
     """
-    lut = schema.code_to_index_lut()
+    lut = schema.code_to_index_lut(keep_ignored=True)  # predicting 'unknown' on a labelled pixel is wrong
     n = len(schema)
     chips: list[ChipScore] = []
     with open_raster(prediction) as pred, contextlib.ExitStack() as stack:

@@ -15,7 +15,7 @@ from geoseg.classes import IGNORE_INDEX, ClassSchema, ignore_lut
 from geoseg.errors import ConfigError, RasterError
 from geoseg.fingerprint import cache_key, file_identity
 from geoseg.labels import LabelReader
-from geoseg.raster import open_raster, read_errors
+from geoseg.raster import finite_pixels, open_raster, read_errors
 from geoseg.scenes import SceneInfo
 
 
@@ -52,6 +52,7 @@ def band_statistics(scenes: Sequence[SceneInfo], bands: Sequence[int],
             shape = (max(1, round(src.height / f)), max(1, round(src.width / f)))
             data = src.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest)
             valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+            valid &= finite_pixels(data)
         moments.add(data[:, valid])
     stats = moments.mean_std()
     if stats is None:
@@ -71,7 +72,7 @@ def sample_band_statistics(src, bands: Sequence[int], size: int = 256) -> tuple[
             window = Window(int((src.width - w) * fx), int((src.height - h) * fy), w, h)
             with read_errors(src):
                 data = src.read(list(bands), window=window, masked=True)
-            valid = ~np.ma.getmaskarray(data).any(axis=0)
+            valid = ~np.ma.getmaskarray(data).any(axis=0) & finite_pixels(data.data)
             moments.add(data.data[:, valid])
     return moments.mean_std()
 

@@ -14,7 +14,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import geopandas as gpd
 import numpy as np
@@ -26,13 +26,13 @@ from geoseg.atomic import atomic_output, atomic_write_text
 from geoseg.classes import NODATA, ClassSchema
 from geoseg.errors import OutputError
 from geoseg.formats import VECTOR_FORMATS
-from geoseg.grid import GeoGrid, blocks, metres_per_unit
+from geoseg.grid import GeoGrid, blocks
+from geoseg.measures import ground_measures
 from geoseg.raster import open_raster
 from geoseg.style import add_gpkg_default_style, vector_qml
 from geoseg.vectorize import DEFAULT_BLOCK, Region, iter_regions, pixel_to_world
 
 DEFAULT_LAYER = "landcover"
-EQUAL_AREA = "EPSG:6933"
 SHAPEFILE_FIELDS = {"perimeter_m": "perim_m", "confidence_mean": "conf_mean"}
 BATCH = 20000
 
@@ -60,44 +60,37 @@ def _frame(batch: list[Region], grid: GeoGrid, schema: ClassSchema,
 
 def add_measures(gdf: gpd.GeoDataFrame, pixels: list[int] | None = None,
                  confidence_sums: list[float] | None = None) -> gpd.GeoDataFrame:
-    """Add ``area_m2`` and ``perimeter_m`` (and ``confidence_mean`` 0–100 when sums are given).
-
-    Projected CRSs measure in their own units converted to metres; geographic
-    CRSs on an equal-area projection (EPSG:6933).
-    """
-    if len(gdf) == 0:
-        gdf["area_m2"] = np.zeros(0)
-        gdf["perimeter_m"] = np.zeros(0)
-    elif gdf.crs is not None and gdf.crs.is_geographic:
-        projected = gdf.geometry.to_crs(EQUAL_AREA)
-        gdf["area_m2"] = projected.area.to_numpy()
-        gdf["perimeter_m"] = projected.length.to_numpy()
-    else:
-        factor = metres_per_unit(gdf.crs)
-        gdf["area_m2"] = gdf.geometry.area.to_numpy() * factor**2
-        gdf["perimeter_m"] = gdf.geometry.length.to_numpy() * factor
+    """Add ``area_m2`` and ``perimeter_m``, true ground measures on the CRS's ellipsoid (see
+    :mod:`geoseg.measures`), and ``confidence_mean`` (0–100) when sums are given."""
+    area, perimeter = ground_measures(gdf.geometry.to_numpy(), gdf.crs)
+    gdf["area_m2"] = area
+    gdf["perimeter_m"] = perimeter
     if confidence_sums is not None and pixels is not None:
         gdf["confidence_mean"] = np.asarray(confidence_sums, float) / np.maximum(np.asarray(pixels, float), 1)
     return gdf
 
 
-def class_summary(raster: str | os.PathLike, schema: ClassSchema, block: int = DEFAULT_BLOCK) -> list[dict]:
-    """Pixels, area and share of each class in a class raster (nodata left out)."""
+def class_summary(raster: str | os.PathLike, schema: ClassSchema, areas: Mapping[int, float],
+                  block: int = DEFAULT_BLOCK) -> list[dict]:
+    """Pixels, ground area and share of each class: pixels counted in the class raster (nodata left out),
+    ``areas`` (class code → m²) summed from the class's polygons."""
     counts = np.zeros(256, np.int64)
     with open_raster(raster) as src:
-        grid = GeoGrid.from_dataset(src)
         for window in blocks(src.width, src.height, block):
             counts += np.bincount(src.read(1, window=window).ravel(), minlength=256)
     counts[NODATA] = 0
     total = counts.sum()
-    pixel_area = grid.pixel_area_m2
     rows = []
     for c in schema.classes:
         n = int(counts[c.code])
         rows.append({"class_id": c.code, "class_name": c.name, "pixels": n,
-                     "area_m2": n * pixel_area if pixel_area is not None else float("nan"),
-                     "share": n / total if total else 0.0})
+                     "area_m2": float(areas.get(c.code, 0.0)), "share": n / total if total else 0.0})
     return rows
+
+
+def _areas_by_class(gdf: gpd.GeoDataFrame, into: dict[int, float]) -> None:
+    for code, area in gdf.groupby("class_id")["area_m2"].sum().items():
+        into[int(code)] = into.get(int(code), 0.0) + float(area)
 
 
 def summary_csv(rows: list[dict]) -> str:
@@ -138,35 +131,43 @@ def write_polygons(raster: str | os.PathLike, output: str | os.PathLike, schema:
     meta.update(metadata or {})
     regions = iter_regions(raster, block, confidence, progress)
     with_conf = confidence is not None
-    count = 0
+    if suffix == ".geojson" or suffix == ".json":
+        _check_geojson_crs(grid, raster)
+    count, areas = 0, {}
+    geometry_type = "MultiPolygon" if dissolve else "Polygon"
     with atomic_output(output, overwrite, checked) as tmp:
         if suffix == ".gpkg" and not simplify and not dissolve:
-            count = _stream_gpkg(regions, tmp, layer, grid, schema, with_conf, meta)
+            count = _stream_gpkg(regions, tmp, layer, grid, schema, with_conf, meta, areas)
         else:
             gdf = _frame(list(regions), grid, schema, with_conf)
             gdf = finish_polygons(gdf, simplify, dissolve)
             count = len(gdf)
-            _write_once(gdf, tmp, suffix, layer, meta)
+            _areas_by_class(gdf, areas)
+            _write_once(gdf, tmp, suffix, layer if suffix == ".gpkg" else output.stem, meta, geometry_type)
         if suffix == ".gpkg":
             add_gpkg_default_style(tmp, layer, vector_qml(schema))
     if suffix != ".gpkg":
         atomic_write_text(output.with_suffix(".qml"), vector_qml(schema))
-    rows = class_summary(raster, schema, block) if summary else []
+    rows = class_summary(raster, schema, areas, block) if summary else []
     if summary:
         atomic_write_text(output.with_name(f"{output.stem}_summary.csv"), summary_csv(rows))
     return VectorResult(output, count, rows)
 
 
 def _stream_gpkg(regions: Iterable[Region], path: Path, layer: str, grid: GeoGrid, schema: ClassSchema,
-                 with_conf: bool, meta: dict[str, str]) -> int:
+                 with_conf: bool, meta: dict[str, str], areas: dict[int, float]) -> int:
     count, batch, written = 0, [], False
     for r in regions:
         batch.append(r)
         if len(batch) >= BATCH:
-            _append(_frame(batch, grid, schema, with_conf), path, layer, meta, written)
+            gdf = _frame(batch, grid, schema, with_conf)
+            _areas_by_class(gdf, areas)
+            _append(gdf, path, layer, meta, written)
             count, batch, written = count + len(batch), [], True
     if batch or not written:
-        _append(_frame(batch, grid, schema, with_conf), path, layer, meta, written)
+        gdf = _frame(batch, grid, schema, with_conf)
+        _areas_by_class(gdf, areas)
+        _append(gdf, path, layer, meta, written)
         count += len(batch)
     return count
 
@@ -174,18 +175,30 @@ def _stream_gpkg(regions: Iterable[Region], path: Path, layer: str, grid: GeoGri
 def _append(gdf: gpd.GeoDataFrame, path: Path, layer: str, meta: dict[str, str], append: bool) -> None:
     kw = {} if append else {"layer_metadata": meta}
     pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG", append=append, promote_to_multi=False,
-                            **kw)
+                            geometry_type="Polygon", **kw)
 
 
-def _write_once(gdf: gpd.GeoDataFrame, path: Path, suffix: str, layer: str, meta: dict[str, str]) -> None:
+def _write_once(gdf: gpd.GeoDataFrame, path: Path, suffix: str, layer: str, meta: dict[str, str],
+                geometry_type: str) -> None:
+    """Write all polygons at once; ``layer`` names the layer (the output file's name for single-layer
+    formats, never the temporary name it is written under)."""
+    kw = {"layer": layer, "geometry_type": geometry_type, "driver": VECTOR_FORMATS[suffix]}
     if suffix == ".parquet":
         gdf.to_parquet(path)
     elif suffix == ".gpkg":
-        pyogrio.write_dataframe(gdf, path, layer=layer, driver="GPKG", layer_metadata=meta)
+        pyogrio.write_dataframe(gdf, path, layer_metadata=meta, **kw)
     elif suffix == ".shp":  # dBase field names stop at 10 characters
-        pyogrio.write_dataframe(gdf.rename(columns=SHAPEFILE_FIELDS), path, driver=VECTOR_FORMATS[suffix])
+        pyogrio.write_dataframe(gdf.rename(columns=SHAPEFILE_FIELDS), path, **kw)
+    elif kw["driver"] == "GeoJSON":  # RFC 7946: longitude/latitude on WGS 84, reprojected by GDAL
+        pyogrio.write_dataframe(gdf, path, RFC7946="YES", **kw)
     else:
-        pyogrio.write_dataframe(gdf, path, driver=VECTOR_FORMATS[suffix])
+        pyogrio.write_dataframe(gdf, path, **kw)
+
+
+def _check_geojson_crs(grid: GeoGrid, raster: str | os.PathLike) -> None:
+    if grid.crs is None:
+        raise OutputError(f"GeoJSON holds longitude/latitude (RFC 7946) but {raster} has no CRS to reproject "
+                          f"from; write .gpkg or .fgb instead")
 
 
 def finish_polygons(gdf: gpd.GeoDataFrame, simplify: float | None, dissolve: bool) -> gpd.GeoDataFrame:

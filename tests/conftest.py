@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -107,4 +108,17 @@ def deepglobe_folder(root, n=6, size=96, metadata=False):
     return root
 
 
-__all__ = ["write_raster", "deepglobe_folder", "UTM", "TINY_MODEL", "NODATA"]
+WGS84_A, WGS84_E2 = 6378137.0, (1 / 298.257223563) * (2 - 1 / 298.257223563)
+
+
+def cell_area(lon0, lat0, lon1, lat1):
+    """Exact area (m²) of the WGS 84 region between two meridians and two parallels (closed form)."""
+    e = math.sqrt(WGS84_E2)
+
+    def q(phi):
+        s = math.sin(math.radians(phi))
+        return s / (1 - WGS84_E2 * s * s) + math.log((1 + e * s) / (1 - e * s)) / (2 * e)
+    return abs(math.radians(lon1 - lon0)) * WGS84_A**2 * (1 - WGS84_E2) / 2 * abs(q(lat1) - q(lat0))
+
+
+__all__ = ["cell_area", "WGS84_E2", "write_raster", "deepglobe_folder", "UTM", "TINY_MODEL", "NODATA"]

@@ -59,3 +59,18 @@ def test_augment_is_the_eight_dihedral_transforms():
     results = {augment(a, k).tobytes() for k in range(8)}
     assert len(results) == 8 and (augment(a, 0) == a).all()
     assert (augment(a, 1) == np.rot90(a)).all() and (augment(a, 4) == a[:, ::-1]).all()
+
+
+def test_nan_pixels_are_ignored_and_never_reach_the_model(tmp_path):
+    data = np.full((3, 32, 32), 100.0, np.float32)
+    data[:, 4:12, 4:12] = np.nan
+    img = write_raster(tmp_path / "f.tif", data)
+    lbl = write_raster(tmp_path / "l.tif", np.ones((32, 32), np.uint8))
+    with rasterio.open(img) as src:
+        scene = SceneInfo(SceneRecord(img, lbl, "train"), GeoGrid.from_dataset(src), 1.0)
+    for s in (scene, SceneInfo(scene.record, scene.grid, 2.0)):  # also resampled (bilinear spreads NaN)
+        image, label = ChipDataset([s], DEEPGLOBE, [1, 2, 3], 16, [0] * 3, [1] * 3).read(ChipSpec(0, 0, 0))
+        assert np.isfinite(image).all()
+        assert (label == IGNORE_INDEX).any() and (label[image[0] == 0] == IGNORE_INDEX).all()
+    image, label = ChipDataset([scene], DEEPGLOBE, [1, 2, 3], 16, [0] * 3, [1] * 3).read(ChipSpec(0, 0, 0))
+    assert (label[4:12, 4:12] == IGNORE_INDEX).all() and (label[12:, 12:] == 1).all()

@@ -118,16 +118,18 @@ def test_predict_with_cartographic_options(tmp_path, rgb_scene, tiny_checkpoint)
                "--layer", "ignored_for_geojson", "--quiet")
     assert r.returncode == 0, r.stderr
     gdf = gpd.read_file(out)
+    assert gdf.crs == "EPSG:4326"  # GeoJSON is WGS 84 longitude/latitude (RFC 7946)
     assert {"class_id", "class_name", "area_m2", "perimeter_m", "confidence_mean"} <= set(gdf.columns)
     assert gdf.area_m2.min() >= 2.0  # 0.25 m² pixels: no region under 8 px survives the sieve
     assert gdf.confidence_mean.between(0, 100).all()
-    with rasterio.open(tmp_path / "lc.tif") as cls:
+    with rasterio.open(tmp_path / "lc_classes.tif") as cls:  # its own name: lc.qml is the polygons' style
         classes, transform = cls.read(1), cls.transform
+        gdf = gdf.to_crs(cls.crs)
     back = rasterize(zip(gdf.geometry, gdf.class_id), out_shape=classes.shape, transform=transform,
                      fill=NODATA, dtype="uint8")
     assert (back == classes).all()  # the sieved raster and the polygons agree
     assert (tmp_path / "lc.qml").exists() and (tmp_path / "lc_summary.csv").exists()
-    assert (tmp_path / "lc_confidence.tif").exists()
+    assert (tmp_path / "lc_classes.qml").exists() and (tmp_path / "lc_classes_confidence.tif").exists()
 
 
 def test_scene_without_crs_and_at_another_resolution_is_one_warning_line(tmp_path, tiny_checkpoint):

@@ -15,8 +15,8 @@ from geoseg.scoring import evaluate_raster
 
 from conftest import write_raster
 
-THREE = ClassSchema((LandClass(0, "a", (255, 0, 0)), LandClass(1, "b", (0, 255, 0)), LandClass(2, "c", (0, 0,
-                                                                                                        255))))
+THREE = ClassSchema((LandClass(0, "a", (255, 0, 0)), LandClass(1, "b", (0, 255, 0)),
+                     LandClass(2, "c", (0, 0, 255))))
 
 
 def test_scores_of_a_hand_made_confusion_matrix():
@@ -112,6 +112,24 @@ def test_error_map_and_worst_chips(tmp_path, pred_and_truth):
     assert [(int(c.window.row_off), int(c.window.col_off)) for c, _ in worst] == [(32, 64), (0, 32)]
     assert worst[0][1] == pytest.approx(0.5)  # 512 of 1024 rangeland pixels right, none predicted elsewhere
     assert worst[1][1] == pytest.approx(1.0)
+
+
+def test_an_ignored_class_predicted_on_labelled_pixels_is_an_error(tmp_path):
+    """Truth all forest; half predicted 'unknown' (ignored): every pixel is scored, half of them wrong."""
+    truth = np.full((32, 32), 3, np.uint8)
+    pred = truth.copy()
+    pred[:, 16:] = 6
+    pred[0, 0] = 255  # nodata in the prediction: left out
+    t = write_raster(tmp_path / "t.tif", truth, nodata=255)
+    p = write_raster(tmp_path / "p.tif", pred, nodata=255)
+    ev = evaluate_raster(p, t, DEEPGLOBE, chip=16, error_map=tmp_path / "err.tif")
+    r = ev.report
+    assert r["pixels"] == 1023 and r["accuracy"] == pytest.approx(511 / 1023)
+    assert r["classes"]["forest"]["iou"] == pytest.approx(511 / 1023)
+    assert r["classes"]["forest"]["recall"] == pytest.approx(511 / 1023)
+    with rasterio.open(tmp_path / "err.tif") as err:
+        e = err.read(1)
+    assert (e[:, 16:] == 1).all() and e[0, 0] == 255 and (e[1:, :16] == 0).all()
 
 
 def test_truth_on_another_grid_is_reprojected_with_nearest_neighbour(tmp_path, pred_and_truth, recwarn):

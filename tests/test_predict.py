@@ -196,3 +196,18 @@ def test_one_predict_loads_the_checkpoint_once_and_checks_each_output_once(rgb_s
     assert [checks.count(n) for n in ("lc.gpkg", "lc.tif", "lc_confidence.tif")] == [1, 1, 1]
     assert (tmp_path / "lc.gpkg").exists() and (tmp_path / "lc_confidence.tif").exists()
     _MODELS.clear()
+
+
+def test_nan_pixels_of_a_float_scene_are_nodata(tiny_checkpoint, tmp_path):
+    """A float reflectance-like scene without a nodata value and a 20 × 20 NaN hole: exactly the hole is
+    nodata in the class raster; the NaN does not spread into neighbouring pixels."""
+    rng = np.random.default_rng(4)
+    data = (rng.random((3, 130, 150)) * 200 + 20).astype(np.float32)
+    data[:, 40:60, 70:90] = np.nan
+    data[1, 100, 10] = np.inf  # one band infinite: the pixel is nodata too
+    scene = write_raster(tmp_path / "float.tif", data)
+    classes, _, _ = _predict(scene, tiny_checkpoint, tmp_path / "out.tif")
+    hole = np.zeros((130, 150), bool)
+    hole[40:60, 70:90] = True
+    hole[100, 10] = True
+    assert ((classes == NODATA) == hole).all()

@@ -77,3 +77,17 @@ def test_band_moments_match_numpy():
     mean, std = m.mean_std()
     assert mean == pytest.approx(values.mean(1)) and std == pytest.approx(values.std(1))
     assert BandMoments(2).mean_std() is None
+
+
+def test_nan_and_inf_pixels_are_left_out_of_the_statistics(tmp_path):
+    data = np.full((2, 32, 32), 10.0, np.float32)
+    data[1] = 4.0
+    data[:, :8] = np.nan
+    data[0, 20, 20] = np.inf
+    img = write_raster(tmp_path / "f.tif", data)  # no nodata value declared
+    with rasterio.open(img) as src:
+        info = SceneInfo(SceneRecord(img, None, "train"), GeoGrid.from_dataset(src), 1.0)
+        mean, std = band_statistics([info], [1, 2])
+        sampled_mean, _ = sample_band_statistics(src, [1, 2], size=8)
+    assert mean == pytest.approx([10, 4]) and std == pytest.approx([1e-6, 1e-6], abs=1e-5)
+    assert sampled_mean.tolist() == pytest.approx([10, 4])

@@ -11,7 +11,7 @@ from geoseg.classes import DEEPGLOBE
 from geoseg.vector_output import write_polygons
 from geoseg.vectorize import Region, iter_regions, merge_edge_regions, vectorize_block
 
-from conftest import UTM, write_raster
+from conftest import UTM, cell_area, write_raster
 
 
 def iter_polygons(path, block):
@@ -82,7 +82,8 @@ def test_gpkg_roundtrip_reproduces_raster(tmp_path):
     assert len(gdf) == n and gdf.crs == UTM
     assert gdf.geometry.is_valid.all()
     assert set(gdf.columns) >= {"class_id", "class_name", "area_m2"}
-    assert gdf.area_m2.sum() == pytest.approx((a != 255).sum() * 0.25)
+    # on the ground: 0.25 m² pixels of UTM 33N at its central meridian, where the scale factor is 0.9996
+    assert gdf.area_m2.sum() == pytest.approx((a != 255).sum() * 0.25 / 0.9996**2, rel=1e-6)
     back = rasterize(zip(gdf.geometry, gdf.class_id), out_shape=a.shape, transform=t, fill=255, dtype="uint8")
     assert (back == a).all()
     info = pyogrio.read_info(out, layer="landcover")
@@ -107,7 +108,11 @@ def test_formats_from_extension(tmp_path, suffix):
     out = tmp_path / f"lc{suffix}"
     res = write_polygons(src, out, DEEPGLOBE, block=8)
     gdf = gpd.read_parquet(out) if suffix == ".parquet" else gpd.read_file(out)
-    assert len(gdf) == res.polygons and gdf.crs == UTM
+    assert len(gdf) == res.polygons
+    if suffix == ".geojson":  # RFC 7946: WGS 84 longitude/latitude, layer named after the file
+        assert gdf.crs == "EPSG:4326" and pyogrio.read_info(out)["layer_name"] == "lc"
+        gdf = gdf.to_crs(UTM)
+    assert gdf.crs == UTM
     perimeter = "perim_m" if suffix == ".shp" else "perimeter_m"  # dBase: 10 characters at most
     assert {"class_id", "class_name", "area_m2", perimeter} <= set(gdf.columns)
     assert (out.with_suffix(".qml").exists()) == (suffix != ".gpkg")
@@ -121,7 +126,7 @@ def test_summary_counts_pixels_exactly(tmp_path):
     by_name = {r["class_name"]: r for r in res.summary}
     for c in DEEPGLOBE.classes:
         assert by_name[c.name]["pixels"] == int((a == c.code).sum())
-        assert by_name[c.name]["area_m2"] == pytest.approx((a == c.code).sum() * 0.25)
+        assert by_name[c.name]["area_m2"] == pytest.approx((a == c.code).sum() * 0.25 / 0.9996**2, rel=1e-6)
     assert sum(r["share"] for r in res.summary) == pytest.approx(1.0)
     csv_text = (tmp_path / "lc_summary.csv").read_text()
     assert csv_text.startswith("class_id,class_name,pixels,area_m2,share")
@@ -130,24 +135,34 @@ def test_summary_counts_pixels_exactly(tmp_path):
 def test_perimeter_and_confidence_mean(tmp_path):
     a = np.array([[1, 1, 2], [1, 1, 2], [2, 2, 2]], np.uint8)
     t = Affine(2, 0, 0, 0, -2, 6)
-    src = write_raster(tmp_path / "c.tif", a, t, nodata=255)
+    src = write_raster(tmp_path / "c.tif", a, t, crs=None, nodata=255)  # no CRS: planar, in grid units
     conf = write_raster(tmp_path / "conf.tif", np.array([[90, 80, 50], [70, 60, 50], [40, 40, 40]], np.uint8),
-                        t)
-    res = write_polygons(src, tmp_path / "lc.geojson", DEEPGLOBE, confidence=conf, block=2)
-    gdf = gpd.read_file(tmp_path / "lc.geojson").sort_values("class_id")
+                        t, crs=None)
+    res = write_polygons(src, tmp_path / "lc.fgb", DEEPGLOBE, confidence=conf, block=2)
+    gdf = gpd.read_file(tmp_path / "lc.fgb").sort_values("class_id")
     assert gdf.area_m2.tolist() == [16.0, 20.0]
     assert gdf.perimeter_m.tolist() == [16.0, 24.0]
     assert gdf.confidence_mean.tolist() == pytest.approx([75.0, 44.0])
     assert res.polygons == 2
 
 
-def test_area_in_geographic_crs_is_equal_area(tmp_path):
-    a = np.ones((10, 10), np.uint8)
-    t = Affine(0.001, 0, 10.0, 0, -0.001, 0.005)  # ~111 m pixels at the equator
-    src = write_raster(tmp_path / "geo.tif", a, t, crs="EPSG:4326", nodata=255)
-    write_polygons(src, tmp_path / "lc.gpkg", DEEPGLOBE)
+@pytest.mark.parametrize("crs,transform,lonlat", [
+    ("EPSG:4326", Affine(0.001, 0, 10.0, 0, -0.001, 70.01), (10.0, 70.0, 10.01, 70.01)),  # 38 × 111 m pixels
+    ("EPSG:3857", None, (20.0, 70.0, 20.01, 70.005)),  # Web Mercator at 70°N
+])
+def test_areas_and_summary_are_geodesic_in_any_crs(tmp_path, crs, transform, lonlat):
+    """The summary's area (and each polygon's) is the closed-form ellipsoidal area of the lon/lat cell."""
+    import pyproj
+
+    if transform is None:
+        x0, y0 = pyproj.Transformer.from_crs(4326, 3857, always_xy=True).transform(*lonlat[:2])
+        x1, y1 = pyproj.Transformer.from_crs(4326, 3857, always_xy=True).transform(*lonlat[2:])
+        transform = Affine((x1 - x0) / 10, 0, x0, 0, -(y1 - y0) / 10, y1)
+    src = write_raster(tmp_path / "geo.tif", np.ones((10, 10), np.uint8), transform, crs=crs, nodata=255)
+    res = write_polygons(src, tmp_path / "lc.gpkg", DEEPGLOBE)
     gdf = gpd.read_file(tmp_path / "lc.gpkg", layer="landcover")
-    assert gdf.area_m2.iloc[0] == pytest.approx(1113.2 * 1105.7, rel=0.01)
+    assert gdf.area_m2.iloc[0] == pytest.approx(cell_area(*lonlat), rel=1e-6)
+    assert res.summary[1]["area_m2"] == pytest.approx(cell_area(*lonlat), rel=1e-6)
 
 
 def test_simplify_keeps_a_clean_coverage(tmp_path):
@@ -178,7 +193,7 @@ def test_dissolve_gives_one_multipolygon_per_class(tmp_path):
     assert sorted(gdf.class_id) == present
     assert (gdf.geometry.geom_type == "MultiPolygon").all() and gdf.geometry.is_valid.all()
     for _, row in gdf.iterrows():
-        assert row.area_m2 == pytest.approx((a == row.class_id).sum() * 0.25)
+        assert row.area_m2 == pytest.approx((a == row.class_id).sum() * 0.25 / 0.9996**2, rel=1e-6)
 
 
 def test_sieve_removes_small_regions_and_keeps_nodata(tmp_path):
