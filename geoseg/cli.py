@@ -184,8 +184,9 @@ def _print_report(result: dict) -> None:
 @click.option("--compress", type=click.Choice(["jpeg", "deflate"]), default="jpeg", show_default=True,
               help="Imagery compression (jpeg keeps nodata in an internal mask, deflate uses nodata 0).")
 @click.option("--no-polygons", is_flag=True, help="Skip the polygon labels (GeoPackage).")
+@overwrite_option
 @quiet_option
-def sample_data(out_dir, size, seed, splits, compress, no_polygons, quiet) -> None:
+def sample_data(out_dir, size, seed, splits, compress, no_polygons, overwrite, quiet) -> None:
     """Generate synthetic georeferenced scenes with labels in three forms and a manifest."""
     from geoseg.progress import bar
     from geoseg.sampledata import make_sample_data, render_blocks
@@ -197,7 +198,8 @@ def sample_data(out_dir, size, seed, splits, compress, no_polygons, quiet) -> No
     if not names or any(s not in SPLITS for s in names):
         raise click.BadParameter("use train, val and test, comma-separated", param_hint="--splits")
     with bar(render_blocks(size) * len(names), "render", unit="block") as pbar:
-        scenes = make_sample_data(out_dir, size, seed, names, compress, not no_polygons, progress=pbar.update)
+        scenes = make_sample_data(out_dir, size, seed, names, compress, not no_polygons, progress=pbar.update,
+                                  overwrite=overwrite)
     for s in scenes:
         total = sum(s.class_counts) or 1
         share = " ".join(f"{c / total:.0%}" for c in s.class_counts)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from geoseg.atomic import atomic_write_text
+from geoseg.atomic import atomic_write_text, check_not_input
 from geoseg.classes import DEEPGLOBE
 from geoseg.errors import ConfigError, GeoSegError, InputError
 from geoseg.models import Checkpoint, load_checkpoint
@@ -21,6 +21,10 @@ from geoseg.records import SceneRecord, read_records
 from geoseg.registry import resolve_model
 from geoseg.report import write_report
 from geoseg.scoring import Evaluation, combine, evaluate_raster
+
+#: What the report folder holds (see :func:`~geoseg.report.write_report`), checked against the inputs.
+REPORT_FILES = ("error_map.tif", "error_map.qml", "metrics.json", "report.md", "confusion.png", "iou.png",
+                "iou_curves.png", "worst.png", "worst.csv")
 
 
 def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLike | None = None, *,
@@ -35,6 +39,9 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
     ``evaluation`` with ``data``) and returns what :func:`~geoseg.report.write_report`
     returns (scores, intervals, files, worst chips). ``json_path`` gets a copy of the metrics.
     """
+    inputs = {"prediction": prediction, "truth": truth, "scene": image, "model": model, "data": data}
+    if json_path:
+        check_not_input(json_path, inputs)
     if data:
         if prediction or truth:
             raise InputError("give either PREDICTION --truth LABELS or --model CKPT --data DATA, not both")
@@ -47,6 +54,8 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
         checkpoint = _checkpoint_of(prediction, model)
         schema = checkpoint.classes if checkpoint else DEEPGLOBE
         out = Path(out_dir or Path(prediction).with_name(Path(prediction).stem + "_evaluation"))
+        for name in REPORT_FILES:
+            check_not_input(out / name, inputs)
         out.mkdir(parents=True, exist_ok=True)
         ev = evaluate_raster(prediction, truth, schema, chip, error_map=out / "error_map.tif", image=image)
     run_metrics = checkpoint.path.with_name("metrics.json") if checkpoint else None
@@ -72,6 +81,8 @@ def evaluate_model(checkpoint: str | os.PathLike | Checkpoint, data: str | os.Pa
         if rec.label is None:
             raise ConfigError(f"scene {rec.image} has no label to evaluate against")
         out = folder / f"{Path(rec.image).stem}.tif"
+        for written in (out, folder.parent / "error_maps" / out.name):
+            check_not_input(written, {"scene": rec.image, "truth": rec.label})
         predict_scene(rec.image, ckpt, out, options or PredictOptions(), overwrite=overwrite)
         (folder.parent / "error_maps").mkdir(exist_ok=True)
         error_map = folder.parent / "error_maps" / f"{Path(rec.image).stem}.tif"

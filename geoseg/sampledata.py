@@ -16,7 +16,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from geoseg.atomic import atomic_output
+from geoseg.atomic import atomic_output, check_output_path
 from geoseg.class_raster import class_raster_profile, write_class_metadata
 from geoseg.classes import DEEPGLOBE, ClassSchema
 from geoseg.grid import GeoGrid, blocks
@@ -103,14 +103,23 @@ def write_scene(out_dir: Path, name: str, split: str, size: int, seed: int, inde
 def make_sample_data(out_dir: str | os.PathLike, size: int = 1024, seed: int = 7,
                      splits: tuple[str, ...] = ("train", "train", "val", "test"),
                      compress: str = "jpeg", polygons: bool = True,
-                     progress: Callable[[int], None] | None = None) -> list[SampleScene]:
-    """Write one scene per entry of ``splits`` and a ``manifest.csv`` listing them."""
+                     progress: Callable[[int], None] | None = None,
+                     overwrite: bool = False) -> list[SampleScene]:
+    """Write one scene per entry of ``splits`` and a ``manifest.csv`` listing them; files already in
+    ``out_dir`` under those names are refused unless ``overwrite``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    scenes, numbers = [], {}
-    for index, split in enumerate(splits):
+    names, numbers = [], {}
+    for split in splits:
         numbers[split] = numbers.get(split, 0) + 1
-        name = f"{split}_{numbers[split]}"
+        names.append(f"{split}_{numbers[split]}")
+    if out.is_dir():
+        for name in names:
+            for ending in (".tif", "_classes.tif", "_mask.tif", *(["_labels.gpkg"] if polygons else [])):
+                check_output_path(out / f"{name}{ending}", overwrite)
+        check_output_path(out / "manifest.csv", overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    scenes = []
+    for index, (split, name) in enumerate(zip(splits, names)):
         scenes.append(write_scene(out, name, split, size, seed * 1000 + index, index, compress, polygons,
                                   progress=progress))
     with atomic_output(out / "manifest.csv") as tmp, open(tmp, "w", newline="") as fh:

@@ -3,6 +3,7 @@
 Run with a Python that imports qgis.core (Debian: apt-get install qgis python3-qgis):
 
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_check.py landcover.gpkg landcover.tif
+    QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_check.py landcover.fgb landcover_classes.tif
 
 Prints one JSON object: the vector layer's renderer type, its categories (value, label),
 and the raster layer's renderer type with its palette classes (value, label).
@@ -16,11 +17,12 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer  # noqa: E402
 
 
-def main(gpkg: str, tif: str, layer: str = "landcover") -> dict:
+def main(vector: str, tif: str, layer: str = "landcover") -> dict:
     app = QgsApplication([], False)
     app.initQgis()
     out = {}
-    vl = QgsVectorLayer(f"{gpkg}|layername={layer}", "landcover", "ogr")
+    source = f"{vector}|layername={layer}" if vector.endswith(".gpkg") else vector  # one layer per file
+    vl = QgsVectorLayer(source, "landcover", "ogr")
     out["vector_valid"] = vl.isValid()
     out["vector_crs"] = vl.crs().authid()
     r = vl.renderer()

@@ -286,3 +286,50 @@ def test_an_error_in_a_dataloader_worker_is_still_one_sentence(capsys, tmp_path,
     code, err = run(capsys, "train", "--config", cfg)
     assert (code, err) == (2, f"geoseg: error: label {lab} has value(s) [9] that are not class codes "
                               f"[0, 1, 2, 3, 4, 5, 6]")
+
+
+@pytest.mark.parametrize("how", ["same path", "through ..", "through a symlink", "the raster beside a .gpkg"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_output_that_is_the_input_scene_is_refused(capsys, tmp_path, files, how, overwrite):
+    """`geoseg predict x.tif -o x.gpkg --overwrite` once wrote its class raster over the scene x.tif."""
+    scene = tmp_path / "work" / "x.tif"
+    scene.parent.mkdir()
+    scene.write_bytes(files["scene"].read_bytes())
+    before = scene.read_bytes()
+    output = {"same path": scene, "through ..": scene.parent / ".." / "work" / "x.tif",
+              "through a symlink": tmp_path / "link.tif",
+              "the raster beside a .gpkg": scene.with_suffix(".gpkg")}[how]
+    if how == "through a symlink":
+        output.symlink_to(scene)
+    args = ["predict", scene, "-o", output, "--model", files["model"], "--quiet"]
+    code, err = run(capsys, *args, *(["--overwrite"] if overwrite else []))
+    raster = output if output.suffix == ".tif" else scene
+    suggestion = ("--raster " if how == "the raster beside a .gpkg" else "") + str(
+        raster.with_name(f"{raster.stem}_landcover.tif"))
+    assert (code, err) == (2, f"geoseg: error: the output {raster} is the input scene {scene}; writing it "
+                              f"would destroy the input: choose another output name, e.g. {suggestion}")
+    assert scene.read_bytes() == before
+
+
+def test_an_output_that_is_the_model_is_refused(capsys, files):
+    before = files["model"].read_bytes()
+    code, err = run(capsys, "predict", files["scene"], "-o", files["out"] / "lc.gpkg", "--model",
+                    files["model"], "--raster", files["model"], "--overwrite", "--quiet")
+    assert (code, err) == (2, f"geoseg: error: the output {files['model']} is the model {files['model']}; "
+                              "writing it would destroy the input: choose another output name, e.g. "
+                              "--raster "
+                              f"{files['model'].with_name('tiny_landcover.ckpt')}")
+    assert files["model"].read_bytes() == before
+
+
+def test_evaluate_and_sample_data_never_write_over_their_inputs(capsys, tmp_path, files):
+    labels = write_raster(tmp_path / "truth.tif", np.zeros((150, 200), np.uint8), nodata=255)
+    pred = write_raster(tmp_path / "pred.tif", np.zeros((150, 200), np.uint8), nodata=255)
+    code, err = run(capsys, "evaluate", pred, "--truth", labels, "--json", labels, "--quiet")
+    assert (code, err[:60]) == (2, f"geoseg: error: the output {labels} is the truth {labels}"[:60])
+    (tmp_path / "sd").mkdir()
+    (tmp_path / "sd" / "train_1.tif").write_bytes(b"my own scene")
+    code, err = run(capsys, "sample-data", tmp_path / "sd", "--size", 64, "--splits", "train", "--quiet")
+    assert (code, err) == (2, f"geoseg: error: {tmp_path / 'sd' / 'train_1.tif'} already exists; pass "
+                              f"--overwrite to replace it")
+    assert (tmp_path / "sd" / "train_1.tif").read_bytes() == b"my own scene"

@@ -6,7 +6,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.classes import DEEPGLOBE, ClassSchema
-from geoseg.errors import LabelError, RasterError
+from geoseg.errors import GeoSegWarning, LabelError, RasterError
 from geoseg.grid import GeoGrid
 from geoseg.labels import LabelReader, decode_ids, decode_rgb
 
@@ -71,3 +71,48 @@ def test_label_on_another_grid_is_refused(tmp_path):
                        nodata=255)
     with pytest.raises(RasterError, match="not on its image's grid"):
         LabelReader(lab, img, DEEPGLOBE)
+
+
+def test_polygon_labels_on_a_rotated_grid_use_the_window_footprint(tmp_path):
+    """45° grid: the window's two corners span a box that misses most of the footprint."""
+    t = Affine.translation(500000, 5000000) @ Affine.rotation(45) @ Affine.scale(1, -1)
+    grid = GeoGrid(64, 64, t, UTM)
+    footprint = shapely.Polygon([t @ (0, 0), t @ (64, 0), t @ (64, 64), t @ (0, 64)])
+    path = tmp_path / "labels.gpkg"
+    gpd.GeoDataFrame({"class_id": [3]}, geometry=[footprint.buffer(0.5)], crs=UTM).to_file(path)
+    out = LabelReader(path, grid, DEEPGLOBE).read(Window(0, 0, 64, 64), (64, 64))
+    assert (out == 3).sum() == 64 * 64
+
+
+@pytest.mark.parametrize("dtype, nodata", [("uint16", 65535), ("int16", -1), ("int16", -9999),
+                                           ("float32", float("nan")), ("float32", -9999.0)])
+def test_label_nodata_outside_the_byte_range_is_unlabelled(tmp_path, dtype, nodata):
+    codes = np.array([[0, 1], [4, 0]], dtype)
+    codes[1, 1] = nodata
+    path = write_raster(tmp_path / "l.tif", codes, nodata=nodata)
+    grid = GeoGrid(2, 2, Affine(0.5, 0, 500000, 0, -0.5, 5000000), UTM)
+    out = LabelReader(path, grid, DEEPGLOBE).read(Window(-1, 0, 3, 2), (2, 3))  # one column past the edge
+    assert out.tolist() == [[255, 0, 1], [255, 4, 255]]
+    assert decode_ids(np.array([[np.nan, 2.0]]), DEEPGLOBE, None).tolist() == [[255, 2]]
+    with pytest.raises(LabelError, match=r"\[2.5\]"):
+        decode_ids(np.array([[2.5, 2.0]]), DEEPGLOBE, None)
+
+
+def test_label_nodata_equal_to_a_class_code_is_one_warning(tmp_path):
+    path = write_raster(tmp_path / "l.tif", np.array([[0, 1], [4, 0]], np.uint8), nodata=0)
+    grid = GeoGrid(2, 2, Affine(0.5, 0, 500000, 0, -0.5, 5000000), UTM)
+    with pytest.warns(GeoSegWarning, match="declares nodata 0, which is also the code of class 'urban'"):
+        reader = LabelReader(path, grid, DEEPGLOBE)
+    assert reader.read(Window(0, 0, 2, 2), (2, 2)).tolist() == [[255, 1], [4, 255]]
+
+
+def test_rgb_labels_past_the_edge_without_a_black_class(tmp_path):
+    schema = ClassSchema.from_dict([{"code": 1, "name": "trees", "color": [0, 255, 0]},
+                                    {"code": 2, "name": "water", "color": [0, 0, 255]}])
+    rgb = np.zeros((3, 4, 4), np.uint8)
+    rgb[1, :, :2] = 255
+    rgb[2, :, 2:] = 255
+    path = write_raster(tmp_path / "mask.tif", rgb)
+    grid = GeoGrid(4, 4, Affine(0.5, 0, 500000, 0, -0.5, 5000000), UTM)
+    out = LabelReader(path, grid, schema).read(Window(2, 2, 4, 4), (4, 4))
+    assert out.tolist() == [[1, 1, 255, 255], [1, 1, 255, 255], [255] * 4, [255] * 4]

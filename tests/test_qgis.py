@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from geoseg.class_raster import class_raster_profile, write_class_metadata
 from geoseg.classes import DEEPGLOBE
-from geoseg.style import category_aux_xml, raster_qml
 from geoseg.vector_output import write_polygons
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -28,10 +26,13 @@ def _has_qgis() -> bool:
 pytestmark = pytest.mark.skipif(not _has_qgis(), reason="QGIS (python3-qgis) is not installed")
 
 
-def test_qgis_opens_outputs_styled_by_class(tmp_path):
-    import rasterio
-
+@pytest.mark.parametrize("vector", ["landcover.gpkg", "landcover.geojson", "landcover.shp", "landcover.fgb"])
+def test_qgis_opens_both_outputs_styled_by_class(tmp_path, vector):
+    """The polygons and the class raster beside them, named as ``geoseg predict -o <vector>`` names them,
+    each open with their own style: neither .qml overwrites the other."""
+    from geoseg.class_raster import styled_class_raster
     from geoseg.grid import GeoGrid
+    from geoseg.predict import output_paths
 
     from conftest import UTM
 
@@ -40,21 +41,18 @@ def test_qgis_opens_outputs_styled_by_class(tmp_path):
     a[10:20, 5:15] = 4
     a[30:, 30:] = 255
     grid = GeoGrid(40, 40, Affine(0.5, 0, 500000, 0, -0.5, 5000000), UTM)
-    tif = tmp_path / "landcover.tif"
-    with rasterio.open(tif, "w", **class_raster_profile(grid)) as dst:
-        write_class_metadata(dst, DEEPGLOBE)
+    paths = output_paths(tmp_path / vector)
+    with styled_class_raster(paths.raster, grid, DEEPGLOBE) as dst:
         dst.write(a, 1)
-    (tmp_path / "landcover.tif.aux.xml").write_text(category_aux_xml(DEEPGLOBE))
-    (tmp_path / "landcover.qml").write_text(raster_qml(DEEPGLOBE))
-    write_polygons(tif, tmp_path / "landcover.gpkg", DEEPGLOBE)
+    write_polygons(paths.raster, paths.vector, DEEPGLOBE)
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    r = subprocess.run([SYSTEM_PYTHON, str(Path(__file__).parent / "qgis_check.py"),
-                        str(tmp_path / "landcover.gpkg"), str(tif)], capture_output=True, text=True, env=env,
-                       timeout=120)
+    r = subprocess.run([SYSTEM_PYTHON, str(Path(__file__).parent / "qgis_check.py"), str(paths.vector),
+                        str(paths.raster)], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["vector_valid"] and out["raster_valid"]
-    assert out["vector_crs"] == out["raster_crs"] == "EPSG:32633"
+    assert out["raster_crs"] == "EPSG:32633"
+    assert out["vector_crs"] == ("EPSG:4326" if vector.endswith(".geojson") else "EPSG:32633")
     assert out["vector_renderer"] == "categorizedSymbol" and out["vector_field"] == "class_id"
     assert [c[1] for c in out["vector_categories"]] == DEEPGLOBE.names
     assert out["raster_renderer"] == "paletted"

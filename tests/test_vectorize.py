@@ -8,6 +8,7 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from geoseg.classes import DEEPGLOBE
+from geoseg.errors import OutputError
 from geoseg.vector_output import write_polygons
 from geoseg.vectorize import Region, iter_regions, merge_edge_regions, vectorize_block
 
@@ -209,3 +210,35 @@ def test_sieve_removes_small_regions_and_keeps_nodata(tmp_path):
     whole = tmp_path / "whole.tif"
     sieve_raster(src, whole, min_pixels=4, block=1000)
     assert (rasterio.open(whole).read(1) == s).all()  # the same whatever the block size
+
+
+def test_geojson_is_rfc7946_and_layers_are_named_after_the_file(tmp_path):
+    """A custom UTM WKT (no EPSG code) once came back as WGS 84 with UTM coordinates."""
+    from pyproj import CRS as ProjCRS
+    custom = ProjCRS.from_proj4("+proj=utm +zone=33 +ellps=WGS84 +towgs84=0,0,0 +units=m +no_defs").to_wkt()
+    assert ProjCRS.from_wkt(custom).to_epsg() is None
+    src, a, t = _scene_classes(tmp_path, crs=rasterio.crs.CRS.from_wkt(custom))
+    write_polygons(src, tmp_path / "lc.geojson", DEEPGLOBE)
+    gdf = gpd.read_file(tmp_path / "lc.geojson")
+    assert gdf.crs == "EPSG:4326" and pyogrio.read_info(tmp_path / "lc.geojson")["layer_name"] == "lc"
+    lon, lat = gdf.total_bounds[:2]
+    assert 14.9 < lon < 15.1 and 45 < lat < 45.2  # 500 km E, 5000 km N in UTM 33N
+    back = gdf.to_crs(custom)
+    assert (rasterize(zip(back.geometry, back.class_id), out_shape=a.shape, transform=t, fill=255,
+                      dtype="uint8") == a).all()
+    write_polygons(src, tmp_path / "lc.fgb", DEEPGLOBE)
+    assert pyogrio.read_info(tmp_path / "lc.fgb")["layer_name"] == "lc"
+
+
+def test_geojson_without_a_crs_is_refused(tmp_path):
+    src, _, _ = _scene_classes(tmp_path, crs=None)
+    with pytest.raises(OutputError, match="has no CRS to reproject from; write .gpkg or .fgb instead"):
+        write_polygons(src, tmp_path / "lc.geojson", DEEPGLOBE)
+
+
+@pytest.mark.parametrize("suffix", [".shp", ".gpkg", ".fgb"])  # GeoJSON has no layer geometry type
+def test_an_empty_layer_is_still_a_polygon_layer(tmp_path, suffix):
+    src = write_raster(tmp_path / "empty.tif", np.full((8, 8), 255, np.uint8), nodata=255)
+    assert write_polygons(src, tmp_path / f"lc{suffix}", DEEPGLOBE).polygons == 0
+    layer = "landcover" if suffix == ".gpkg" else None
+    assert pyogrio.read_info(tmp_path / f"lc{suffix}", layer=layer)["geometry_type"] == "Polygon"
