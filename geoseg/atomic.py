@@ -7,16 +7,19 @@ existing output is untouched until the new one is complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from geoseg.errors import OutputError
+from geoseg.errors import OutputError, WriteError
 from geoseg.formats import is_remote
 
 #: Sidecars GDAL may write beside a raster; they travel with it.
 SIDECAR_SUFFIXES = (".aux.xml", "-journal", "-wal", "-shm")
 MULTIFILE_SUFFIXES = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
+#: errno values that mean the bytes did not reach the disk.
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS)
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -91,6 +94,12 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True, checked: bool
     _remove(tmp)
     try:
         yield tmp
+    except OSError as exc:
+        _remove(tmp)
+        if exc.errno in DISK_FULL:
+            raise WriteError(f"{final} could not be written to disk ({exc.strerror}); free some space or "
+                             f"choose another folder") from None
+        raise
     except BaseException:
         _remove(tmp)
         raise

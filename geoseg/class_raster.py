@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Iterator
 
 import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
 
 from geoseg.atomic import atomic_output, atomic_write_text
 from geoseg.classes import NODATA, ClassSchema
+from geoseg.errors import WriteError
 from geoseg.grid import GeoGrid
 from geoseg.style import category_aux_xml, raster_qml
 
@@ -35,19 +38,26 @@ def class_raster_profile(grid: GeoGrid, count: int = 1, block: int = 256) -> dic
         "predictor": 2,
         "zlevel": 6,
         "interleave": "band",
+        "bigtiff": "IF_SAFER",  # a compressed mosaic (or its probabilities) may pass 4 GB
     }
     if grid.width >= block and grid.height >= block:
         profile.update(tiled=True, blockxsize=block, blockysize=block)
+    if not grid.has_geotransform:  # the scene's own georeferencing, carried over as it is
+        profile.pop("transform")
+        if grid.gcps:
+            profile.update(gcps=list(grid.gcps), crs=grid.gcp_crs)
+        if grid.rpcs:
+            profile["rpcs"] = grid.rpcs
     return profile
 
 
 def probability_raster_profile(grid: GeoGrid, classes: int, dtype: str) -> dict:
-    """Profile of a per-class probability raster: ``uint8`` (0–254, nodata 255) or ``float16`` (nodata
-    NaN)."""
+    """Profile of a per-class probability raster: ``uint8`` (0–254, nodata 255) or ``float16`` (NaN):
+    half floats stored by GDAL's GeoTIFF driver as Float32 with ``NBITS=16``, which every GDAL reads."""
     profile = class_raster_profile(grid)
     profile.update(count=classes, interleave="band")
     if dtype == "float16":
-        profile.update(dtype="float16", nodata=float("nan"), predictor=1)
+        profile.update(dtype="float32", nbits=16, nodata=float("nan"), predictor=1)
     return profile
 
 
@@ -80,16 +90,56 @@ def copy_pam_sidecar(source: str | os.PathLike, target: str | os.PathLike) -> No
         new.write_text(aux.read_text(encoding="utf-8"), encoding="utf-8")
 
 
-def to_cog(path: str | os.PathLike) -> None:
-    """Rewrite a finished GeoTIFF as a Cloud-Optimized GeoTIFF (overviews, COG layout), atomically."""
+def finish_raster(path: str | os.PathLike, cog: bool = False) -> None:
+    """Rewrite a raster written block by block into its final layout, in one pass: tiles in order, without
+    the space that rewrites of partial blocks leave behind; internal overviews (mode for class rasters,
+    average otherwise) so a large raster opens fast; BigTIFF when it may pass 4 GB; a Cloud-Optimized
+    GeoTIFF with ``cog``. The new file is read back in full before it replaces ``path``."""
     from rasterio.shutil import copy as rio_copy
 
+    with rasterio.open(path) as src:
+        categorical = src.colorinterp[0].name == "palette"
+        structure = src.tags(1, ns="IMAGE_STRUCTURE")
+        width, height = src.width, src.height
+    resampling = Resampling.mode if categorical else Resampling.average
+    options = {"compress": "DEFLATE", "bigtiff": "IF_SAFER"}
+    if "NBITS" in structure:
+        options["nbits"] = structure["NBITS"]
     with atomic_output(path, checked=True) as tmp:  # rewritten in place
-        with rasterio.open(path) as src:
-            categorical = src.colorinterp[0].name == "palette"
-        rio_copy(path, tmp, driver="COG", compress="DEFLATE",
-                 overview_resampling="MODE" if categorical else "AVERAGE")
+        if cog:
+            rio_copy(path, tmp, driver="COG", overview_resampling=resampling.name.upper(), **options)
+        else:
+            tiled = {"tiled": True, "blockxsize": 256, "blockysize": 256} if min(width, height) >= 256 else {}
+            rio_copy(path, tmp, driver="GTiff", predictor=structure.get("PREDICTOR", "2"), zlevel=6,
+                     **tiled, **options)
+            factors = overview_factors(width, height)
+            if factors:
+                with rasterio.open(tmp, "r+") as dst:
+                    dst.build_overviews(factors, resampling)
         copy_pam_sidecar(path, tmp)
+        verify_raster(tmp, name=path)
+
+
+def overview_factors(width: int, height: int, smallest: int = 256) -> list[int]:
+    """Decimation factors 2, 4, 8 … until the overview fits in ``smallest`` pixels (as gdaladdo does)."""
+    factors, f = [], 2
+    while max(width, height) / f >= smallest:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def verify_raster(path: str | os.PathLike, windows=None, name: str | os.PathLike | None = None) -> None:
+    """Read ``windows`` of every band of ``path`` (default: all of it, block by block) back from disk: a
+    write that did not reach it (a full disk, a file-size limit) is a :class:`WriteError` naming
+    ``name`` (default ``path``)."""
+    try:
+        with rasterio.open(path) as ds:
+            for window in windows if windows is not None else [w for _, w in ds.block_windows(1)]:
+                ds.read(window=window)
+    except RasterioIOError as exc:
+        raise WriteError(f"{name or path} could not be written to disk ({str(exc).splitlines()[0]}); free "
+                          f"some space or choose another folder") from None
 
 
 @contextlib.contextmanager

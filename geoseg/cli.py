@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -254,6 +255,7 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning geoseg errors into one line on stderr and an exit code."""
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    logging.getLogger("rasterio").addHandler(logging.NullHandler())  # GDAL errors come as our sentences
     warnings.showwarning = _show_warning
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
     try:

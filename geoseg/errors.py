@@ -40,6 +40,10 @@ class OutputError(InputError):
     """An output path cannot be written (missing folder, exists without --overwrite)."""
 
 
+class WriteError(GeoSegError):
+    """An output did not reach the disk (a full disk, a quota, a file-size limit): exit code 1."""
+
+
 class GeoSegWarning(UserWarning):
     """Something the user should know that does not stop the work (shown as one line by the CLI)."""
 

@@ -25,10 +25,20 @@ class GeoGrid:
     height: int
     transform: Affine
     crs: CRS | None
+    gcps: tuple = ()                  # ground control points, for scenes georeferenced by them alone
+    gcp_crs: CRS | None = None
+    rpcs: object | None = None        # rational polynomial coefficients (rasterio.rpc.RPC)
 
     @classmethod
     def from_dataset(cls, dataset) -> "GeoGrid":
-        return cls(dataset.width, dataset.height, dataset.transform, dataset.crs)
+        gcps, gcp_crs = dataset.gcps
+        return cls(dataset.width, dataset.height, dataset.transform, dataset.crs, tuple(gcps), gcp_crs,
+                   dataset.rpcs)
+
+    @property
+    def has_geotransform(self) -> bool:
+        """Whether pixels are placed by an affine transform in a CRS (not only by GCPs or RPCs)."""
+        return self.crs is not None or not (self.gcps or self.rpcs)
 
     @property
     def shape(self) -> tuple[int, int]:

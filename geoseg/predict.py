@@ -28,15 +28,15 @@ from geoseg import __version__
 from geoseg.atomic import check_not_input, check_output_path
 from geoseg.class_raster import (
     class_raster_profile,
+    finish_raster,
     probability_raster_profile,
-    to_cog,
     write_categories,
     write_class_metadata,
     write_raster_style,
 )
 from geoseg.errors import GeoSegWarning, InputError, OutputError
 from geoseg.fingerprint import file_identity
-from geoseg.formats import RASTER_SUFFIXES, VECTOR_FORMATS
+from geoseg.formats import RASTER_SUFFIXES, VECTOR_FORMATS, is_remote
 from geoseg.grid import ChipGrid, GeoGrid, grid_blocks
 from geoseg.inference import GDAL_CACHE_MB
 from geoseg.measures import pixel_ground_area
@@ -209,9 +209,7 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
     checkpoint_path = resolve_model(model)
     paths = output_paths(output, raster, options, overwrite, {"input scene": scene, "model": checkpoint_path})
     checkpoint = load_checkpoint(checkpoint_path)
-    result = _predict_rasters(scene, checkpoint, paths, options, resume)
-    if vector.min_area:
-        _sieve(paths.raster, result.grid, vector.min_area)
+    result = _predict_rasters(scene, checkpoint, paths, options, resume, vector.min_area)
     count, rows = 0, []
     if paths.vector is not None:
         with bar(None, "vectorize", unit="block") as pbar:
@@ -244,22 +242,24 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike | Chec
 
 
 def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPaths, options: PredictOptions,
-                     resume: bool) -> PredictResult:
-    """The class raster and its extras at ``paths`` (already checked)."""
+                     resume: bool, min_area: float | None = None) -> PredictResult:
+    """The class raster (sieved to ``min_area`` m²) and its extras at ``paths`` (already checked)."""
     bands = _model_bands(options, ckpt)
-    grid = _inspect_scene(scene, bands, ckpt)
+    grid = _inspect_scene(scene, bands, ckpt, polygons=paths.vector is not None, min_area=min_area)
     _check_options(options)
     chip = ckpt.chip_size
     overlap = _overlap(options, chip)
     layout = grid_blocks(ChipGrid.for_scene(grid.width, grid.height, chip, overlap), max(1,
                                                                                          options.block_chips))
-    scene_ref = str(scene) if str(scene).startswith("/vsi") else str(Path(scene).resolve())
+    scene_ref = str(scene) if is_remote(scene) else str(Path(scene).resolve())
     ckpt_ref = str(ckpt.path.resolve())
     tags = {"geoseg_version": __version__, "checkpoint": ckpt_ref, "scene": scene_ref,
             "overlap": str(overlap), "chip_size": str(chip), "tta": options.tta}
     profiles = {name: (probability_raster_profile(grid, len(ckpt.classes), options.probabilities)
                        if name == "probabilities" else class_raster_profile(grid)) for name in paths.rasters}
     fingerprint = {"scene": file_identity(scene), "checkpoint": file_identity(ckpt.path),
+                   "grid": [grid.width, grid.height, list(grid.transform)[:6],
+                            grid.crs.to_wkt() if grid.crs else None],
                    "options": {"chip": chip, "overlap": overlap, "block_chips": options.block_chips,
                                "batch_size": options.batch_size, "precision": options.precision,
                                "tta": options.tta, "outputs": sorted(paths.rasters), "bands": list(bands),
@@ -303,9 +303,10 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
             n_chips += done.chips
             pbar.update(1)
             pbar.set_postfix(chips_per_s=f"{n_chips / (time.perf_counter() - start):.1f}")
-    if options.cog:
-        for path in paths.rasters.values():
-            to_cog(path)
+    if min_area:
+        _sieve(paths.raster, grid, min_area)
+    for path in paths.rasters.values():  # sieved first: the rewrite keeps overviews and the COG layout
+        finish_raster(path, options.cog)
     write_raster_style(paths.raster, ckpt.classes)
     result = PredictResult(paths.raster, grid, n_chips, time.perf_counter() - start, dict(paths.extra))
     say(f"predicted {grid.width}×{grid.height} px, {n_chips} chips in {result.seconds:.1f} s "
@@ -326,14 +327,23 @@ def _model_bands(options: PredictOptions, ckpt: Checkpoint) -> list[int]:
     return list(options.bands)
 
 
-def _inspect_scene(scene: str | os.PathLike, bands: list[int], ckpt: Checkpoint) -> GeoGrid:
+def _inspect_scene(scene: str | os.PathLike, bands: list[int], ckpt: Checkpoint, polygons: bool = False,
+                   min_area: float | None = None) -> GeoGrid:
     """The scene's grid, after checking its bands and warning about a missing CRS, pixels of another size
-    or values far from the training data."""
+    or values far from the training data. A scene placed by GCPs or RPCs alone cannot give polygons."""
     with open_raster(scene) as src:
         check_bands(src, scene, bands)
         grid = GeoGrid.from_dataset(src)
         _check_value_range(src, scene, bands, ckpt)
-    if grid.crs is None:
+    if not grid.has_geotransform and (polygons or min_area):
+        target = grid.gcp_crs.to_string() if grid.gcp_crs else "EPSG:<your UTM zone>"
+        method = "-tps" if grid.gcps else "-rpc"
+        what = "polygons" if polygons else "--min-area"
+        raise InputError(f"{scene} is georeferenced by {'ground control points' if grid.gcps else 'RPCs'} "
+                         f"only, so {what} cannot be placed on the ground; orthorectify it first (gdalwarp "
+                         f"{method} -t_srs {target} {scene} ortho.tif) or write only the class raster "
+                         f"(-o {Path(str(scene)).stem}_landcover.tif), which keeps its GCPs and RPCs")
+    if grid.crs is None and grid.has_geotransform:
         warnings.warn(f"{scene} has no CRS; the outputs will have none either", GeoSegWarning)
     _check_resolution(scene, grid, ckpt)
     return grid

@@ -14,13 +14,14 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import RasterError
+from geoseg.formats import is_remote
 from geoseg.grid import GeoGrid
 
 
 def open_raster(path: str | os.PathLike):
     """Open a raster for reading, turning GDAL's failures into one clear sentence."""
     p = Path(path)
-    if not str(path).startswith("/vsi"):
+    if not is_remote(path):  # GDAL resolves /vsi… paths and URLs itself
         if not p.exists():
             raise RasterError(f"{path} does not exist")
         if p.is_dir():

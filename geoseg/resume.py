@@ -25,7 +25,8 @@ import rasterio
 from rasterio.windows import Window
 
 from geoseg.atomic import atomic_write_text, discard, promote
-from geoseg.errors import GeoSegWarning, InputError
+from geoseg.class_raster import verify_raster
+from geoseg.errors import GeoSegWarning, InputError, WriteError
 from geoseg.progress import say
 
 #: Seconds between commits of the finished blocks to disk.
@@ -54,7 +55,7 @@ class BlockWriter:
         self.fingerprint = fingerprint
         self.done = set(done)          # blocks on disk as of the last commit (or the resumed run)
         self.resumed = resumed
-        self.written: set[BlockKey] = set()
+        self.written: dict[BlockKey, Window] = {}  # blocks written since the last commit
         self.commit_seconds = commit_seconds
         self._datasets: dict[str, rasterio.io.DatasetWriter] = {}
         self._last_commit = time.monotonic()
@@ -76,29 +77,43 @@ class BlockWriter:
         """Write one finished block (class codes and any extra rasters) and commit when it is time."""
         for name, array in arrays.items():
             ds = self._datasets[name]
-            if array.ndim == 2:
-                ds.write(array, 1, window=window)
-            else:
-                ds.write(array, window=window)
-        self.written.add(key)
+            try:
+                if array.ndim == 2:
+                    ds.write(array, 1, window=window)
+                else:
+                    ds.write(array, window=window)
+            except Exception as exc:  # GDAL's failures to write come as several exception types
+                raise _write_error(self.finals[name], exc) from None
+        self.written[key] = window
         if time.monotonic() - self._last_commit >= self.commit_seconds:
             self.commit()
 
     def close(self) -> None:
-        for ds in self._datasets.values():
-            ds.close()
-        self._datasets = {}
+        """Close the rasters, flushing every written block; a flush that fails is an OutputError."""
+        datasets, self._datasets = self._datasets, {}
+        for name, ds in datasets.items():
+            try:
+                ds.close()
+            except Exception as exc:  # GDAL's failures to write come as several exception types
+                raise _write_error(self.finals[name], exc) from None
 
     def commit(self) -> None:
-        """Close the rasters (flushing every written block), record the blocks, reopen for update."""
+        """Close the rasters, read the blocks written since the last commit back from disk, record them as
+        done, reopen for update. A block that did not reach the disk is never recorded."""
         self.close()
+        self.verify()
         self._record()
         self.open("r+")
         self._last_commit = time.monotonic()
 
+    def verify(self) -> None:
+        """Read the blocks written since the last commit back from each (closed) partial raster."""
+        for name, final in self.finals.items():
+            verify_raster(partial_path(final), list(self.written.values()), name=final)
+
     def _record(self) -> None:
-        self.done |= self.written
-        self.written = set()
+        self.done |= set(self.written)
+        self.written = {}
         atomic_write_text(self.state, json.dumps({"fingerprint": self.fingerprint,
                                                   "done": sorted(map(list, self.done))}))
 
@@ -135,9 +150,10 @@ def resumable_rasters(finals: dict[str, Path], profiles: dict[str, dict], finger
                 prepare(writer.dataset(name), name)
         yield writer
         writer.close()
-    except BaseException:
+        writer.verify()
+    except BaseException as exc:
         if writer is not None:
-            _keep_or_discard(writer)
+            _keep_or_discard(writer, exc)
         raise
     if finalize:
         for name, final in finals.items():
@@ -187,18 +203,31 @@ def _differences(new: dict, old: dict) -> list[str]:
     return out
 
 
-def _keep_or_discard(writer: BlockWriter) -> None:
-    """After a failure or interruption: keep the blocks written so far for --resume, if there are any."""
-    try:
-        writer.close()  # every block whose write returned is now complete on disk
-        if writer.done or writer.written:
-            writer._record()
-            warnings.warn(f"stopped with {len(writer.done)} blocks of {writer.finals['classes'].name} "
-                          "finished; "
-                          f"they are kept in {partial_path(writer.finals['classes']).name}: run the same "
-                          "command "
-                          f"with --resume to complete it", GeoSegWarning)
-        else:
-            writer.discard()
-    except Exception:  # the original error matters more than a failed clean-up
+def _write_error(final: Path, exc: Exception) -> WriteError:
+    return WriteError(f"{final} could not be written to disk ({str(exc).splitlines()[0]}); free some space "
+                      f"or choose another folder")
+
+
+def _keep_or_discard(writer: BlockWriter, cause: BaseException) -> None:
+    """After a failure or interruption: keep the blocks safely on disk for --resume, if there are any. After
+    a write that did not reach the disk the partial files cannot be trusted: they are removed."""
+    if isinstance(cause, WriteError):
         writer.discard()
+        return
+    try:
+        writer.close()  # every block whose write returned is now complete on disk …
+        writer.verify()  # … unless the disk is full: then none of them is recorded
+    except Exception:
+        writer.written = {}
+    try:
+        if not writer.done and not writer.written:
+            writer.discard()
+            return
+        writer._record()
+    except Exception:  # the original error matters more; the last recorded state stays as it was
+        pass
+    if writer.done:
+        final = writer.finals["classes"]
+        warnings.warn(f"stopped with {len(writer.done)} blocks of {final.name} finished; they are kept in "
+                      f"{partial_path(final).name}: run the same command with --resume to complete it",
+                      GeoSegWarning)

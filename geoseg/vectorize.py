@@ -174,6 +174,8 @@ def sieve_raster(path: str | os.PathLike, output: str | os.PathLike, min_pixels:
             if cmap:
                 dst.write_colormap(1, cmap)
             dst.update_tags(**tags, sieve_min_pixels=str(min_pixels))
+            if src.descriptions[0]:
+                dst.set_band_description(1, src.descriptions[0])
             for window in blocks(grid.width, grid.height, block):
                 big = grid.clip(Window(window.col_off - halo, window.row_off - halo,
                                        window.width + 2 * halo, window.height + 2 * halo))

@@ -8,9 +8,9 @@ from affine import Affine
 
 from geoseg.class_raster import (
     class_raster_profile,
+    finish_raster,
     probability_raster_profile,
     styled_class_raster,
-    to_cog,
     write_categories,
 )
 from geoseg.classes import NODATA, ClassSchema, LandClass
@@ -29,7 +29,7 @@ def test_profile_is_tiled_deflated_uint8_with_nodata_255():
     assert p["crs"] == UTM and p["transform"] == GRID.transform
     assert "tiled" not in class_raster_profile(GeoGrid(100, 300, GRID.transform, UTM))  # smaller than a tile
     f16 = probability_raster_profile(GRID, 7, "float16")
-    assert f16["count"] == 7 and f16["dtype"] == "float16" and np.isnan(f16["nodata"])
+    assert f16["count"] == 7 and (f16["dtype"], f16["nbits"]) == ("float32", 16) and np.isnan(f16["nodata"])
 
 
 def test_styled_class_raster_opens_with_colours_names_and_style(tmp_path):
@@ -53,11 +53,12 @@ def test_a_failed_class_raster_leaves_nothing(tmp_path):
 
 
 def test_cog_rewrite_keeps_the_classes(tmp_path):
+    """--cog: the final rewrite gives a COG with the colour table, tags and category names."""
     out = tmp_path / "map.tif"
     data = np.tile(np.array([10, 20], np.uint8), (260, 150))
     with styled_class_raster(out, GRID, SCHEMA) as dst:
         dst.write(data, 1)
-    to_cog(out)
+    finish_raster(out, cog=True)
     with rasterio.open(out) as ds:
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and (ds.read(1) == data).all()
         assert ds.colormap(1)[10] == (0, 100, 0, 255)
