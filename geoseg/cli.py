@@ -32,6 +32,9 @@ def cli(debug: bool) -> None:
     """Land-cover segmentation for satellite and aerial imagery."""
     global _debug
     _debug = debug
+    # a command runs: a scene without georeferencing is named once in a geoseg warning, not once per read
+    from rasterio.errors import NotGeoreferencedWarning
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
 @cli.command()

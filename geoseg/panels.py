@@ -22,14 +22,37 @@ def class_palette(colors: Sequence[tuple[int, int, int]]) -> np.ndarray:
     return palette
 
 
-def stretch(data: np.ndarray) -> np.ndarray:
-    """Bands [b, h, w] → 8-bit RGB [h, w, 3] for display: a 2–98 % stretch per band."""
+def stretch(data: np.ndarray, limits: np.ndarray | None = None) -> np.ndarray:
+    """Bands [b, h, w] → 8-bit RGB [h, w, 3] for display: a linear stretch of each band between
+    ``limits`` [3, 2] (a scene's, see :func:`scene_limits`), else between the data's own 2 and 98 %."""
     rgb = data[:3] if data.shape[0] >= 3 else np.repeat(data[:1], 3, axis=0)
+    if limits is None:
+        limits = display_limits(rgb)
     out = np.zeros(rgb.shape, np.uint8)
     for b in range(3):
-        lo, hi = np.percentile(rgb[b], (2, 98))
+        lo, hi = limits[b]
         out[b] = np.clip((rgb[b] - lo) / max(hi - lo, 1e-9) * 255, 0, 255)
     return np.moveaxis(out, 0, -1)
+
+
+def display_limits(rgb: np.ndarray) -> np.ndarray:
+    """The 2 and 98 % values of each of three bands [3, h, w] (finite values only)."""
+    limits = np.zeros((3, 2))
+    for b in range(3):
+        values = rgb[b][np.isfinite(rgb[b])]
+        limits[b] = np.percentile(values, (2, 98)) if values.size else (0, 1)
+    return limits
+
+
+def scene_limits(src, size: int = 512) -> np.ndarray:
+    """Display limits of an open scene from a decimated read (valid pixels only), so that every chip of
+    the scene is stretched alike: a uniform water chip stays uniform instead of showing its noise."""
+    bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
+    f = max(1.0, max(src.width, src.height) / size)
+    shape = (max(1, round(src.height / f)), max(1, round(src.width / f)))
+    data = src.read(bands, out_shape=(3, *shape)).astype(np.float32)
+    data[:, src.dataset_mask(out_shape=shape) == 0] = np.nan
+    return display_limits(data)
 
 
 def tiles(rgb: np.ndarray, truth: np.ndarray, pred: np.ndarray, palette: np.ndarray,

@@ -54,9 +54,9 @@ from geoseg.schedule import (
     preload_model,
     run_blocks,
 )
+from geoseg.sieve import sieve_raster
 from geoseg.statistics import sample_band_statistics
 from geoseg.vector_output import DEFAULT_LAYER, summary_table, write_polygons
-from geoseg.vectorize import sieve_raster
 
 __all__ = ["PredictOptions", "VectorOptions", "PredictResult", "PredictOutputs", "OutputPaths", "predict",
            "predict_scene", "output_paths"]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.atomic import atomic_output, atomic_write_text
-from geoseg.panels import class_palette, stretch, tiles
+from geoseg.panels import class_palette, scene_limits, stretch, tiles
 from geoseg.scoring import ChipScore, Evaluation
 
 
@@ -116,6 +116,7 @@ def render_gallery(ev: Evaluation, worst: list[tuple[ChipScore, float]], path: P
     palette = class_palette(ev.schema.colors)
     lut = ev.schema.code_to_index_lut(keep_ignored=True)
     fig, axes = plt.subplots(len(worst), 3, figsize=(7.5, 2.6 * len(worst)), squeeze=False)
+    limits: dict[str, np.ndarray] = {}  # one stretch per scene
     for row, (chip, value) in zip(axes, worst):
         w = chip.window
         with open_raster(chip.prediction) as pred:
@@ -124,7 +125,9 @@ def render_gallery(ev: Evaluation, worst: list[tuple[ChipScore, float]], path: P
         t = LabelReader(chip.truth, grid, ev.schema, align=True).read(w, (int(w.height), int(w.width)))
         if chip.image:
             with open_raster(chip.image) as src, rasterio.Env():
-                img = stretch(src.read(window=w, boundless=True).astype(np.float32))
+                if chip.image not in limits:
+                    limits[chip.image] = scene_limits(src)
+                img = stretch(src.read(window=w, boundless=True).astype(np.float32), limits[chip.image])
         else:
             img = np.full((*p.shape, 3), 255, np.uint8)
         for ax, tile, title in zip(row, tiles(img, t, p, palette), ("image", "truth", "prediction")):

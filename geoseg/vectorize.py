@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import rasterio
 import shapely
 from affine import Affine
-from rasterio.features import rasterize, shapes, sieve
-from rasterio.windows import Window
+from rasterio.features import rasterize, shapes
 from shapely.geometry import shape
 
-from geoseg.atomic import atomic_output
-from geoseg.class_raster import copy_pam_sidecar
 from geoseg.classes import NODATA
-from geoseg.grid import GeoGrid, blocks
+from geoseg.grid import blocks
 from geoseg.raster import open_raster
 
 DEFAULT_BLOCK = 2048
-SIEVE_HALO_MAX = 1024
 
 
 @dataclass
@@ -149,40 +143,3 @@ def pixel_to_world(geoms: np.ndarray, transform: Affine) -> np.ndarray:
     matrix = np.array([[a, d], [b, e]])
     offset = np.array([c, f])
     return shapely.transform(geoms, lambda pts: pts @ matrix + offset)
-
-
-def sieve_raster(path: str | os.PathLike, output: str | os.PathLike, min_pixels: int,
-                 block: int = DEFAULT_BLOCK) -> None:
-    """Absorb regions smaller than ``min_pixels`` into their largest neighbour (GDAL sieve), block by block.
-
-    Each block is sieved with a halo of ``min(min_pixels, 1024)`` pixels: a
-    4-connected region small enough to be removed fits inside the halo, so *which*
-    regions are removed is the same as for the whole raster whenever
-    ``min_pixels`` ≤ 1024. Which neighbour absorbs a removed region is GDAL's
-    choice (the largest neighbour) and can differ when that neighbour is cut by
-    the halo. Nodata is never filled.
-    """
-    halo = min(int(min_pixels), SIEVE_HALO_MAX)
-    with open_raster(path) as src:
-        profile = src.profile
-        grid = GeoGrid.from_dataset(src)
-        cmap = src.colormap(1) if src.colorinterp[0].name == "palette" else None
-        tags = src.tags()
-        in_place = Path(output).resolve() == Path(path).resolve()  # the file itself: nothing to check
-        with atomic_output(output, overwrite=True, checked=in_place) as tmp, \
-                rasterio.open(tmp, "w", **profile) as dst:
-            if cmap:
-                dst.write_colormap(1, cmap)
-            dst.update_tags(**tags, sieve_min_pixels=str(min_pixels))
-            if src.descriptions[0]:
-                dst.set_band_description(1, src.descriptions[0])
-            for window in blocks(grid.width, grid.height, block):
-                big = grid.clip(Window(window.col_off - halo, window.row_off - halo,
-                                       window.width + 2 * halo, window.height + 2 * halo))
-                data = src.read(1, window=big)
-                valid = data != (src.nodata if src.nodata is not None else NODATA)
-                sieved = sieve(data, size=int(min_pixels), connectivity=4, mask=valid)
-                sieved[~valid] = data[~valid]
-                r, c = int(window.row_off - big.row_off), int(window.col_off - big.col_off)
-                dst.write(sieved[r:r + int(window.height), c:c + int(window.width)], 1, window=window)
-        copy_pam_sidecar(path, tmp)  # keep the class names

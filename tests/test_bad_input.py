@@ -178,6 +178,26 @@ def test_rotated_geotransform_is_kept_and_polygons_follow_it(capsys, files):
     assert (back == classes).all()
 
 
+def test_a_90_degree_rotated_scene_has_its_true_pixel_size(capsys, files):
+    """|a| is 0 on a 90° rotated grid: the pixel size is the column vector's length (0.5 m, as trained)."""
+    rotated = Affine(0, -0.5, 500000, -0.5, 0, 5000000)
+    with rasterio.open(files["scene"]) as src:
+        data = src.read()
+    scene = write_raster(files["in"] / "rot90.tif", data, transform=rotated, nodata=0)
+    err = _ok(capsys, files, *predict(files, scene, out="lc.tif"))
+    assert "m pixels" not in err and err == ""
+
+
+def test_evaluating_scenes_without_georeferencing_shows_no_raw_rasterio_warning(capsys, tmp_path, files):
+    from conftest import deepglobe_folder
+    root = deepglobe_folder(tmp_path / "dg", n=3, size=64)
+    code, err = run(capsys, "evaluate", "--model", files["model"], "--data", root, "--split", "train",
+                    "--out", tmp_path / "ev", "--quiet", "--bootstrap", "0", "--worst", "1")
+    assert code == 0, err
+    assert "NotGeoreferencedWarning" not in err and "identity" not in err
+    assert all(line.startswith("geoseg: warning: ") for line in err.splitlines())
+
+
 # --- training inputs -----------------------------------------------------------------------------
 
 def _train_config(tmp_path, manifest_rows, **changes):

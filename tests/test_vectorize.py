@@ -198,7 +198,7 @@ def test_dissolve_gives_one_multipolygon_per_class(tmp_path):
 
 
 def test_sieve_removes_small_regions_and_keeps_nodata(tmp_path):
-    from geoseg.vectorize import sieve_raster
+    from geoseg.sieve import sieve_raster
     src, a, t = _scene_classes(tmp_path)
     out = tmp_path / "sieved.tif"
     sieve_raster(src, out, min_pixels=4, block=8)
