@@ -28,6 +28,10 @@ from geoseg.raster import open_raster, read_padded
 #: GDAL's block cache (MB) while predicting: bounded, so memory does not grow with the scene.
 GDAL_CACHE_MB = 256
 
+#: What the model sees where a chip runs past the scene's edge: the scene reflected ("reflect") or the band
+#: means ("zero" after normalisation). Nodata inside the scene is always the band means.
+EDGE_PADDING = "reflect"
+
 
 @dataclass(frozen=True)
 class BlockTask:
@@ -111,13 +115,13 @@ def accumulate_block(task: BlockTask) -> BlockAccumulation:
         grid = ChipGrid.for_scene(src.width, src.height, task.chip, task.overlap)
         read = _read_window(grid, b) if len(b.rows) and len(b.cols) else b.window
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=GDAL_CACHE_MB):  # decode on all cores
-            data, valid = read_padded(src, read, task.bands or ckpt.bands)
+            data, valid, content = read_padded(src, read, task.bands or ckpt.bands)
     sr, sc = int(read.row_off), int(read.col_off)
     own_valid = valid[r0 - sr:r0 - sr + h, c0 - sc:c0 - sc + w].copy()
     chips = [grid.origin(i, j) for i in b.rows for j in b.cols]
     chips = [(r, c) for r, c in chips if valid[r - sr:r - sr + task.chip, c - sc:c - sc + task.chip].any()]
     if chips:
-        normalise(data, valid, ckpt.mean, ckpt.std)
+        normalise(data, content if EDGE_PADDING == "reflect" else valid, ckpt.mean, ckpt.std)
         weight = torch.from_numpy(blend_weights(task.chip, task.overlap))
         for start in range(0, len(chips), task.batch_size):
             batch = chips[start:start + task.batch_size]
@@ -150,7 +154,7 @@ def _read_window(grid: ChipGrid, block: GridBlock) -> Window:
 
 
 def normalise(data: np.ndarray, valid: np.ndarray, mean, std) -> None:
-    """In place: (data - mean) / std per band, 0 where the scene has no data (torch: all cores)."""
+    """In place: (data - mean) / std per band, 0 where ``valid`` is False (torch: all cores)."""
     t = torch.from_numpy(data)
     t.sub_(torch.tensor(mean, dtype=t.dtype)[:, None, None]).div_(torch.tensor(std, dtype=t.dtype)[:, None,
                                                                                                    None])

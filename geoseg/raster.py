@@ -44,33 +44,47 @@ def check_bands(src, path: str | os.PathLike, bands: Sequence[int]) -> None:
         )
 
 
-def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read ``bands`` in ``window`` (which may extend past the raster) as float32.
 
-    Parts outside the raster are filled by reflecting the pixels inside it, so
-    edge chips see plausible context instead of invented zeros. Returns
-    ``(data[bands, h, w], valid[h, w])`` where ``valid`` is False for nodata
-    (scene nodata, alpha or mask band), for pixels with a NaN or infinite value
-    in any band, and for every pixel outside the raster.
+    Parts outside the raster hold the scene reflected at its edges, as
+    ``numpy.pad(mode="reflect")`` of the whole scene would: the same values
+    whatever the window, so results do not depend on how a scene is cut into
+    blocks. Returns ``(data[bands, h, w], valid[h, w], content[h, w])``:
+    ``valid`` is False for nodata (scene nodata, alpha or mask band), for pixels
+    with a NaN or infinite value in any band, and for every pixel outside the
+    raster; ``content`` is the validity of the pixel whose value each position
+    holds (the reflected one outside the raster).
     """
-    grid = GeoGrid.from_dataset(src)
-    inner = grid.clip(window)
     h, w = int(window.height), int(window.width)
+    r0, c0 = int(window.row_off), int(window.col_off)
+    inner = GeoGrid.from_dataset(src).clip(window)
     if inner.width == 0 or inner.height == 0:
-        return np.zeros((len(bands), h, w), np.float32), np.zeros((h, w), bool)
+        empty = np.zeros((h, w), bool)
+        return np.zeros((len(bands), h, w), np.float32), empty, empty
+    rows = reflect_index(np.arange(r0, r0 + h), src.height)
+    cols = reflect_index(np.arange(c0, c0 + w), src.width)
+    source = Window(int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1),
+                    int(rows.max() - rows.min() + 1))
     with read_errors(src):
-        data = src.read(list(bands), window=inner, out_dtype="float32")
-        valid = (src.dataset_mask(window=inner) > 0) & finite_pixels(data)
-    top = int(inner.row_off - window.row_off)
-    left = int(inner.col_off - window.col_off)
-    bottom = h - top - int(inner.height)
-    right = w - left - int(inner.width)
-    if top or left or bottom or right:
-        data = _reflect_pad(data, top, bottom, left, right)
-        valid_out = np.zeros((h, w), bool)
-        valid_out[top:top + valid.shape[0], left:left + valid.shape[1]] = valid
-        valid = valid_out
-    return data, valid
+        data = src.read(list(bands), window=source, out_dtype="float32")
+        ok = (src.dataset_mask(window=source) > 0) & finite_pixels(data)
+    r, c = rows - int(rows.min()), cols - int(cols.min())
+    data, content = data[:, r][:, :, c], ok[r][:, c]
+    inside = np.zeros((h, w), bool)
+    inside[int(inner.row_off) - r0:int(inner.row_off + inner.height) - r0,
+           int(inner.col_off) - c0:int(inner.col_off + inner.width) - c0] = True
+    return data, content & inside, content
+
+
+def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
+    """Indices into an axis of length ``n``, reflected at both ends without repeating the edge (numpy.pad's
+    "reflect", repeated as often as needed); every index is 0 when ``n`` is 1."""
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    index = np.abs(index) % period
+    return np.where(index >= n, period - index, index)
 
 
 def finite_pixels(data: np.ndarray) -> np.ndarray:
@@ -88,14 +102,3 @@ def read_errors(src):
         yield
     except RasterioIOError:
         raise RasterError(f"{src.name} could not be read: the file is truncated or corrupt") from None
-
-
-def _reflect_pad(a: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
-    """Pad the last two axes by reflection (edge replication for 1-pixel-wide axes)."""
-    pads = [(0, 0)] * (a.ndim - 2) + [(top, bottom), (left, right)]
-    for axis in (-2, -1):
-        only = [(0, 0)] * a.ndim
-        only[axis] = pads[axis]
-        mode = "reflect" if a.shape[axis] > 1 else "edge"
-        a = np.pad(a, only, mode=mode)
-    return a

@@ -90,11 +90,11 @@ def _reference_prediction(scene, ckpt_path, overlap, tta="none"):
         g = ChipGrid.for_scene(src.width, src.height, ckpt.chip_size, overlap)
         span = Window(-g.offset, -g.offset, (g.cols - 1) * g.stride + g.chip,
                       (g.rows - 1) * g.stride + g.chip)
-        data, valid = read_padded(src, span, ckpt.bands)
+        data, valid, content = read_padded(src, span, ckpt.bands)
         h, w = src.height, src.width
     data = (data - np.array(ckpt.mean, np.float32)[:, None, None]) / np.array(ckpt.std, np.float32)[:, None,
                                                                                                     None]
-    data[:, ~valid] = 0
+    data[:, ~content] = 0  # nodata; outside the scene, the reflected pixels
     weight = blend_weights(g.chip, overlap)
     acc = np.zeros((len(ckpt.classes), data.shape[1], data.shape[2]), np.float64)
     for i in range(g.rows):

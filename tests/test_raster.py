@@ -33,7 +33,7 @@ def test_padded_reads_reflect_the_scene_and_mark_outside_as_invalid(tmp_path):
     data[0, 0, 0] = 0  # nodata
     path = write_raster(tmp_path / "s.tif", data, nodata=0)
     with open_raster(path) as src:
-        values, valid = read_padded(src, Window(-2, -1, 7, 5), [1])
+        values, valid, content = read_padded(src, Window(-2, -1, 7, 5), [1])
     assert values.dtype == np.float32 and values.shape == (1, 5, 7)
     inner = values[0, 1:4, 2:6]
     assert (inner == data[0]).all()
@@ -42,10 +42,13 @@ def test_padded_reads_reflect_the_scene_and_mark_outside_as_invalid(tmp_path):
     expected_valid = np.zeros((5, 7), bool)
     expected_valid[1:4, 2:6] = data[0] != 0
     assert (valid == expected_valid).all()
+    # what each position holds: the validity of the pixel reflected there
+    assert (content == np.pad(data[0] != 0, ((1, 1), (2, 1)), mode="reflect")).all()
+    assert not content[1, 2] and content[0, 2] and content[1, 0]
 
 
 def test_a_window_wholly_outside_is_empty_and_invalid(tmp_path):
     path = write_raster(tmp_path / "s.tif", np.ones((3, 4, 4), np.uint8))
     with open_raster(path) as src:
-        values, valid = read_padded(src, Window(10, 10, 3, 2), [1, 2, 3])
-    assert values.shape == (3, 2, 3) and not valid.any()
+        values, valid, content = read_padded(src, Window(10, 10, 3, 2), [1, 2, 3])
+    assert values.shape == (3, 2, 3) and not valid.any() and not content.any()
