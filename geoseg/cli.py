@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("rasterio").addHandler(logging.NullHandler())  # GDAL errors come as our sentences
     warnings.showwarning = _show_warning
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
+    # Ctrl-C stops cleanly even where the shell started us with SIGINT ignored (`cmd &` in a script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cli.main(args=argv, prog_name="geoseg", standalone_mode=False)
     except GeoSegError as exc:

@@ -21,12 +21,14 @@ from conftest import TINY_MODEL, write_raster
 
 @pytest.fixture(autouse=True)
 def restore_process_state():
-    """``main`` installs a warning printer and a SIGTERM handler; put them back after each row."""
-    show, term = warnings.showwarning, signal.getsignal(signal.SIGTERM)
+    """``main`` installs a warning printer and SIGTERM/SIGINT handlers; put them back after each row."""
+    show = warnings.showwarning
+    term, interrupt = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with warnings.catch_warnings():
         yield
     warnings.showwarning = show
     signal.signal(signal.SIGTERM, term)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 def run(capsys, *args) -> tuple[int, str]:
