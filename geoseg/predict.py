@@ -247,24 +247,12 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
     bands = _model_bands(options, ckpt)
     grid = _inspect_scene(scene, bands, ckpt, polygons=paths.vector is not None, min_area=min_area)
     _check_options(options)
-    chip = ckpt.chip_size
-    overlap = _overlap(options, chip)
-    layout = grid_blocks(ChipGrid.for_scene(grid.width, grid.height, chip, overlap), max(1,
-                                                                                         options.block_chips))
+    overlap = _overlap(options, ckpt.chip_size)
     scene_ref = str(scene) if is_remote(scene) else str(Path(scene).resolve())
-    ckpt_ref = str(ckpt.path.resolve())
-    tags = {"geoseg_version": __version__, "checkpoint": ckpt_ref, "scene": scene_ref,
-            "overlap": str(overlap), "chip_size": str(chip), "tta": options.tta}
+    tags = {"geoseg_version": __version__, "checkpoint": str(ckpt.path.resolve()), "scene": scene_ref,
+            "overlap": str(overlap), "chip_size": str(ckpt.chip_size), "tta": options.tta}
     profiles = {name: (probability_raster_profile(grid, len(ckpt.classes), options.probabilities)
                        if name == "probabilities" else class_raster_profile(grid)) for name in paths.rasters}
-    fingerprint = {"scene": file_identity(scene), "checkpoint": file_identity(ckpt.path),
-                   "grid": [grid.width, grid.height, list(grid.transform)[:6],
-                            grid.crs.to_wkt() if grid.crs else None],
-                   "options": {"chip": chip, "overlap": overlap, "block_chips": options.block_chips,
-                               "batch_size": options.batch_size, "precision": options.precision,
-                               "tta": options.tta, "outputs": sorted(paths.rasters), "bands": list(bands),
-                               "probabilities": options.probabilities},
-                   "geoseg_version": __version__}
 
     def prepare(ds, name: str) -> None:
         if name == "classes":
@@ -275,12 +263,44 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
             write_categories(path, ckpt.classes)
 
     start = time.perf_counter()
-    n_chips = 0
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
+            paths.rasters, profiles, _fingerprint(scene, ckpt, grid, bands, overlap, options, paths), resume,
+            prepare, finalize, options.commit_seconds) as writer:
+        chips = _stream_blocks(writer, scene_ref, ckpt, grid, overlap, options, start)
+    if min_area:
+        _sieve(paths.raster, grid, min_area)
+    for path in paths.rasters.values():  # sieved first: the rewrite keeps overviews and the COG layout
+        finish_raster(path, options.cog)
+    write_raster_style(paths.raster, ckpt.classes)
+    result = PredictResult(paths.raster, grid, chips, time.perf_counter() - start, dict(paths.extra))
+    say(f"predicted {grid.width}×{grid.height} px, {chips} chips in {result.seconds:.1f} s "
+        f"({chips / max(result.seconds, 1e-9):.2f} chips/s, {result.megapixels_per_second:.2f} Mpx/s) "
+        f"→ {paths.raster}")
+    return result
+
+
+def _fingerprint(scene: str | os.PathLike, ckpt: Checkpoint, grid: GeoGrid, bands: list[int], overlap: int,
+                 options: PredictOptions, paths: OutputPaths) -> dict:
+    """What a run's partial rasters were made from: ``--resume`` continues only the same."""
+    return {"scene": file_identity(scene), "checkpoint": file_identity(ckpt.path),
+            "grid": [grid.width, grid.height, list(grid.transform)[:6],
+                     grid.crs.to_wkt() if grid.crs else None],
+            "options": {"chip": ckpt.chip_size, "overlap": overlap, "block_chips": options.block_chips,
+                        "batch_size": options.batch_size, "precision": options.precision, "tta": options.tta,
+                        "outputs": sorted(paths.rasters), "bands": list(bands),
+                        "probabilities": options.probabilities},
+            "geoseg_version": __version__}
+
+
+def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, overlap: int,
+                   options: PredictOptions, start: float) -> int:
+    """Run the blocks still to do on dask and write each as it finishes; the number of chips run."""
+    layout = grid_blocks(ChipGrid.for_scene(grid.width, grid.height, ckpt.chip_size, overlap),
+                         max(1, options.block_chips))
     threads = default_threads(options.threads, options.workers)
+    ckpt_ref = str(ckpt.path.resolve())
+    chips = 0
     with contextlib.ExitStack() as stack:
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
-        writer = stack.enter_context(resumable_rasters(paths.rasters, profiles, fingerprint, resume, prepare,
-                                                       finalize, options.commit_seconds))
         in_process = not options.scheduler and not local_processes(options.workers, options.processes)
         preload = preload_model(ckpt, threads) if in_process else None
         client = stack.enter_context(dask_client(options.scheduler, options.workers, options.processes))
@@ -288,11 +308,11 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
             preload.join()
         if options.scheduler:
             check_workers(client, scene_ref, ckpt_ref)
-        pbar = stack.enter_context(bar(sum(len(r) for r in layout) - len(writer.done), "predict",
-                                       unit="block"))
-        tasks = block_tasks(layout, grid, scene=scene_ref, checkpoint=ckpt_ref, chip=chip, overlap=overlap,
-                            batch_size=options.batch_size, precision=options.precision, tta=options.tta,
-                            threads=threads, bands=tuple(options.bands or ()))
+        todo = sum(len(row) for row in layout) - len(writer.done)
+        pbar = stack.enter_context(bar(todo, "predict", unit="block"))
+        tasks = block_tasks(layout, grid, scene=scene_ref, checkpoint=ckpt_ref, chip=ckpt.chip_size,
+                            overlap=overlap, batch_size=options.batch_size, precision=options.precision,
+                            tta=options.tta, threads=threads, bands=tuple(options.bands or ()))
         finished = run_blocks(client, tasks, ckpt.classes.index_to_code_lut(), confidence=options.confidence,
                               probabilities=options.probabilities,
                               max_in_flight=2 * (options.workers or 1) + 2, skip=writer.done)
@@ -300,19 +320,10 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
             arrays = {"classes": done.codes, "confidence": done.confidence,
                       "probabilities": done.probabilities}
             writer.write(key, done.window, {k: v for k, v in arrays.items() if v is not None})
-            n_chips += done.chips
+            chips += done.chips
             pbar.update(1)
-            pbar.set_postfix(chips_per_s=f"{n_chips / (time.perf_counter() - start):.1f}")
-    if min_area:
-        _sieve(paths.raster, grid, min_area)
-    for path in paths.rasters.values():  # sieved first: the rewrite keeps overviews and the COG layout
-        finish_raster(path, options.cog)
-    write_raster_style(paths.raster, ckpt.classes)
-    result = PredictResult(paths.raster, grid, n_chips, time.perf_counter() - start, dict(paths.extra))
-    say(f"predicted {grid.width}×{grid.height} px, {n_chips} chips in {result.seconds:.1f} s "
-        f"({n_chips / max(result.seconds, 1e-9):.2f} chips/s, {result.megapixels_per_second:.2f} Mpx/s) "
-        f"→ {paths.raster}")
-    return result
+            pbar.set_postfix(chips_per_s=f"{chips / (time.perf_counter() - start):.1f}")
+    return chips
 
 
 def _model_bands(options: PredictOptions, ckpt: Checkpoint) -> list[int]:
