@@ -39,7 +39,8 @@ class ChipDataset(Dataset):
     """Chips of ``chip`` × ``chip`` sampled pixels with their labels, read with windowed reads."""
 
     def __init__(self, scenes: Sequence[SceneInfo], schema: ClassSchema, bands: Sequence[int], chip: int,
-                 mean: Sequence[float], std: Sequence[float], ignored: Sequence[int] = ()):
+                 mean: Sequence[float], std: Sequence[float], ignored: Sequence[int] = (),
+                 label_field: str = "class_id"):
         self.scenes = list(scenes)
         self.schema = schema
         self.bands = list(bands)
@@ -47,6 +48,7 @@ class ChipDataset(Dataset):
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
         self.ignore_lut = ignore_lut(ignored)
+        self.label_field = label_field
         self._open: dict[int, tuple] = {}
         self._pid = None
 
@@ -63,7 +65,8 @@ class ChipDataset(Dataset):
             if info.record.label is None:
                 raise ConfigError(f"scene {info.record.image} has no label in the manifest")
             self._open[i] = (open_raster(info.record.image),
-                             LabelReader(info.record.label, info.grid, self.schema, name=info.label_name))
+                             LabelReader(info.record.label, info.grid, self.schema, self.label_field,
+                                         name=info.label_name))
         return self._open[i]
 
     def read(self, spec: ChipSpec) -> tuple[np.ndarray, np.ndarray]:

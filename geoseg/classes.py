@@ -111,10 +111,10 @@ class ClassSchema:
             if not isinstance(item, dict) or "name" not in item or "color" not in item:
                 raise ConfigError(f"classes[{i}] must be a mapping with 'name' and 'color' (and optional "
                                   f"'code', 'ignore')")
-            color = item["color"]
-            is_rgb = isinstance(color, Sequence) and len(color) == 3
-            if not (is_rgb and all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
-                raise ConfigError(f"classes[{i}].color must be three integers 0..255, got {color!r}")
+            color = parse_color(item["color"])
+            if color is None:
+                raise ConfigError(f"classes[{i}].color must be three integers 0..255 or '#rrggbb', got "
+                                  f"{item['color']!r}")
             code = item.get("code", i)
             if not isinstance(code, int) or isinstance(code, bool):
                 raise ConfigError(f"classes[{i}].code must be an integer, got {code!r}")
@@ -123,6 +123,19 @@ class ClassSchema:
         if len(classes) < 2:
             raise ConfigError("classes must list at least two classes")
         return cls(tuple(classes))
+
+
+def parse_color(color: Any) -> tuple[int, int, int] | None:
+    """``[r, g, b]`` (0–255) or ``"#rrggbb"`` as QGIS and most GIS tools write colours; None if neither."""
+    if isinstance(color, str):
+        text = color.strip().lstrip("#")
+        if len(text) == 6 and all(ch in "0123456789abcdefABCDEF" for ch in text):
+            return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
+        return None
+    is_rgb = isinstance(color, Sequence) and len(color) == 3
+    if is_rgb and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in color):
+        return tuple(color)
+    return None
 
 
 def ignore_lut(ignored: Iterable[int]) -> np.ndarray:

@@ -122,6 +122,8 @@ def predict(scene, output, model, raster, overlap, batch_size, precision, worker
 @click.argument("prediction", type=click.Path(), required=False)
 @click.option("--truth", "-t", type=click.Path(), default=None,
               help="Labels: class ids, RGB mask or polygons.")
+@click.option("--label-field", default="class_id", show_default=True,
+              help="The polygon labels' class attribute: class codes or class names.")
 @model_option
 @click.option("--data", type=click.Path(), default=None,
               help="A manifest, DeepGlobe folder or run config: predict its --split with --model, then "
@@ -143,8 +145,8 @@ def predict(scene, output, model, raster, overlap, batch_size, precision, worker
               help="Also write the metrics JSON here.")
 @overwrite_option
 @quiet_option
-def evaluate(prediction, truth, model, data, split, image, out_dir, worst, class_name, chip, bootstrap,
-             json_path, overwrite, quiet) -> None:
+def evaluate(prediction, truth, label_field, model, data, split, image, out_dir, worst, class_name, chip,
+             bootstrap, json_path, overwrite, quiet) -> None:
     """Score predictions against labels: metrics, plots, an error map and the worst chips.
 
     Either PREDICTION --truth LABELS (an existing class raster), or --model CKPT --data DATA [--split test].
@@ -155,7 +157,8 @@ def evaluate(prediction, truth, model, data, split, image, out_dir, worst, class
     set_quiet(quiet)
     result = run_evaluation(prediction, truth, model=model, data=data, split=split, image=image,
                             out_dir=out_dir, worst=worst, class_name=class_name, chip=chip,
-                            bootstrap=bootstrap, json_path=json_path, overwrite=overwrite)
+                            bootstrap=bootstrap, json_path=json_path, overwrite=overwrite,
+                            label_field=label_field)
     _print_report(result)
     click.echo(f"report: {result['files']['report']}")
 

@@ -43,6 +43,7 @@ class RunConfig:
     optimizer: str = "Adam"
     # geoseg's keys.
     manifest: str | None = None      # a CSV (image,label,split) or a folder in the DeepGlobe layout
+    label_field: str = "class_id"    # the polygon labels' attribute: class codes, or class names (text)
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1,
                                                                   0.1])  # train/val/test of a folder
     resolution: float | None = None  # train at this ground resolution (m/pixel), read with out_shape
@@ -177,6 +178,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     _check(isinstance(cfg.model_architecture, str), "model_architecture", cfg.model_architecture, "a string")
     _check(isinstance(cfg.output_dir, str), "output_dir", cfg.output_dir, "a path")
     _check(cfg.manifest is None or isinstance(cfg.manifest, str), "manifest", cfg.manifest, "a path")
+    _check(isinstance(cfg.label_field, str) and cfg.label_field != "", "label_field", cfg.label_field,
+           "the name of the polygon labels' class attribute")
     _check(cfg.run_name is None or isinstance(cfg.run_name, str), "run_name", cfg.run_name, "a string")
     _check(isinstance(cfg.bands,
                       list) and len(cfg.bands) >= 1 and all(_is_int(b) and b >= 1 for b in cfg.bands),

@@ -32,7 +32,7 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
              split: str = "test", image: str | os.PathLike | None = None,
              out_dir: str | os.PathLike | None = None, worst: int = 8, class_name: str | None = None,
              chip: int = 256, bootstrap: int = 1000, json_path: str | os.PathLike | None = None,
-             overwrite: bool = False) -> dict[str, Any]:
+             overwrite: bool = False, label_field: str = "class_id") -> dict[str, Any]:
     """Score ``prediction`` against ``truth``, or predict ``data``'s ``split`` with ``model`` and score it.
 
     Writes the report into ``out_dir`` (default ``<prediction>_evaluation``, or
@@ -47,7 +47,8 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
             raise InputError("give either PREDICTION --truth LABELS or --model CKPT --data DATA, not both")
         checkpoint = load_checkpoint(resolve_model(model))
         out = Path(out_dir or "evaluation")
-        ev = evaluate_model(checkpoint, data, out, split, chip=chip, overwrite=overwrite)
+        ev = evaluate_model(checkpoint, data, out, split, chip=chip, overwrite=overwrite,
+                            label_field=label_field)
     else:
         if not prediction or not truth:
             raise InputError("give PREDICTION --truth LABELS, or --model CKPT --data DATA")
@@ -57,7 +58,8 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
         for name in REPORT_FILES:
             check_not_input(out / name, inputs)
         out.mkdir(parents=True, exist_ok=True)
-        ev = evaluate_raster(prediction, truth, schema, chip, error_map=out / "error_map.tif", image=image)
+        ev = evaluate_raster(prediction, truth, schema, chip, error_map=out / "error_map.tif", image=image,
+                             label_field=label_field)
     run_metrics = checkpoint.path.with_name("metrics.json") if checkpoint else None
     result = write_report(ev, out, worst, class_name, run_metrics, bootstrap)
     if json_path:
@@ -67,10 +69,11 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
 
 def evaluate_model(checkpoint: str | os.PathLike | Checkpoint, data: str | os.PathLike,
                    out_dir: str | os.PathLike, split: str = "test", options: PredictOptions | None = None,
-                   chip: int = 512, overwrite: bool = False) -> Evaluation:
+                   chip: int = 512, overwrite: bool = False, label_field: str = "class_id") -> Evaluation:
     """Predict every scene of ``split`` in ``data`` (a manifest, DeepGlobe folder or run config) into
     ``out_dir/predictions`` and score them together (error maps in ``out_dir/error_maps``)."""
-    records = [r for r in _records(data) if r.split == split]
+    records, label_field = _records(data, label_field)
+    records = [r for r in records if r.split == split]
     if not records:
         raise ConfigError(f"{data} lists no '{split}' scenes to evaluate")
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
@@ -87,17 +90,18 @@ def evaluate_model(checkpoint: str | os.PathLike | Checkpoint, data: str | os.Pa
         (folder.parent / "error_maps").mkdir(exist_ok=True)
         error_map = folder.parent / "error_maps" / f"{Path(rec.image).stem}.tif"
         results.append(evaluate_raster(out, rec.label, ckpt.classes, chip, image=rec.image,
-                                       error_map=error_map))
+                                       error_map=error_map, label_field=label_field))
     return combine(results)
 
 
-def _records(data: str | os.PathLike) -> list[SceneRecord]:
+def _records(data: str | os.PathLike, label_field: str) -> tuple[list[SceneRecord], str]:
+    """The scenes of a manifest, DeepGlobe folder or run config (whose ``label_field`` then applies)."""
     path = Path(data)
     if path.suffix.lower() in (".yaml", ".yml"):
         from geoseg.config import load_config
         cfg = load_config(path)
-        return read_records(cfg.manifest_path, cfg.split_fractions, cfg.seed)
-    return read_records(path)
+        return read_records(cfg.manifest_path, cfg.split_fractions, cfg.seed), cfg.label_field
+    return read_records(path), label_field
 
 
 def _checkpoint_of(prediction: str | os.PathLike, model: str | os.PathLike | None) -> Checkpoint | None:

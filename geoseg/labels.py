@@ -98,6 +98,25 @@ def missing_values(codes: np.ndarray, nodata: float | None) -> np.ndarray:
     return missing
 
 
+def polygon_classes(values, schema: ClassSchema, source: str) -> np.ndarray:
+    """Model indices of polygon attribute ``values``: integer class codes, or class names (text, matched
+    case-insensitively, as analysts type them in QGIS). An unknown value is an error listing the classes."""
+    if values.dtype == object or str(values.dtype).startswith(("string", "str")):
+        names = values.astype(str).str.strip().str.lower()
+        lookup = {name.lower(): (IGNORE_INDEX if c.ignore else i)
+                  for i, (name, c) in enumerate(zip(schema.names, schema.classes))}
+        bad = sorted(set(names) - set(lookup))
+        if bad:
+            raise LabelError(f"{source} has class name(s) {bad[:5]} that are not classes; the classes are "
+                             f"{', '.join(schema.names)}")
+        return names.map(lookup).to_numpy(np.int64)
+    codes = values.to_numpy()
+    bad = sorted(set(int(c) for c in codes if int(c) not in schema.codes))
+    if bad:
+        raise LabelError(f"{source} has class code(s) {bad[:5]} not in {schema.codes}")
+    return schema.code_to_index_lut()[codes.astype(int)].astype(np.int64)
+
+
 def check_label_grid(label: str | os.PathLike, label_grid: GeoGrid, image_grid: GeoGrid) -> None:
     """Refuse a label raster that is not on its image's grid (CRS, size, transform)."""
     g = image_grid
@@ -166,12 +185,10 @@ class LabelReader:
                 raise LabelError(f"label {self.name} has no '{self.class_field}' field")
             if gdf.crs is not None and self.grid.crs is not None and gdf.crs != self.grid.crs:
                 gdf = gdf.to_crs(self.grid.crs)
-            lut = self.schema.code_to_index_lut()
-            codes = gdf[self.class_field].to_numpy()
-            bad = sorted(set(int(c) for c in codes if int(c) not in self.schema.codes))
-            if bad:
-                raise LabelError(f"label {self.name} has class code(s) {bad[:5]} not in {self.schema.codes}")
-            gdf["_index"] = lut[codes.astype(int)]
+            values = gdf[self.class_field]
+            gdf = gdf[values.notna()]  # a polygon without a class is no label
+            gdf = gdf.assign(_index=polygon_classes(gdf[self.class_field], self.schema,
+                                                    f"label {self.name} field '{self.class_field}'"))
             self._gdf = gdf
         return self._gdf
 
@@ -179,7 +196,9 @@ class LabelReader:
         """Label indices for ``window`` (image pixels) resampled to ``out_shape``; outside → ignore."""
         if self.kind == "polygons":
             gdf = self._polygons()
-            hits = gdf.iloc[gdf.sindex.query(_footprint(window, self.grid.transform), predicate="intersects")]
+            # in file order, so where polygons overlap the later one is drawn over the earlier ones
+            hits = gdf.iloc[np.sort(gdf.sindex.query(_footprint(window, self.grid.transform),
+                                                     predicate="intersects"))]
             out = np.full(out_shape, IGNORE_INDEX, np.uint8)
             if len(hits):
                 t = self.grid.transform @ Affine.translation(window.col_off, window.row_off) @ Affine.scale(

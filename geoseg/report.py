@@ -122,7 +122,8 @@ def render_gallery(ev: Evaluation, worst: list[tuple[ChipScore, float]], path: P
         with open_raster(chip.prediction) as pred:
             p = lut[pred.read(1, window=w)]
             grid = GeoGrid.from_dataset(pred)
-        t = LabelReader(chip.truth, grid, ev.schema, align=True).read(w, (int(w.height), int(w.width)))
+        t = LabelReader(chip.truth, grid, ev.schema, ev.label_field, align=True).read(
+            w, (int(w.height), int(w.width)))
         if chip.image:
             with open_raster(chip.image) as src, rasterio.Env():
                 if chip.image not in limits:

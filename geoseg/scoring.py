@@ -52,6 +52,7 @@ class Evaluation:
     confusion: np.ndarray
     chips: list[ChipScore] = field(default_factory=list)
     scenes: list[np.ndarray] = field(default_factory=list)  # one confusion matrix per scene
+    label_field: str = "class_id"  # the polygon labels' class attribute
 
     @property
     def report(self) -> dict:
@@ -90,7 +91,7 @@ class Evaluation:
 
 def evaluate_raster(prediction: str | os.PathLike, truth: str | os.PathLike, schema: ClassSchema,
                     chip: int = 512, error_map: str | os.PathLike | None = None,
-                    image: str | os.PathLike | None = None) -> Evaluation:
+                    image: str | os.PathLike | None = None, label_field: str = "class_id") -> Evaluation:
     """Confusion matrices (per chip and in all) of a class raster against its labels.
 
     Nodata in either raster and truth of an ignored class are left out; an
@@ -105,7 +106,7 @@ def evaluate_raster(prediction: str | os.PathLike, truth: str | os.PathLike, sch
     chips: list[ChipScore] = []
     with open_raster(prediction) as pred, contextlib.ExitStack() as stack:
         grid = GeoGrid.from_dataset(pred)
-        labels = LabelReader(truth, grid, schema, align=True)
+        labels = LabelReader(truth, grid, schema, label_field, align=True)
         scene = str(image) if image else pred.tags().get("scene")
         errors = (stack.enter_context(styled_class_raster(error_map, grid, ERROR_CLASSES,
                                                           {"content": "prediction errors"}))
@@ -121,7 +122,7 @@ def evaluate_raster(prediction: str | os.PathLike, truth: str | os.PathLike, sch
     total = sum(c.confusion for c in chips)
     if total.sum() == 0:
         raise RasterError(f"{prediction} and {truth} share no labelled pixels to evaluate")
-    return Evaluation(schema, total, chips, [total])
+    return Evaluation(schema, total, chips, [total], label_field)
 
 
 def error_codes(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -136,4 +137,5 @@ def combine(evaluations: Sequence[Evaluation]) -> Evaluation:
     """One evaluation of several scenes: confusion matrices summed, chips and scenes pooled."""
     first = evaluations[0]
     return Evaluation(first.schema, sum(e.confusion for e in evaluations),
-                      [c for e in evaluations for c in e.chips], [s for e in evaluations for s in e.scenes])
+                      [c for e in evaluations for c in e.chips], [s for e in evaluations for s in e.scenes],
+                      first.label_field)

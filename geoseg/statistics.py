@@ -78,7 +78,8 @@ def sample_band_statistics(src, bands: Sequence[int], size: int = 256) -> tuple[
 
 
 def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, chip: int,
-                      ignored: Sequence[int] = (), cache_dir: Path | None = None) -> list[np.ndarray]:
+                      ignored: Sequence[int] = (), cache_dir: Path | None = None,
+                      label_field: str = "class_id") -> list[np.ndarray]:
     """Per scene, the label pixels of each class in each chip-sized cell of the sampling grid: [rows, cols,
     K].
 
@@ -86,7 +87,7 @@ def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, chip: in
     result is cached under a key of the label files, chip, scale and classes.
     """
     key = cache_key([[file_identity(s.record.label) if s.record.label else None, s.scale] for s in scenes],
-                    chip, schema.codes, sorted(ignored))
+                    chip, schema.codes, sorted(ignored), label_field)
     cache = cache_dir / f"label-stats-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
@@ -97,7 +98,7 @@ def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, chip: in
     for info in scenes:
         if info.record.label is None:
             raise ConfigError(f"scene {info.record.image} has no label in the manifest")
-        labels = LabelReader(info.record.label, info.grid, schema, name=info.label_name)
+        labels = LabelReader(info.record.label, info.grid, schema, label_field, name=info.label_name)
         h, w = info.sampled_shape
         rows, cols = -(-h // chip), -(-w // chip)
         counts = np.zeros((rows, cols, k), np.int64)

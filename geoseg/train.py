@@ -135,9 +135,9 @@ class Trainer:
         self.class_weights, counts, rarity = class_weights_for(cfg, self.train_scenes,
                                                                self.run_dir if self.main else None)
         train_ds = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
-                               ignored)
+                               ignored, cfg.label_field)
         val_ds = ChipDataset(self.val_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
-                             ignored)
+                             ignored, cfg.label_field)
         self.train_sampler = RandomChipSampler(self.train_scenes, cfg.chip_size, cfg.chips_per_epoch,
                                                cfg.seed, cfg.augment, cfg.rare_class_sampling, counts, rarity,
                                                self.rank, self.world)
@@ -344,7 +344,7 @@ def class_weights_for(cfg: RunConfig, scenes: list[SceneInfo], run_dir: Path | N
     if cfg.ce_weights != "auto" and not cfg.rare_class_sampling:
         return None, None, None
     counts = class_cell_counts(scenes, cfg.classes, cfg.chip_size, cfg.ignored_indices,
-                               cache_dir=cfg.output_path / ".cache")
+                               cache_dir=cfg.output_path / ".cache", label_field=cfg.label_field)
     mfb = median_frequency_weights(counts, cfg.ignored_indices)
     pixels = sum(c.reshape(-1, c.shape[-1]).sum(axis=0) for c in counts)
     share = pixels / max(1, pixels.sum())

@@ -71,6 +71,25 @@ def test_custom_classes_with_own_codes():
     assert cfg.classes.code_to_index_lut()[[10, 20, 80, 30]].tolist() == [0, 1, 2, 255]
 
 
+def test_class_colours_as_gis_tools_write_them():
+    raw = _raw(ce_weights=None, classes=[
+        {"code": 1, "name": "crops", "color": "#e31a1c"},
+        {"code": 2, "name": "water", "color": "1f78B4"},
+        {"code": 3, "name": "forest", "color": [51, 160, 44]},
+    ], model_config={"classes": 3, "encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3})
+    assert parse_config(raw).classes.colors == [(227, 26, 28), (31, 120, 180), (51, 160, 44)]
+    raw["classes"][0]["color"] = "#e31a1"
+    with pytest.raises(ConfigError, match=r"classes\[0\].color must be three integers 0..255 or '#rrggbb', "
+                                          r"got '#e31a1'"):
+        parse_config(raw)
+
+
+def test_label_field_is_a_name():
+    assert parse_config(_raw(label_field="landcover")).label_field == "landcover"
+    with pytest.raises(ConfigError, match="config key 'label_field'"):
+        parse_config(_raw(label_field=""))
+
+
 def test_missing_and_invalid_yaml(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

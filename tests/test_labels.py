@@ -116,3 +116,23 @@ def test_rgb_labels_past_the_edge_without_a_black_class(tmp_path):
     grid = GeoGrid(4, 4, Affine(0.5, 0, 500000, 0, -0.5, 5000000), UTM)
     out = LabelReader(path, grid, schema).read(Window(2, 2, 4, 4), (4, 4))
     assert out.tolist() == [[1, 1, 255, 255], [1, 1, 255, 255], [255] * 4, [255] * 4]
+
+
+def test_polygon_labels_by_class_name_in_any_case(tmp_path):
+    """Analysts type class names in a text field; later polygons are drawn over earlier ones."""
+    grid = GeoGrid(8, 8, Affine(1, 0, 1000, 0, -1, 2000), UTM)
+    gdf = gpd.GeoDataFrame({"landcover": ["Forest", " water", None, "URBAN"]},
+                           geometry=[shapely.box(1000, 1992, 1008, 2000), shapely.box(1004, 1992, 1008, 2000),
+                                     shapely.box(1000, 1992, 1002, 1994),
+                                     shapely.box(1000, 1992, 1002, 1994)],
+                           crs=UTM)
+    path = tmp_path / "drawn.gpkg"
+    gdf.to_file(path)
+    out = LabelReader(path, grid, DEEPGLOBE, class_field="landcover").read(Window(0, 0, 8, 8), (8, 8))
+    assert (out[:6, :4] == 3).all() and (out[:, 4:] == 4).all() and (out[6:, :2] == 0).all()
+    gdf.loc[1, "landcover"] = "lake"
+    gdf.to_file(path)
+    with pytest.raises(LabelError,
+                       match=r"field 'landcover' has class name\(s\) \['lake'\] that are not classes; "
+                                         r"the classes are urban, agriculture"):
+        LabelReader(path, grid, DEEPGLOBE, class_field="landcover").read(Window(0, 0, 8, 8), (8, 8))

@@ -1,16 +1,18 @@
-"""Training: a DeepGlobe folder end to end, resume, logging, sample panels, tiled copies."""
+"""Training: a DeepGlobe folder and polygons named by class end to end, resume, logging, sample panels."""
 
 import csv
 import json
 
+import numpy as np
 import pytest
+import rasterio
 
 from geoseg.classes import DEEPGLOBE
 from geoseg.config import parse_config
 from geoseg.errors import ConfigError
 from geoseg.train import train
 
-from conftest import TINY_MODEL, deepglobe_folder
+from conftest import TINY_MODEL, deepglobe_folder, write_raster
 
 TIMING = ("train_chips_per_s", "val_chips_per_s", "val_seconds", "image_logging_seconds")
 
@@ -92,3 +94,22 @@ def test_sample_panels_every_k_epochs_and_their_cost_is_logged(tmp_path, sample_
             "val_chips_per_s"} <= set(rows[0])
     logging = [r["image_logging_seconds"] for r in rows]
     assert logging[0] < 1e-3 and logging[1] > logging[0]
+
+
+def test_training_on_polygons_drawn_with_class_names(tmp_path):
+    """Labels as an analyst draws them in QGIS: a GeoPackage whose text field names the classes."""
+    import geopandas as gpd
+    import shapely
+
+    from conftest import UTM
+    img = write_raster(tmp_path / "s.tif", np.random.default_rng(0).integers(1, 255, (3, 128, 128), np.uint8))
+    with rasterio.open(img) as src:
+        left, bottom, right, top = src.bounds
+    mid = (left + right) / 2
+    gpd.GeoDataFrame({"landcover": ["Water", "forest"]},
+                     geometry=[shapely.box(left, bottom, mid, top), shapely.box(mid, bottom, right, top)],
+                     crs=UTM).to_file(tmp_path / "drawn.gpkg")
+    (tmp_path / "m.csv").write_text("image,label,split\ns.tif,drawn.gpkg,train\ns.tif,drawn.gpkg,val\n")
+    result = train(config(tmp_path, tmp_path / "m.csv", epochs=1, label_field="landcover"))
+    confusion = np.array(result.history[0]["val_confusion"])
+    assert confusion.sum(1)[[3, 4]].tolist() == [64 * 64 * 2, 64 * 64 * 2] and confusion.sum() == 4 * 64 * 64
