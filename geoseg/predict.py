@@ -209,6 +209,8 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
     checkpoint_path = resolve_model(model)
     paths = output_paths(output, raster, options, overwrite, {"input scene": scene, "model": checkpoint_path})
     checkpoint = load_checkpoint(checkpoint_path)
+    if model is None:
+        _name_the_implicit_model(checkpoint)
     result = _predict_rasters(scene, checkpoint, paths, options, resume, vector.min_area)
     count, rows = 0, []
     if paths.vector is not None:
@@ -222,6 +224,17 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
         say(f"wrote {count} polygons → {paths.vector}")
         say(summary_table(rows))
     return PredictOutputs(paths.raster, paths.vector, count, result, rows)
+
+
+def _name_the_implicit_model(ckpt: Checkpoint) -> None:
+    """Without ``--model`` the model is the default or the latest run's: say which, and what it learnt."""
+    config = ckpt.train_config
+    manifest = config.get("manifest")
+    if manifest and config.get("base_dir"):
+        manifest = (Path(config["base_dir"]) / manifest).resolve()
+    trained_on = f" (trained on {manifest})" if manifest else ""
+    warnings.warn(f"no --model given: using {ckpt.path}{trained_on}; pass --model to choose one, or train on "
+                  f"your own data first (geoseg train --config your.yaml)", GeoSegWarning)
 
 
 def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike | Checkpoint,
