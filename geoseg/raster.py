@@ -69,8 +69,10 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
     with read_errors(src):
         data = src.read(list(bands), window=source, out_dtype="float32")
         ok = (src.dataset_mask(window=source) > 0) & finite_pixels(data)
-    r, c = rows - int(rows.min()), cols - int(cols.min())
-    data, content = data[:, r][:, :, c], ok[r][:, c]
+    if (inner.width, inner.height) == (w, h):  # all inside: nothing to reflect
+        return data, ok, ok
+    r, c = (rows - int(rows.min()))[:, None], cols - int(cols.min())
+    data, content = data[:, r, c], ok[r, c]  # one gather each
     inside = np.zeros((h, w), bool)
     inside[int(inner.row_off) - r0:int(inner.row_off + inner.height) - r0,
            int(inner.col_off) - c0:int(inner.col_off + inner.width) - c0] = True
