@@ -44,8 +44,8 @@ class RunConfig:
     # geoseg's keys.
     manifest: str | None = None      # a CSV (image,label,split) or a folder in the DeepGlobe layout
     label_field: str = "class_id"    # the polygon labels' attribute: class codes, or class names (text)
-    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1,
-                                                                  0.1])  # train/val/test of a folder
+    # train/val/test shares of a folder
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     resolution: float | None = None  # train at this ground resolution (m/pixel), read with out_shape
     classes: ClassSchema = DEEPGLOBE
     bands: list[int] = field(default_factory=lambda: [1, 2, 3])

@@ -172,8 +172,8 @@ class GridBlock:
     cols: range       # chip columns computed here
 
 
-def _axis_blocks(length: int, stride: int, offset: int, cells: int, n_chips: int) -> list[tuple[int, int,
-                                                                                                range]]:
+def _axis_blocks(length: int, stride: int, offset: int, cells: int,
+                 n_chips: int) -> list[tuple[int, int, range]]:
     out = []
     m = 0
     while True:

@@ -156,8 +156,8 @@ def _read_window(grid: ChipGrid, block: GridBlock) -> Window:
 def normalise(data: np.ndarray, valid: np.ndarray, mean, std) -> None:
     """In place: (data - mean) / std per band, 0 where ``valid`` is False (torch: all cores)."""
     t = torch.from_numpy(data)
-    t.sub_(torch.tensor(mean, dtype=t.dtype)[:, None, None]).div_(torch.tensor(std, dtype=t.dtype)[:, None,
-                                                                                                   None])
+    t.sub_(torch.tensor(mean, dtype=t.dtype)[:, None, None])
+    t.div_(torch.tensor(std, dtype=t.dtype)[:, None, None])
     t.masked_fill_(torch.from_numpy(~valid), 0.0)
 
 

@@ -63,11 +63,10 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 SCHEDULES: dict[str, Callable[..., object]] = {
     "none": lambda optimizer, lr, total: None,
     "cosine": lambda optimizer, lr, total: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total),
-    "onecycle": lambda optimizer, lr, total: torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr,
-                                                                                 total_steps=total),
-    "plateau": lambda optimizer, lr, total: torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max",
-                                                                                       factor=0.5,
-                                                                                       patience=2),
+    "onecycle": lambda optimizer, lr, total: torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total),
+    "plateau": lambda optimizer, lr, total: torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=0.5, patience=2),
 }
 
 

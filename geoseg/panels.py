@@ -74,8 +74,8 @@ def sample_panel(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], pre
 
     palette = class_palette(colors)
     rows = []
-    mean3, std3 = np.asarray(mean[:3], np.float32)[:, None, None], np.asarray(std[:3], np.float32)[:, None,
-                                                                                                   None]
+    mean3 = np.asarray(mean[:3], np.float32)[:, None, None]
+    std3 = np.asarray(std[:3], np.float32)[:, None, None]
     for img, t, p in zip(images, truths, preds):
         k = max(1, img.shape[-1] // thumb)  # subsample first: the work is on thumbnails, not chips
         img, t, p = img[:, ::k, ::k], t[::k, ::k], p[::k, ::k]

@@ -61,8 +61,8 @@ def band_statistics(scenes: Sequence[SceneInfo], bands: Sequence[int],
     return mean.tolist(), np.maximum(std, 1e-6).tolist()
 
 
-def sample_band_statistics(src, bands: Sequence[int], size: int = 256) -> tuple[np.ndarray,
-                                                                                np.ndarray] | None:
+def sample_band_statistics(src, bands: Sequence[int],
+                           size: int = 256) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-band mean and standard deviation of valid pixels in 9 small windows spread over an open scene
     (cheap on any size); None when they hold no valid pixel."""
     moments = BandMoments(len(bands))

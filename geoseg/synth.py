@@ -183,9 +183,8 @@ def render(land: Landscape, window_rows: tuple[int, int], window_cols: tuple[int
     # Barren: sand, bare rock and gravel with fine speckle.
     tone = fbm(x, y, 180, s + 61, 3)
     barren = _mix(_color(172, 152, 122), _color(150, 146, 140), smoothstep(0.35, 0.7, tone))
-    barren *= (1 + 0.16 * (value_noise(x, y, 2.0, s + 62) - 0.5) + 0.08 * (value_noise(x, y, 25,
-                                                                                       s + 63) - 0.5))[...,
-                                                                                                       None]
+    grain = 1 + 0.16 * (value_noise(x, y, 2.0, s + 62) - 0.5) + 0.08 * (value_noise(x, y, 25, s + 63) - 0.5)
+    barren *= grain[..., None]
 
     # Water: deep centre, shallow turbid banks, ponds greener.
     depth_t = np.clip(1 - river_dist, 0, 1) if np.isfinite(river_dist).any() else np.zeros((h, w))

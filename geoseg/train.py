@@ -213,8 +213,7 @@ class Trainer:
             _log_rank_chips(self.run_dir, self.rank, epoch, self.train_sampler)
         train_sums, train_cm, self.progress.step, steps = _train_epoch(
             self.net, self.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device, self.amp,
-                                                                       n,
-            epoch, cfg.epochs, self.progress.step, self.scaler)
+            n, epoch, cfg.epochs, self.progress.step, self.scaler)
         t1 = time.perf_counter()
         sample_now = self.main and (epoch % cfg.sample_every == 0 or epoch == cfg.epochs)
         val_sums, val_cm, samples = _validate(self.model, self.val_loader, self.loss_fn, self.device,

@@ -55,8 +55,8 @@ def vectorize_block(classes: np.ndarray, col_off: int, row_off: int, width: int,
     mask = classes != nodata
     if not mask.any():
         return out
-    regions = [Region(shape(g), int(v), 0) for g, v in shapes(classes, mask=mask, connectivity=4,
-                                                              transform=transform)]
+    found = shapes(classes, mask=mask, connectivity=4, transform=transform)
+    regions = [Region(shape(g), int(v), 0) for g, v in found]
     for r in regions:
         r.pixels = int(round(r.polygon.area))
     if confidence is not None and regions:

@@ -34,8 +34,8 @@ def test_manifest_errors_name_the_file_and_line(tmp_path):
 def test_deepglobe_layout_is_read_and_split_by_scene(tmp_path, metadata):
     root = deepglobe_folder(tmp_path / "dg", n=10, metadata=metadata)
     records = read_deepglobe(root, (0.6, 0.2, 0.2), seed=7)
-    assert len(records) == 10 and all(r.label.name == r.image.name.replace("_sat.jpg",
-                                                                           "_mask.png") for r in records)
+    assert len(records) == 10
+    assert all(r.label.name == r.image.name.replace("_sat.jpg", "_mask.png") for r in records)
     assert [r.split for r in records].count("train") == 6 and [r.split for r in records].count("val") == 2
     assert read_deepglobe(root, (0.6, 0.2, 0.2), seed=7) == records       # reproducible
     assert read_deepglobe(root, (0.6, 0.2, 0.2), seed=8) != records       # and seeded
