@@ -52,12 +52,15 @@ def class_raster_profile(grid: GeoGrid, count: int = 1, block: int = 256) -> dic
 
 
 def probability_raster_profile(grid: GeoGrid, classes: int, dtype: str) -> dict:
-    """Profile of a per-class probability raster: ``uint8`` (0–254, nodata 255) or ``float16`` (NaN):
-    half floats stored by GDAL's GeoTIFF driver as Float32 with ``NBITS=16``, which every GDAL reads."""
+    """Profile of a per-class probability raster: ``uint8`` (0–254, nodata 255), ``float16`` (NaN):
+    half floats stored by GDAL's GeoTIFF driver as Float32 with ``NBITS=16``, which every GDAL reads, or
+    ``float32`` (NaN; the intermediate of prediction at the model's sampling)."""
     profile = class_raster_profile(grid)
     profile.update(count=classes, interleave="band")
     if dtype == "float16":
         profile.update(dtype="float32", nbits=16, nodata=float("nan"), predictor=1)
+    elif dtype == "float32":
+        profile.update(dtype="float32", nodata=float("nan"), predictor=1, zlevel=1)
     return profile
 
 

@@ -97,13 +97,17 @@ def train(config_path: str | None, resume: str | None, epochs: int | None, until
 @click.option("--bands", default=None, metavar="3,2,1",
               help="Scene bands (1-based) for the model's inputs, in order; default: the bands it was "
                    "trained on.")
+@click.option("--sampling", type=click.Choice(["model", "native"]), default="model", show_default=True,
+              help="model: read the scene at the pixel size the model was trained at (resolution: or "
+                   "downsize_res:) and write the outputs on the scene's own grid; native: feed its pixels as "
+                   "they are.")
 @overwrite_option
 @click.option("--resume", is_flag=True,
               help="Complete an interrupted run of the same command, keeping its finished blocks.")
 @quiet_option
 def predict(scene, output, model, raster, overlap, batch_size, precision, workers, threads, block_chips,
             scheduler, tta, confidence, probabilities, cog, min_area, simplify, dissolve, layer, bands,
-            overwrite, resume, quiet) -> None:
+            sampling, overwrite, resume, quiet) -> None:
     """Predict land cover of SCENE into a class GeoTIFF and land-cover polygons."""
     from geoseg.predict import PredictOptions, VectorOptions
     from geoseg.predict import predict as run_prediction
@@ -112,7 +116,7 @@ def predict(scene, output, model, raster, overlap, batch_size, precision, worker
     options = PredictOptions(overlap=overlap, block_chips=block_chips, batch_size=batch_size,
                              precision=precision, tta=tta, workers=workers, threads=threads,
                              scheduler=scheduler, confidence=confidence, probabilities=probabilities, cog=cog,
-                             bands=_parse_bands(bands))
+                             bands=_parse_bands(bands), sampling=sampling)
     vector = VectorOptions(min_area=min_area, simplify=simplify, dissolve=dissolve, layer=layer)
     run_prediction(scene, output, model, raster=raster, options=options, vector=vector, overwrite=overwrite,
                    resume=resume)

@@ -55,6 +55,7 @@ class RunConfig:
     weight_decay: float = 0.0
     augment: bool = True
     rare_class_sampling: float = 0.0   # share of chips centred on cells rich in rare classes (0 = uniform)
+    unlabelled_chips: float = 0.0      # where labels are sparse: share of chips drawn anywhere (context)
     lr_schedule: str = "none"          # none | cosine | onecycle | plateau
     early_stopping: int | None = None  # stop after this many epochs without a better val mIoU
     precision: str = "auto"
@@ -151,8 +152,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
            "an integer ≥ 0")
     _check(_is_int(cfg.sample_every) and cfg.sample_every >= 1, "sample_every", cfg.sample_every,
            "a positive integer")
-    _check(_is_number(cfg.rare_class_sampling) and 0 <= cfg.rare_class_sampling <= 1, "rare_class_sampling",
-           cfg.rare_class_sampling, "a number from 0 to 1")
+    for key in ("rare_class_sampling", "unlabelled_chips"):
+        _check(_is_number(getattr(cfg, key)) and 0 <= getattr(cfg, key) <= 1, key, getattr(cfg, key),
+               "a number from 0 to 1")
     lookup(SCHEDULES, "lr_schedule", cfg.lr_schedule)
     _check(cfg.early_stopping is None or (_is_int(cfg.early_stopping) and cfg.early_stopping >= 1),
            "early_stopping", cfg.early_stopping, "a positive number of epochs or null")

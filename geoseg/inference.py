@@ -210,21 +210,31 @@ def finish_block(own: BlockAccumulation, window: Window, lut: np.ndarray, left: 
         else:
             top[rows, cols], index[rows, cols], wsum[rows, cols] = t, i, acc[-1]
     nodata = ~own.valid | (wsum <= 0).numpy()
+    wsum = wsum.clamp_min(1e-12)
+    return encode_block(window, index, top / wsum if confidence else None,
+                        probs / wsum if probabilities else None, nodata, lut, probabilities, own.chips)
+
+
+def encode_block(window: Window, index: torch.Tensor, top: torch.Tensor | None, probs: torch.Tensor | None,
+                 nodata: np.ndarray, lut: np.ndarray, probabilities: str | None, chips: int) -> FinishedBlock:
+    """A block's outputs from its winning class ``index`` [h, w], the winner's probability ``top`` (for
+    confidence) and the class probabilities ``probs`` [K, h, w] (when written as ``probabilities``: uint8
+    0–254, float16 or float32), nodata where ``nodata``."""
     codes = lut[index.to(torch.uint8).numpy()]
     codes[nodata] = NODATA
     conf = prob_out = None
-    if confidence:
-        conf = torch.round(top / wsum.clamp_min(1e-12) * 100).to(torch.uint8).numpy()
+    if top is not None:
+        conf = torch.round(top * 100).to(torch.uint8).numpy()
         conf[nodata] = NODATA
     if probabilities:
-        p = (probs / wsum.clamp_min(1e-12)).numpy()
+        p = probs.numpy()
         if probabilities == "uint8":
             prob_out = np.rint(p * 254).astype(np.uint8)
             prob_out[:, nodata] = NODATA
         else:
-            prob_out = p.astype(np.float16)
+            prob_out = p.astype(np.float16 if probabilities == "float16" else np.float32)
             prob_out[:, nodata] = np.nan
-    return FinishedBlock(window, codes, conf, prob_out, own.chips)
+    return FinishedBlock(window, codes, conf, prob_out, chips)
 
 
 def _with_neighbours(core: np.ndarray, left, above, diagonal) -> torch.Tensor:

@@ -192,6 +192,13 @@ class LabelReader:
             self._gdf = gdf
         return self._gdf
 
+    def polygon_counts(self) -> np.ndarray:
+        """How many polygons of each class reach into the image."""
+        gdf = self._polygons()
+        scene = _footprint(Window(0, 0, self.grid.width, self.grid.height), self.grid.transform)
+        index = gdf["_index"].to_numpy()[gdf.sindex.query(scene, predicate="intersects")]
+        return np.bincount(index[index != IGNORE_INDEX], minlength=len(self.schema))[:len(self.schema)]
+
     def read(self, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
         """Label indices for ``window`` (image pixels) resampled to ``out_shape``; outside → ignore."""
         if self.kind == "polygons":

@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from geoseg.class_raster import (
 from geoseg.errors import GeoSegWarning, InputError, OutputError
 from geoseg.fingerprint import file_identity
 from geoseg.formats import RASTER_SUFFIXES, VECTOR_FORMATS, is_remote
-from geoseg.grid import ChipGrid, GeoGrid, grid_blocks
+from geoseg.grid import ChipGrid, GeoGrid, blocks, grid_blocks
 from geoseg.inference import GDAL_CACHE_MB
 from geoseg.measures import pixel_ground_area
 from geoseg.models import Checkpoint, load_checkpoint
@@ -45,6 +46,7 @@ from geoseg.progress import bar, say
 from geoseg.raster import check_bands, open_raster
 from geoseg.registry import resolve_model
 from geoseg.resume import COMMIT_SECONDS, resumable_rasters
+from geoseg.sampling import describe_sampling, model_scale, resampled_block, sampled_copy
 from geoseg.schedule import (
     block_tasks,
     check_workers,
@@ -62,7 +64,10 @@ __all__ = ["PredictOptions", "VectorOptions", "PredictResult", "PredictOutputs",
            "predict_scene", "output_paths"]
 
 TTA_MODES = ("none", "flips")
+SAMPLINGS = ("model", "native")
 PROBABILITY_TYPES = ("uint8", "float16")
+#: Side of the blocks in which probabilities predicted at the model's sampling are taken back to the scene.
+RESAMPLE_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class PredictOptions:
     probabilities: str | None = None  # also write per-class probabilities: 'uint8' or 'float16'
     cog: bool = False               # write Cloud-Optimized GeoTIFFs
     bands: tuple[int, ...] | None = None  # scene bands for the model's inputs (default: the checkpoint's)
+    sampling: str = "model"         # model: read the scene at the model's training sampling; native: as it is
     commit_seconds: float = COMMIT_SECONDS  # how often finished blocks are committed for --resume
 
 
@@ -258,12 +264,17 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
                      resume: bool, min_area: float | None = None) -> PredictResult:
     """The class raster (sieved to ``min_area`` m²) and its extras at ``paths`` (already checked)."""
     bands = _model_bands(options, ckpt)
-    grid = _inspect_scene(scene, bands, ckpt, polygons=paths.vector is not None, min_area=min_area)
     _check_options(options)
+    grid = _inspect_scene(scene, bands, ckpt, polygons=paths.vector is not None, min_area=min_area)
+    scale = model_scale(ckpt, grid, scene) if options.sampling == "model" else 1.0
+    if scale == 1.0:
+        _check_resolution(scene, grid, ckpt)
     overlap = _overlap(options, ckpt.chip_size)
     scene_ref = str(scene) if is_remote(scene) else str(Path(scene).resolve())
     tags = {"geoseg_version": __version__, "checkpoint": str(ckpt.path.resolve()), "scene": scene_ref,
             "overlap": str(overlap), "chip_size": str(ckpt.chip_size), "tta": options.tta}
+    if scale != 1.0:
+        tags["sampling"] = f"{scale:.6g} scene pixels per model pixel"
     profiles = {name: (probability_raster_profile(grid, len(ckpt.classes), options.probabilities)
                        if name == "probabilities" else class_raster_profile(grid)) for name in paths.rasters}
 
@@ -276,10 +287,22 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
             write_categories(path, ckpt.classes)
 
     start = time.perf_counter()
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
-            paths.rasters, profiles, _fingerprint(scene, ckpt, grid, bands, overlap, options, paths), resume,
-            prepare, finalize, options.commit_seconds) as writer:
-        chips = _stream_blocks(writer, scene_ref, ckpt, grid, overlap, options, start)
+    fingerprint = _fingerprint(scene, ckpt, grid, bands, overlap, options, paths)
+    if scale == 1.0:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
+                paths.rasters, profiles, fingerprint, resume, prepare, finalize,
+                options.commit_seconds) as writer:
+            chips = _stream_blocks(writer, scene_ref, ckpt, grid, overlap, options, start)
+    else:
+        work = paths.raster.with_name(f".{paths.raster.stem}.geoseg-sampled")
+        probabilities = _predict_sampled(scene, scene_ref, ckpt, grid, grid.zoom(scale), bands, overlap,
+                                         options, work, resume, start)
+        chips = probabilities.chips
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
+                paths.rasters, profiles, {**fingerprint, "sampling": scale}, False, prepare, finalize,
+                options.commit_seconds) as writer:
+            _resample_to_scene(writer, probabilities.raster, scene_ref, bands, ckpt, options)
+        shutil.rmtree(work, ignore_errors=True)
     if min_area:
         _sieve(paths.raster, grid, min_area)
     for path in paths.rasters.values():  # sieved first: the rewrite keeps overviews and the COG layout
@@ -303,6 +326,49 @@ def _fingerprint(scene: str | os.PathLike, ckpt: Checkpoint, grid: GeoGrid, band
                         "outputs": sorted(paths.rasters), "bands": list(bands),
                         "probabilities": options.probabilities},
             "geoseg_version": __version__}
+
+
+@dataclass
+class _Sampled:
+    raster: Path   # class probabilities (float32) on the model's grid
+    chips: int
+
+
+def _predict_sampled(scene: str | os.PathLike, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid,
+                     sampled: GeoGrid, bands: list[int], overlap: int, options: PredictOptions, work: Path,
+                     resume: bool, start: float) -> _Sampled:
+    """Class probabilities of ``scene`` read at the model's sampling, on that grid, in the folder ``work``
+    (resumable like any prediction)."""
+    say(f"reading {scene_ref} ({grid.width}×{grid.height} px) as the model was trained, "
+        f"{describe_sampling(ckpt)}: {sampled.width}×{sampled.height} px")
+    work.mkdir(exist_ok=True)
+    copy = sampled_copy(scene, bands, grid, sampled, work)
+    inner = replace(options, confidence=False, probabilities="float32", cog=False,
+                    bands=tuple(range(1, len(bands) + 1)))
+    paths = OutputPaths(work / "classes.tif", None, {"probabilities": work / "probabilities.tif"})
+    profiles = {"classes": class_raster_profile(sampled),
+                "probabilities": probability_raster_profile(sampled, len(ckpt.classes), "float32")}
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
+            paths.rasters, profiles, _fingerprint(copy, ckpt, sampled, bands, overlap, inner, paths), resume,
+            lambda ds, name: None, None, options.commit_seconds) as writer:
+        chips = _stream_blocks(writer, str(copy), ckpt, sampled, overlap, inner, start)
+    return _Sampled(paths.extra["probabilities"], chips)
+
+
+def _resample_to_scene(writer, probabilities: Path, scene_ref: str, bands: list[int], ckpt: Checkpoint,
+                       options: PredictOptions) -> None:
+    """Write the outputs block by block on the scene's own grid from the probabilities on the model's."""
+    lut = ckpt.classes.index_to_code_lut()
+    with open_raster(probabilities) as probs, open_raster(scene_ref) as src:
+        windows = list(blocks(src.width, src.height, RESAMPLE_BLOCK))
+        with bar(len(windows), "resample", unit="block") as pbar:
+            for key, window in enumerate(windows):
+                done = resampled_block(probs, src, bands, window, lut, options.confidence,
+                                       options.probabilities)
+                arrays = {"classes": done.codes, "confidence": done.confidence,
+                          "probabilities": done.probabilities}
+                writer.write((key, 0), window, {k: v for k, v in arrays.items() if v is not None})
+                pbar.update(1)
 
 
 def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, overlap: int,
@@ -369,12 +435,12 @@ def _inspect_scene(scene: str | os.PathLike, bands: list[int], ckpt: Checkpoint,
                          f"(-o {Path(str(scene)).stem}_landcover.tif), which keeps its GCPs and RPCs")
     if grid.crs is None and grid.has_geotransform:
         warnings.warn(f"{scene} has no CRS; the outputs will have none either", GeoSegWarning)
-    _check_resolution(scene, grid, ckpt)
     return grid
 
 
 def _check_resolution(scene, grid: GeoGrid, ckpt: Checkpoint) -> None:
-    """Warn when the scene's pixels are far from the size the model was trained on."""
+    """Warn when the scene's pixels, predicted as they are, are far from the size the model was trained
+    on."""
     size = grid.ground_resolution
     if not ckpt.resolution or size is None:
         return
@@ -404,6 +470,8 @@ def _check_value_range(src, scene, bands: list[int], ckpt: Checkpoint) -> None:
 def _check_options(options: PredictOptions) -> None:
     if options.tta not in TTA_MODES:
         raise InputError(f"--tta must be one of {', '.join(TTA_MODES)}, got {options.tta!r}")
+    if options.sampling not in SAMPLINGS:
+        raise InputError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {options.sampling!r}")
     if options.probabilities not in (None, *PROBABILITY_TYPES):
         raise InputError(f"--probabilities must be uint8 or float16, got {options.probabilities!r}")
 

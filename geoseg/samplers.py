@@ -16,31 +16,42 @@ from geoseg.scenes import SceneInfo
 class RandomChipSampler(Sampler):
     """``n`` random chips per epoch, scenes drawn in proportion to their area; reproducible per (seed, epoch).
 
-    With ``rare`` > 0 and per-cell class counts, that share of the chips is
-    centred on cells drawn in proportion to their pixels of rare classes (those
-    with a ``class_weights`` entry above 1, e.g. median-frequency weights: rarer
-    than the median class), each weighted by its class weight.
+    ``cell_counts`` are per-scene label pixels of each class per ``cell``-sized
+    cell ([rows, cols, K], :func:`~geoseg.statistics.class_cell_counts`). Where
+    labels cover only part of the scenes (some cells hold none), chips are
+    drawn where labels are: a labelled cell in proportion to its labelled
+    pixels, and the chip placed at random around it so that it holds the whole
+    cell; ``unlabelled`` is the share of chips drawn anywhere instead (context
+    without labels). With ``rare`` > 0 that share of the chips is placed around
+    cells drawn in proportion to their pixels of rare classes (those with a
+    ``class_weights`` entry above 1, e.g. median-frequency weights: rarer than
+    the median class), each weighted by its class weight.
     """
 
     def __init__(self, scenes: Sequence[SceneInfo], chip: int, n: int, seed: int = 0, augment: bool = True,
                  rare: float = 0.0, cell_counts: Sequence[np.ndarray] | None = None,
-                 class_weights: np.ndarray | None = None, rank: int = 0, world: int = 1):
+                 class_weights: np.ndarray | None = None, rank: int = 0, world: int = 1,
+                 cell: int | None = None, unlabelled: float = 0.0):
         self.rank, self.world = rank, world
         self.shapes = [s.sampled_shape for s in scenes]
         self.chip, self.n, self.seed, self.augment = chip, n, seed, augment
+        self.cell = cell or chip
         areas = np.array([h * w for h, w in self.shapes], float)
         self.p = areas / areas.sum()
         self.epoch = 0
         self.rare = rare if cell_counts is not None and class_weights is not None else 0.0
+        self.labelled = None
+        self.unlabelled = unlabelled
+        if cell_counts is not None:
+            labelled = [c.sum(axis=-1).astype(np.float64) for c in cell_counts]
+            if any((c == 0).any() for c in labelled):  # sparse labels
+                self.labelled = _CellDraw(labelled)
         if self.rare:
             w = np.asarray(class_weights, np.float64)
             rarity = np.where(w > 1, w, 0.0)  # classes rarer than the median class
-            scores = [c.astype(np.float64) @ rarity for c in cell_counts]
-            self.cells = np.concatenate([np.argwhere(np.ones_like(sc, bool)) for sc in scores])
-            self.cell_scene = np.concatenate([np.full(sc.size, i) for i, sc in enumerate(scores)])
-            flat = np.concatenate([sc.ravel() for sc in scores])
-            self.cell_p = flat / flat.sum() if flat.sum() > 0 else None
-            if self.cell_p is None:
+            rare_cells = _CellDraw([c.astype(np.float64) @ rarity for c in cell_counts])
+            self.rare_cells = rare_cells if rare_cells.p is not None else None
+            if self.rare_cells is None:
                 self.rare = 0.0
 
     def set_epoch(self, epoch: int) -> None:
@@ -58,7 +69,9 @@ class RandomChipSampler(Sampler):
         rng = np.random.default_rng([self.seed, self.epoch])
         for _ in range(self.n):
             if self.rare and rng.random() < self.rare:
-                i, row, col = self._rare_chip(rng)
+                i, row, col = self._around(self.rare_cells, rng)
+            elif self.labelled is not None and not (self.unlabelled and rng.random() < self.unlabelled):
+                i, row, col = self._around(self.labelled, rng)
             else:
                 i = int(rng.choice(len(self.shapes), p=self.p))
                 h, w = self.shapes[i]
@@ -68,28 +81,44 @@ class RandomChipSampler(Sampler):
             gain = float(rng.uniform(0.92, 1.08)) if self.augment else 1.0
             yield ChipSpec(i, row, col, aug, gain)
 
-    def _rare_chip(self, rng: np.random.Generator) -> tuple[int, int, int]:
-        k = int(rng.choice(len(self.cell_p), p=self.cell_p))
-        i = int(self.cell_scene[k])
+    def _around(self, cells: "_CellDraw", rng: np.random.Generator) -> tuple[int, int, int]:
+        """A chip holding a cell drawn from ``cells``, at a random place around it (inside the scene)."""
+        i, r, c = cells.draw(rng)
         h, w = self.shapes[i]
-        r, c = self.cells[k]
-        half = self.chip // 2
-        row = int(np.clip(r * self.chip + rng.integers(-half, half + 1), 0, max(0, h - self.chip)))
-        col = int(np.clip(c * self.chip + rng.integers(-half, half + 1), 0, max(0, w - self.chip)))
+        slack = self.chip - self.cell
+        row = int(np.clip(r * self.cell - rng.integers(0, slack + 1), 0, max(0, h - self.chip)))
+        col = int(np.clip(c * self.cell - rng.integers(0, slack + 1), 0, max(0, w - self.chip)))
         return i, row, col
 
 
+class _CellDraw:
+    """Cells of several scenes drawn in proportion to a score per cell ([rows, cols] per scene)."""
+
+    def __init__(self, scores: Sequence[np.ndarray]):
+        self.cells = np.concatenate([np.argwhere(np.ones_like(sc, bool)) for sc in scores])
+        self.scene = np.concatenate([np.full(sc.size, i) for i, sc in enumerate(scores)])
+        flat = np.concatenate([sc.ravel() for sc in scores])
+        self.p = flat / flat.sum() if flat.sum() > 0 else None
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        k = int(rng.choice(len(self.p), p=self.p))
+        r, c = self.cells[k]
+        return int(self.scene[k]), int(r), int(c)
+
+
 class GridChipSampler(Sampler):
-    """Non-overlapping chips covering every scene (edge chips run past the scene, padded as ignore)."""
+    """Non-overlapping chips covering every scene (edge chips run past the scene, padded as ignore); with
+    per-cell label counts (``cell``-sized cells, [rows, cols, K] per scene), only chips that hold labels."""
 
     def __init__(self, scenes: Sequence[SceneInfo], chip: int, limit: int | None = None, rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, cell_counts: Sequence[np.ndarray] | None = None, cell: int | None = None):
         specs = []
         for i, s in enumerate(scenes):
             h, w = s.sampled_shape
             for r in range(0, h, chip):
                 for c in range(0, w, chip):
-                    specs.append(ChipSpec(i, r, c))
+                    if cell_counts is None or _holds_labels(cell_counts[i], cell or chip, r, c, chip):
+                        specs.append(ChipSpec(i, r, c))
         if limit is not None and limit < len(specs):
             keep = np.linspace(0, len(specs) - 1, limit).round().astype(int)
             specs = [specs[k] for k in keep]
@@ -101,3 +130,11 @@ class GridChipSampler(Sampler):
 
     def __iter__(self) -> Iterator[ChipSpec]:
         return iter(self.specs)
+
+
+def _holds_labels(counts: np.ndarray, cell: int, row: int, col: int, chip: int) -> bool:
+    """Whether the chip at (row, col) covers a cell with label pixels (cells are ``cell`` px, aligned to the
+    same origin)."""
+    rows = slice(row // cell, -(-(row + chip) // cell))
+    cols = slice(col // cell, -(-(col + chip) // cell))
+    return bool(counts[rows, cols].sum() > 0)

@@ -14,7 +14,7 @@ from geoseg.atomic import atomic_output
 from geoseg.classes import IGNORE_INDEX, ClassSchema, ignore_lut
 from geoseg.errors import ConfigError, RasterError
 from geoseg.fingerprint import cache_key, file_identity
-from geoseg.labels import LabelReader
+from geoseg.labels import LabelReader, label_kind
 from geoseg.raster import finite_pixels, open_raster, read_errors
 from geoseg.scenes import SceneInfo
 
@@ -77,17 +77,23 @@ def sample_band_statistics(src, bands: Sequence[int],
     return moments.mean_std()
 
 
-def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, chip: int,
+def chip_cell(chip: int) -> int:
+    """The side of the label-count cells for ``chip`` px chips: half a chip (so that a chip can be placed
+    anywhere around a cell and still hold all of it), or the chip itself when its side is odd."""
+    return chip // 2 if chip % 2 == 0 and chip >= 2 else chip
+
+
+def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, cell: int,
                       ignored: Sequence[int] = (), cache_dir: Path | None = None,
                       label_field: str = "class_id") -> list[np.ndarray]:
-    """Per scene, the label pixels of each class in each chip-sized cell of the sampling grid: [rows, cols,
-    K].
+    """Per scene, the label pixels of each class in each ``cell``-sized cell of the sampling grid: [rows,
+    cols, K].
 
     Labels are read once, a strip of cells at a time; with ``cache_dir`` the
-    result is cached under a key of the label files, chip, scale and classes.
+    result is cached under a key of the label files, cell, scale and classes.
     """
     key = cache_key([[file_identity(s.record.label) if s.record.label else None, s.scale] for s in scenes],
-                    chip, schema.codes, sorted(ignored), label_field)
+                    cell, schema.codes, sorted(ignored), label_field)
     cache = cache_dir / f"label-stats-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
@@ -100,14 +106,15 @@ def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, chip: in
             raise ConfigError(f"scene {info.record.image} has no label in the manifest")
         labels = LabelReader(info.record.label, info.grid, schema, label_field, name=info.label_name)
         h, w = info.sampled_shape
-        rows, cols = -(-h // chip), -(-w // chip)
+        rows, cols = -(-h // cell), -(-w // cell)
         counts = np.zeros((rows, cols, k), np.int64)
+        column = np.arange(cols * cell) // cell * k  # each pixel's cell, as an offset into the counts
         for r in range(rows):
-            window = Window(0, r * chip * info.scale, cols * chip * info.scale, chip * info.scale)
-            strip = lut[labels.read(window, (chip, cols * chip))]
-            for c in range(cols):
-                cell = strip[:, c * chip:(c + 1) * chip]
-                counts[r, c] = np.bincount(cell[cell != IGNORE_INDEX].ravel(), minlength=k)[:k]
+            window = Window(0, r * cell * info.scale, cols * cell * info.scale, cell * info.scale)
+            strip = lut[labels.read(window, (cell, cols * cell))]
+            labelled = strip != IGNORE_INDEX
+            bins = (column[None, :] + strip)[labelled]
+            counts[r] = np.bincount(bins, minlength=cols * k)[:cols * k].reshape(cols, k)
         out.append(counts)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +122,19 @@ def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, chip: in
             with open(tmp, "wb") as fh:
                 np.savez(fh, **{f"s{i}": c for i, c in enumerate(out)})
     return out
+
+
+def polygon_counts(scenes: Sequence[SceneInfo], schema: ClassSchema,
+                   label_field: str = "class_id") -> np.ndarray | None:
+    """Polygons of each class that reach into the scenes; None when no scene has polygon labels."""
+    counts, any_polygons = np.zeros(len(schema), np.int64), False
+    for info in scenes:
+        label = info.record.label
+        if label is not None and label_kind(label) == "polygons":
+            any_polygons = True
+            reader = LabelReader(label, info.grid, schema, label_field, name=info.label_name)
+            counts += reader.polygon_counts()
+    return counts if any_polygons else None
 
 
 def median_frequency_weights(cell_counts: Sequence[np.ndarray], ignored: Sequence[int] = ()) -> np.ndarray:

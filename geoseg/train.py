@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from geoseg import distributed
 from geoseg.atomic import atomic_write_text
 from geoseg.chips import ChipDataset
-from geoseg.classes import IGNORE_INDEX
+from geoseg.classes import DEEPGLOBE, IGNORE_INDEX
 from geoseg.config import RunConfig
 from geoseg.errors import CheckpointError, ConfigError, GeoSegWarning
 from geoseg.metrics import confusion_matrix, summarize
@@ -45,7 +45,13 @@ from geoseg.records import read_records
 from geoseg.registry import record_latest
 from geoseg.samplers import GridChipSampler, RandomChipSampler
 from geoseg.scenes import SceneInfo, scene_infos, tiled_copies
-from geoseg.statistics import band_statistics, class_cell_counts, median_frequency_weights
+from geoseg.statistics import (
+    band_statistics,
+    chip_cell,
+    class_cell_counts,
+    median_frequency_weights,
+    polygon_counts,
+)
 from geoseg.tracking import LocalLog, WandbLog
 
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
@@ -132,17 +138,19 @@ class Trainer:
         cfg = self.cfg
         ignored = cfg.ignored_indices
         self.evaluated = [i for i in range(len(cfg.classes)) if i not in ignored]
-        self.class_weights, counts, rarity = class_weights_for(cfg, self.train_scenes,
-                                                               self.run_dir if self.main else None)
+        cell = chip_cell(cfg.chip_size)
+        counts, val_counts = label_census(cfg, self.train_scenes, self.val_scenes, cell,
+                                          self.run_dir if self.main else None)
+        self.class_weights, rarity = class_weights_for(cfg, counts, self.run_dir if self.main else None)
         train_ds = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
                                ignored, cfg.label_field)
         val_ds = ChipDataset(self.val_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
                              ignored, cfg.label_field)
         self.train_sampler = RandomChipSampler(self.train_scenes, cfg.chip_size, cfg.chips_per_epoch,
                                                cfg.seed, cfg.augment, cfg.rare_class_sampling, counts, rarity,
-                                               self.rank, self.world)
+                                               self.rank, self.world, cell, cfg.unlabelled_chips)
         self.val_sampler = GridChipSampler(self.val_scenes, cfg.chip_size, cfg.val_chips, self.rank,
-                                           self.world)
+                                           self.world, val_counts, cell)
         self.train_loader = _loader(train_ds, self.train_sampler, cfg)
         self.val_loader = _loader(val_ds, self.val_sampler, cfg)
 
@@ -336,14 +344,53 @@ def normalisation(cfg: RunConfig, train_scenes: list[SceneInfo],
     return band_statistics(train_scenes, cfg.bands)
 
 
-def class_weights_for(cfg: RunConfig, scenes: list[SceneInfo], run_dir: Path | None) -> tuple[
-        list[float] | None, list | None, np.ndarray | None]:
-    """Label statistics when ``ce_weights: auto`` or rare-class sampling needs them: the loss weights (for
-    ``auto``), the per-cell class counts and the median-frequency weights."""
+def label_census(cfg: RunConfig, train: list[SceneInfo], val: list[SceneInfo], cell: int,
+                 run_dir: Path | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Label pixels per class and ``cell``-sized cell of the training and validation scenes (cached), told
+    per class with the polygons found (in the log and ``labels.json``); a class without any training label
+    stops the run with one sentence."""
+    kw = {"cache_dir": cfg.output_path / ".cache", "label_field": cfg.label_field}
+    counts = class_cell_counts(train, cfg.classes, cell, cfg.ignored_indices, **kw)
+    val_counts = class_cell_counts(val, cfg.classes, cell, cfg.ignored_indices, **kw)
+    pixels = {split: sum(c.reshape(-1, c.shape[-1]).sum(axis=0) for c in cs)
+              for split, cs in (("train", counts), ("val", val_counts))}
+    polygons = {split: polygon_counts(scenes, cfg.classes, cfg.label_field)
+                for split, scenes in (("train", train), ("val", val))}
+    report = {name: {f"{split}_{what}": int(table[split][i]) for what, table in (("pixels", pixels),
+                                                                                 ("polygons", polygons))
+                     for split in ("train", "val") if table[split] is not None}
+              for i, name in enumerate(cfg.classes.names)}
+    if run_dir is not None:
+        atomic_write_text(run_dir / "labels.json", json.dumps(report, indent=1))
+    say(label_table(report))
+    missing = [i for i in range(len(cfg.classes)) if i not in cfg.ignored_indices and pixels["train"][i] == 0]
+    if missing and cfg.classes != DEEPGLOBE:
+        c = cfg.classes.classes[missing[0]]
+        others = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ConfigError(f"class '{c.name}' (code {c.code}){others} has no labelled pixels in the training "
+                          f"scenes of {cfg.manifest_path}; label some, or give it ce_weights 0, "
+                          f"ignore: true or remove it from classes")
+    if missing:  # the built-in DeepGlobe list: a subset of DeepGlobe may lack a class
+        names = ", ".join(cfg.classes.names[i] for i in missing)
+        warnings.warn(f"the training scenes of {cfg.manifest_path} have no labelled pixels of {names}; the "
+                      "model cannot learn them", GeoSegWarning)
+    return counts, val_counts
+
+
+def label_table(report: dict[str, dict[str, int]]) -> str:
+    """The labels found per class, as a small table."""
+    columns = list(next(iter(report.values())))
+    lines = ["labels found " + " ".join(f"{c.replace('_', ' '):>16}" for c in columns)]
+    lines += [f"{name:>12} " + " ".join(f"{row[c]:>16,}" for c in columns) for name, row in report.items()]
+    return "\n".join(lines)
+
+
+def class_weights_for(cfg: RunConfig, counts: list[np.ndarray], run_dir: Path | None) -> tuple[
+        list[float] | None, np.ndarray | None]:
+    """The loss weights (for ``ce_weights: auto``) and median-frequency weights (for rare-class sampling)
+    from the training labels' cell counts."""
     if cfg.ce_weights != "auto" and not cfg.rare_class_sampling:
-        return None, None, None
-    counts = class_cell_counts(scenes, cfg.classes, cfg.chip_size, cfg.ignored_indices,
-                               cache_dir=cfg.output_path / ".cache", label_field=cfg.label_field)
+        return None, None
     mfb = median_frequency_weights(counts, cfg.ignored_indices)
     pixels = sum(c.reshape(-1, c.shape[-1]).sum(axis=0) for c in counts)
     share = pixels / max(1, pixels.sum())
@@ -353,7 +400,7 @@ def class_weights_for(cfg: RunConfig, scenes: list[SceneInfo], run_dir: Path | N
         atomic_write_text(run_dir / "class_weights.json", json.dumps(report, indent=1))
     say("class shares / median-frequency weights: " + ", ".join(
         f"{n} {v['share']:.1%}/{v['median_frequency_weight']:.2f}" for n, v in report.items()))
-    return (mfb.tolist() if cfg.ce_weights == "auto" else None), counts, mfb
+    return (mfb.tolist() if cfg.ce_weights == "auto" else None), mfb
 
 
 def _run_folder(cfg: RunConfig, resume: str | Path | None, main: bool) -> Path:

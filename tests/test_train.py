@@ -113,3 +113,69 @@ def test_training_on_polygons_drawn_with_class_names(tmp_path):
     result = train(config(tmp_path, tmp_path / "m.csv", epochs=1, label_field="landcover"))
     confusion = np.array(result.history[0]["val_confusion"])
     assert confusion.sum(1)[[3, 4]].tolist() == [64 * 64 * 2, 64 * 64 * 2] and confusion.sum() == 4 * 64 * 64
+
+
+# --- sparse labels --------------------------------------------------------------------------------
+
+THREE_CLASSES = [{"code": 1, "name": "urban", "color": "#ff0000"}, {"code": 2, "name": "forest",
+                                                                    "color": "#00ff00"},
+                 {"code": 3, "name": "water", "color": "#0000ff"}]
+
+
+def sparse_polygons(tmp_path, names=("Urban", "forest", "WATER", "water")):
+    """A 192 px scene whose polygons (text class names) cover parts of its left third only; the rest is not
+    labelled."""
+    import geopandas as gpd
+    import shapely
+
+    from conftest import UTM
+    img = write_raster(tmp_path / "s.tif", np.random.default_rng(0).integers(1, 255, (3, 192, 192), np.uint8))
+    with rasterio.open(img) as src:
+        t = src.transform
+    boxes = [(0, 0, 64, 40), (0, 40, 64, 80), (0, 80, 40, 150), (40, 100, 64, 192)]  # col0, row0, col1, row1
+    geoms = [shapely.box(*(t * (c0, r1)), *(t * (c1, r0))) for c0, r0, c1, r1 in boxes]
+    gpd.GeoDataFrame({"landcover": list(names)}, geometry=geoms, crs=UTM).to_file(tmp_path / "drawn.gpkg")
+    (tmp_path / "m.csv").write_text("image,label,split\ns.tif,drawn.gpkg,train\ns.tif,drawn.gpkg,val\n")
+    labelled = {"urban": 64 * 40, "forest": 64 * 40, "water": 40 * 70 + 24 * 92}
+    return tmp_path / "m.csv", labelled
+
+
+def sparse_config(tmp_path, manifest, **changes):
+    model = {**TINY_MODEL, "classes": 3}
+    return config(tmp_path, manifest, classes=THREE_CLASSES, model_config=model, ce_weights=None,
+                  label_field="landcover", **changes)
+
+
+def test_sparse_labels_draw_chips_where_labels_are(tmp_path):
+    from geoseg.train import Trainer
+
+    manifest, _ = sparse_polygons(tmp_path)
+    for share in (0.0, 0.5):
+        trainer = Trainer(sparse_config(tmp_path, manifest, chips_per_epoch=200, unlabelled_chips=share))
+        dataset = trainer.train_loader.dataset
+        empty = [not (dataset.read(spec)[1] != 255).any() for spec in trainer.train_sampler.epoch_chips()]
+        if share == 0:
+            assert sum(empty) == 0  # every chip holds labels
+        else:  # chips drawn anywhere: some of them (2/3 of the scene is unlabelled) hold none
+            assert 20 <= sum(empty) <= 100
+    val = trainer.val_sampler.all_specs  # 3 × 3 grid chips of 64 px: only the left column holds labels
+    assert sorted((s.row, s.col) for s in val) == [(0, 0), (64, 0), (128, 0)]
+
+
+def test_sparse_labels_are_counted_and_the_rest_is_never_a_class(tmp_path, capsys):
+    manifest, labelled = sparse_polygons(tmp_path)
+    result = train(sparse_config(tmp_path, manifest, epochs=1, chips_per_epoch=4))
+    confusion = np.array(result.history[0]["val_confusion"])
+    assert confusion.sum(1).tolist() == [labelled["urban"], labelled["forest"], labelled["water"]]
+    report = json.loads((result.run_dir / "labels.json").read_text())
+    assert report["water"] == {"train_pixels": labelled["water"], "val_pixels": labelled["water"],
+                               "train_polygons": 2, "val_polygons": 2}
+    assert report["urban"]["train_polygons"] == 1
+    out = capsys.readouterr().out
+    assert "labels found" in out and "water" in out
+
+
+def test_a_class_without_labels_stops_the_run(tmp_path):
+    manifest, _ = sparse_polygons(tmp_path, names=("urban", "urban", "water", "water"))
+    with pytest.raises(ConfigError, match=r"class 'forest' \(code 2\) has no labelled pixels in the"):
+        train(sparse_config(tmp_path, manifest, epochs=1))
