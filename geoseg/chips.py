@@ -21,7 +21,7 @@ from geoseg.classes import IGNORE_INDEX, ClassSchema, ignore_lut
 from geoseg.errors import ConfigError
 from geoseg.grid import GeoGrid
 from geoseg.labels import LabelReader
-from geoseg.raster import finite_pixels, open_raster
+from geoseg.raster import finite_pixels, open_raster, to_physical
 from geoseg.scenes import SceneInfo
 
 
@@ -40,13 +40,14 @@ class ChipDataset(Dataset):
 
     def __init__(self, scenes: Sequence[SceneInfo], schema: ClassSchema, bands: Sequence[int], chip: int,
                  mean: Sequence[float], std: Sequence[float], ignored: Sequence[int] = (),
-                 label_field: str = "class_id"):
+                 label_field: str = "class_id", clip: tuple[Sequence[float], Sequence[float]] | None = None):
         self.scenes = list(scenes)
         self.schema = schema
         self.bands = list(bands)
         self.chip = chip
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
+        self.clip = None if clip is None else [np.asarray(v, np.float32)[:, None, None] for v in clip]
         self.ignore_lut = ignore_lut(ignored)
         self.label_field = label_field
         self._open: dict[int, tuple] = {}
@@ -77,12 +78,17 @@ class ChipDataset(Dataset):
         window = Window(spec.col * s, spec.row * s, self.chip * s, self.chip * s)
         shape = (self.chip, self.chip)
         resampling = Resampling.nearest if s == 1 else Resampling.bilinear
-        image = src.read(self.bands, window=window, out_shape=(len(self.bands), *shape), boundless=True,
-                         fill_value=0, resampling=resampling).astype(np.float32)
+        bands = info.bands or self.bands
+        image = src.read(bands, window=window, out_shape=(len(bands), *shape), boundless=True,
+                         fill_value=0, resampling=resampling)
+        image = to_physical(image, src, bands)
         valid = _dataset_valid(src, window, shape) & finite_pixels(image)
         label = self.ignore_lut[labels.read(window, shape)]
         label[~valid] = IGNORE_INDEX
-        image = (image * spec.gain - self.mean) / self.std
+        image = image * spec.gain
+        if self.clip is not None:
+            image = np.clip(image, *self.clip)
+        image = (image - self.mean) / self.std
         image[:, ~valid] = 0.0
         return augment(image, spec.aug), augment(label, spec.aug)
 

@@ -95,8 +95,8 @@ def train(config_path: str | None, resume: str | None, epochs: int | None, until
 @click.option("--dissolve", is_flag=True, help="One multipolygon per class.")
 @click.option("--layer", default="landcover", show_default=True, help="GeoPackage layer name.")
 @click.option("--bands", default=None, metavar="3,2,1",
-              help="Scene bands (1-based) for the model's inputs, in order; default: the bands it was "
-                   "trained on.")
+              help="Scene bands for the model's inputs, in order, by number (1-based) or description "
+                   "(B04,B03,B02); default: the bands it was trained on.")
 @click.option("--sampling", type=click.Choice(["model", "native"]), default="model", show_default=True,
               help="model: read the scene at the pixel size the model was trained at (resolution: or "
                    "downsize_res:) and write the outputs on the scene's own grid; native: feed its pixels as "
@@ -240,14 +240,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _default_showwarning = warnings.showwarning
 
 
-def _parse_bands(text: str | None) -> tuple[int, ...] | None:
+def _parse_bands(text: str | None) -> tuple[int | str, ...] | None:
+    """Band numbers or band descriptions, comma-separated: ``3,2,1`` or ``B04,B03,B02``."""
     if not text:
         return None
-    try:
-        return tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected band numbers like 3,2,1, got {text!r}",
-                                 param_hint="--bands") from None
+    bands = tuple(int(b) if b.strip().lstrip("-").isdigit() else b.strip() for b in text.split(","))
+    if any(b == "" for b in bands):
+        raise click.BadParameter(f"expected band numbers or names like 3,2,1 or B04,B03,B02, got {text!r}",
+                                 param_hint="--bands")
+    return bands
 
 
 def _one_line(exc: GeoSegError) -> str:

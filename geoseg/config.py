@@ -48,7 +48,8 @@ class RunConfig:
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     resolution: float | None = None  # train at this ground resolution (m/pixel), read with out_shape
     classes: ClassSchema = DEEPGLOBE
-    bands: list[int] = field(default_factory=lambda: [1, 2, 3])
+    bands: list[int | str] = field(default_factory=lambda: [1, 2, 3])  # numbers or band descriptions
+    normalization: str = "mean_std"   # mean_std (training statistics) or 'percentile LOW HIGH' (e.g. 2 98)
     chip_size: int = 512
     chips_per_epoch: int = 500
     val_chips: int | None = None
@@ -79,6 +80,12 @@ class RunConfig:
         return (self.base_dir / self.output_dir).resolve()
 
     @property
+    def percentiles(self) -> tuple[float, float] | None:
+        """The percentiles of ``normalization: percentile LOW HIGH``; None for mean_std."""
+        words = self.normalization.split()
+        return (float(words[1]), float(words[2])) if words[0] == "percentile" else None
+
+    @property
     def ignored_indices(self) -> list[int]:
         """Classes left out of loss and metrics: marked ``ignore`` or given a zero ``ce_weights`` entry."""
         listed = self.ce_weights if isinstance(self.ce_weights, list) else []
@@ -103,6 +110,18 @@ def _is_number(v: Any) -> bool:
 def _check(cond: bool, key: str, value: Any, what: str) -> None:
     if not cond:
         raise ConfigError(f"config key '{key}' must be {what}, got {value!r}")
+
+
+def _valid_normalization(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    words = value.split()
+    if words == ["mean_std"]:
+        return True
+    try:
+        return len(words) == 3 and words[0] == "percentile" and 0 <= float(words[1]) < float(words[2]) <= 100
+    except ValueError:
+        return False
 
 
 def _validate_model_config(mc: Any, n_classes: int) -> dict[str, Any]:
@@ -183,9 +202,11 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     _check(isinstance(cfg.label_field, str) and cfg.label_field != "", "label_field", cfg.label_field,
            "the name of the polygon labels' class attribute")
     _check(cfg.run_name is None or isinstance(cfg.run_name, str), "run_name", cfg.run_name, "a string")
-    _check(isinstance(cfg.bands,
-                      list) and len(cfg.bands) >= 1 and all(_is_int(b) and b >= 1 for b in cfg.bands),
-           "bands", cfg.bands, "a list of 1-based band numbers")
+    _check(isinstance(cfg.bands, list) and len(cfg.bands) >= 1
+           and all((_is_int(b) and b >= 1) or (isinstance(b, str) and b.strip()) for b in cfg.bands),
+           "bands", cfg.bands, "a list of 1-based band numbers or band descriptions (e.g. [B04, B03, B02])")
+    _check(_valid_normalization(cfg.normalization), "normalization", cfg.normalization,
+           "mean_std or 'percentile LOW HIGH' with 0 <= LOW < HIGH <= 100 (e.g. percentile 2 98)")
     if cfg.ce_weights is not None and cfg.ce_weights != "auto":
         _check(isinstance(cfg.ce_weights, list) and all(_is_number(w) and w >= 0 for w in cfg.ce_weights),
                "ce_weights", cfg.ce_weights, "a list of non-negative numbers or null")

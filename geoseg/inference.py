@@ -121,7 +121,7 @@ def accumulate_block(task: BlockTask) -> BlockAccumulation:
     chips = [grid.origin(i, j) for i in b.rows for j in b.cols]
     chips = [(r, c) for r, c in chips if valid[r - sr:r - sr + task.chip, c - sc:c - sc + task.chip].any()]
     if chips:
-        normalise(data, content if EDGE_PADDING == "reflect" else valid, ckpt.mean, ckpt.std)
+        normalise(data, content if EDGE_PADDING == "reflect" else valid, ckpt.mean, ckpt.std, ckpt.clip)
         weight = torch.from_numpy(blend_weights(task.chip, task.overlap))
         for start in range(0, len(chips), task.batch_size):
             batch = chips[start:start + task.batch_size]
@@ -153,9 +153,14 @@ def _read_window(grid: ChipGrid, block: GridBlock) -> Window:
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def normalise(data: np.ndarray, valid: np.ndarray, mean, std) -> None:
-    """In place: (data - mean) / std per band, 0 where ``valid`` is False (torch: all cores)."""
+def normalise(data: np.ndarray, valid: np.ndarray, mean, std, clip=None) -> None:
+    """In place: (data - mean) / std per band (clipped to ``clip`` = (low, high) per band first), 0 where
+    ``valid`` is False (torch: all cores)."""
     t = torch.from_numpy(data)
+    if clip is not None:
+        low, high = (torch.tensor(v, dtype=t.dtype)[:, None, None] for v in clip)
+        torch.maximum(t, low, out=t)
+        torch.minimum(t, high, out=t)
     t.sub_(torch.tensor(mean, dtype=t.dtype)[:, None, None])
     t.div_(torch.tensor(std, dtype=t.dtype)[:, None, None])
     t.masked_fill_(torch.from_numpy(~valid), 0.0)

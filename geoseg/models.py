@@ -81,6 +81,7 @@ class Checkpoint:
     epoch: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     training_state: dict[str, Any] | None = None
+    clip: tuple[list[float], list[float]] | None = None  # per-band value range inputs are clipped to first
     path: Path | None = field(default=None, compare=False)  # the file it was loaded from (not saved)
 
     def build(self) -> torch.nn.Module:
@@ -98,7 +99,9 @@ class Checkpoint:
             "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "geoseg_version": __version__,
             "architecture": self.architecture, "model_config": self.model_config,
             "state_dict": self.state_dict, "classes": self.classes.to_dict(), "bands": self.bands,
-            "normalization": {"mean": self.mean, "std": self.std}, "chip_size": self.chip_size,
+            "normalization": {"mean": self.mean, "std": self.std,
+                              **({"low": self.clip[0], "high": self.clip[1]} if self.clip else {})},
+            "chip_size": self.chip_size,
             "resolution": self.resolution, "train_config": self.train_config, "epoch": self.epoch,
             "metrics": self.metrics, "training_state": self.training_state,
         }
@@ -136,11 +139,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             chip_size=int(d["chip_size"]), resolution=d.get("resolution"),
             train_config=d.get("train_config", {}),
             epoch=int(d.get("epoch", 0)), metrics=d.get("metrics", {}),
-                          training_state=d.get("training_state"),
-            path=p,
+            training_state=d.get("training_state"), clip=_clip(d["normalization"]), path=p,
         )
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path} is an incomplete geoseg checkpoint (missing {exc})") from None
+
+
+def _clip(normalization: dict[str, Any]) -> tuple[list[float], list[float]] | None:
+    if normalization.get("low") is None:
+        return None
+    return list(normalization["low"]), list(normalization["high"])
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:

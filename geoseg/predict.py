@@ -43,7 +43,7 @@ from geoseg.inference import GDAL_CACHE_MB
 from geoseg.measures import pixel_ground_area
 from geoseg.models import Checkpoint, load_checkpoint
 from geoseg.progress import bar, say
-from geoseg.raster import check_bands, open_raster
+from geoseg.raster import open_raster, resolve_bands
 from geoseg.registry import resolve_model
 from geoseg.resume import COMMIT_SECONDS, resumable_rasters
 from geoseg.sampling import describe_sampling, model_scale, resampled_block, sampled_copy
@@ -86,7 +86,8 @@ class PredictOptions:
     confidence: bool = False        # also write max probability (uint8 0–100)
     probabilities: str | None = None  # also write per-class probabilities: 'uint8' or 'float16'
     cog: bool = False               # write Cloud-Optimized GeoTIFFs
-    bands: tuple[int, ...] | None = None  # scene bands for the model's inputs (default: the checkpoint's)
+    bands: tuple[int | str, ...] | None = None  # scene bands for the model's inputs, by number or description
+    # (default: the checkpoint's)
     sampling: str = "model"         # model: read the scene at the model's training sampling; native: as it is
     commit_seconds: float = COMMIT_SECONDS  # how often finished blocks are committed for --resume
 
@@ -263,9 +264,10 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike | Chec
 def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPaths, options: PredictOptions,
                      resume: bool, min_area: float | None = None) -> PredictResult:
     """The class raster (sieved to ``min_area`` m²) and its extras at ``paths`` (already checked)."""
-    bands = _model_bands(options, ckpt)
     _check_options(options)
-    grid = _inspect_scene(scene, bands, ckpt, polygons=paths.vector is not None, min_area=min_area)
+    grid, bands = _inspect_scene(scene, _model_bands(options, ckpt), ckpt, polygons=paths.vector is not None,
+                                 min_area=min_area)
+    options = replace(options, bands=tuple(bands))
     scale = model_scale(ckpt, grid, scene) if options.sampling == "model" else 1.0
     if scale == 1.0:
         _check_resolution(scene, grid, ckpt)
@@ -391,7 +393,7 @@ def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, over
         pbar = stack.enter_context(bar(todo, "predict", unit="block"))
         tasks = block_tasks(layout, grid, scene=scene_ref, checkpoint=ckpt_ref, chip=ckpt.chip_size,
                             overlap=overlap, batch_size=options.batch_size, precision=options.precision,
-                            tta=options.tta, threads=threads, bands=tuple(options.bands or ()))
+                            tta=options.tta, threads=threads, bands=tuple(options.bands))
         finished = run_blocks(client, tasks, ckpt.classes.index_to_code_lut(), confidence=options.confidence,
                               probabilities=options.probabilities,
                               max_in_flight=2 * (options.workers or 1) + 2, skip=writer.done)
@@ -405,24 +407,25 @@ def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, over
     return chips
 
 
-def _model_bands(options: PredictOptions, ckpt: Checkpoint) -> list[int]:
-    """The scene bands fed to the model: ``--bands`` if given (one per model input), else the checkpoint's."""
+def _model_bands(options: PredictOptions, ckpt: Checkpoint) -> list[int | str]:
+    """The scene bands fed to the model, by number or description: ``--bands`` if given (one per model
+    input), else the checkpoint's."""
     if not options.bands:
         return list(ckpt.bands)
     if len(options.bands) != len(ckpt.bands):
         raise InputError(f"--bands lists {len(options.bands)} band(s) but the model takes {len(ckpt.bands)} "
                          f"input band(s) (it was trained on bands {','.join(map(str, ckpt.bands))})")
-    if min(options.bands) < 1:
+    if any(isinstance(b, int) and b < 1 for b in options.bands):
         raise InputError(f"--bands are numbered from 1, got {','.join(map(str, options.bands))}")
     return list(options.bands)
 
 
-def _inspect_scene(scene: str | os.PathLike, bands: list[int], ckpt: Checkpoint, polygons: bool = False,
-                   min_area: float | None = None) -> GeoGrid:
-    """The scene's grid, after checking its bands and warning about a missing CRS, pixels of another size
-    or values far from the training data. A scene placed by GCPs or RPCs alone cannot give polygons."""
+def _inspect_scene(scene: str | os.PathLike, bands: list[int | str], ckpt: Checkpoint, polygons: bool = False,
+                   min_area: float | None = None) -> tuple[GeoGrid, list[int]]:
+    """The scene's grid and the numbers of ``bands`` in it, after checking them and warning about a missing
+    CRS or values far from the training data. A scene placed by GCPs or RPCs alone cannot give polygons."""
     with open_raster(scene) as src:
-        check_bands(src, scene, bands)
+        bands = resolve_bands(src, scene, bands)
         grid = GeoGrid.from_dataset(src)
         _check_value_range(src, scene, bands, ckpt)
     if not grid.has_geotransform and (polygons or min_area):
@@ -435,7 +438,7 @@ def _inspect_scene(scene: str | os.PathLike, bands: list[int], ckpt: Checkpoint,
                          f"(-o {Path(str(scene)).stem}_landcover.tif), which keeps its GCPs and RPCs")
     if grid.crs is None and grid.has_geotransform:
         warnings.warn(f"{scene} has no CRS; the outputs will have none either", GeoSegWarning)
-    return grid
+    return grid, bands
 
 
 def _check_resolution(scene, grid: GeoGrid, ckpt: Checkpoint) -> None:

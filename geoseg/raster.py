@@ -44,8 +44,46 @@ def check_bands(src, path: str | os.PathLike, bands: Sequence[int]) -> None:
         )
 
 
+def resolve_bands(src, path: str | os.PathLike, bands: Sequence[int | str]) -> list[int]:
+    """Band numbers (1-based) of ``bands`` given by number or by band description (``B04``, ``nir``: as the
+    scene describes its bands, any case), checked against the scene."""
+    described = {(d or "").strip().lower(): i + 1 for i, d in enumerate(src.descriptions) if d}
+    numbers = []
+    for band in bands:
+        if isinstance(band, str):
+            if band.strip().lower() not in described:
+                names = ", ".join(d for d in src.descriptions if d) or "none"
+                raise RasterError(f"{path} has no band described as '{band}' (its band descriptions: "
+                                  f"{names}); name bands as the scene describes them, or by number")
+            band = described[band.strip().lower()]
+        numbers.append(band)
+    check_bands(src, path, numbers)
+    return numbers
+
+
+def band_scaling(src, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """GDAL's per-band scale and offset of ``bands`` ([bands, 1, 1] each; value = stored × scale + offset,
+    e.g. Sentinel-2 L2A reflectance), or None when every band is stored as it is."""
+    scales = np.array([src.scales[b - 1] for b in bands], np.float32)
+    offsets = np.array([src.offsets[b - 1] for b in bands], np.float32)
+    if (scales == 1).all() and (offsets == 0).all():
+        return None
+    return scales[:, None, None], offsets[:, None, None]
+
+
+def to_physical(data: np.ndarray, src, bands: Sequence[int]) -> np.ndarray:
+    """``data`` [bands, h, w] as float32 values with the bands' scale and offset applied."""
+    data = data.astype(np.float32, copy=False)
+    scaling = band_scaling(src, bands)
+    if scaling is not None:
+        data *= scaling[0]
+        data += scaling[1]
+    return data
+
+
 def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read ``bands`` in ``window`` (which may extend past the raster) as float32.
+    """Read ``bands`` in ``window`` (which may extend past the raster) as float32, scale and offset
+    applied.
 
     Parts outside the raster hold the scene reflected at its edges, as
     ``numpy.pad(mode="reflect")`` of the whole scene would: the same values
@@ -67,7 +105,7 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
     source = Window(int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1),
                     int(rows.max() - rows.min() + 1))
     with read_errors(src):
-        data = src.read(list(bands), window=source, out_dtype="float32")
+        data = to_physical(src.read(list(bands), window=source, out_dtype="float32"), src, bands)
         ok = (src.dataset_mask(window=source) > 0) & finite_pixels(data)
     if (inner.width, inner.height) == (w, h):  # all inside: nothing to reflect
         return data, ok, ok

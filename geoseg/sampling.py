@@ -87,6 +87,8 @@ def sampled_copy(scene: str | os.PathLike, bands: Sequence[int], grid: GeoGrid, 
                    "compress": "deflate", "zlevel": 1, "bigtiff": "IF_SAFER"}
         with atomic_output(target) as tmp, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
                 rasterio.open(tmp, "w", **profile) as dst:
+            dst.scales = [src.scales[b - 1] for b in bands]
+            dst.offsets = [src.offsets[b - 1] for b in bands]
             for row in range(0, sampled.height, COPY_ROWS):
                 rows = min(COPY_ROWS, sampled.height - row)
                 window = Window(0, row * fy, grid.width, rows * fy)

@@ -17,7 +17,7 @@ from geoseg.fingerprint import cache_key, file_identity
 from geoseg.formats import VECTOR_SUFFIXES
 from geoseg.grid import GeoGrid
 from geoseg.labels import check_label_grid
-from geoseg.raster import check_bands, open_raster
+from geoseg.raster import open_raster, resolve_bands
 from geoseg.records import SceneRecord
 
 
@@ -29,6 +29,7 @@ class SceneInfo:
     grid: GeoGrid
     scale: float  # source pixels per sampled pixel (downsize_res / resolution)
     label_name: str | None = None  # the label file to name in messages (when reading a cached copy)
+    bands: list[int] | None = None  # the run's bands as this scene numbers them (names resolved)
 
     @property
     def sampled_grid(self) -> GeoGrid:
@@ -40,9 +41,10 @@ class SceneInfo:
         return self.sampled_grid.shape
 
 
-def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int], downsize_res: int | None = None,
+def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int | str], downsize_res: int | None = None,
                 resolution: float | None = None) -> list[SceneInfo]:
-    """Open each scene once to check it and note its grid and sampling scale.
+    """Open each scene once to check it and note its grid, sampling scale and band numbers (``bands`` by
+    number or by band description).
 
     ``downsize_res`` samples each scene as if resized to that many pixels on its
     longer side (the reference experiment's whole-image resize); ``resolution``
@@ -51,7 +53,7 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int], downsize_r
     infos, no_crs = [], {}
     for rec in records:
         with open_raster(rec.image) as src:
-            check_bands(src, rec.image, bands)
+            numbers = resolve_bands(src, rec.image, bands)
             grid = GeoGrid.from_dataset(src)
         if grid.crs is None:
             no_crs[str(rec.image)] = None
@@ -61,7 +63,7 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int], downsize_r
             scale = resolution / _ground_resolution(rec.image, grid)
         else:
             scale = 1.0
-        infos.append(SceneInfo(rec, grid, scale))
+        infos.append(SceneInfo(rec, grid, scale, bands=numbers))
     no_crs = list(no_crs)
     if len(no_crs) == 1:
         warnings.warn(f"{no_crs[0]} has no CRS; it is used for training as it is (pixel grid only)",
@@ -112,7 +114,7 @@ def tiled_copies(scenes: Sequence[SceneInfo], cache_dir: Path) -> list[SceneInfo
         if label is not None and not polygons:
             label = _tiled_copy(label, cache_dir, sampled, Resampling.nearest)
         out.append(SceneInfo(SceneRecord(image, label, rec.split), sampled, 1.0,
-                             label_name=str(rec.label) if rec.label else None))
+                             label_name=str(rec.label) if rec.label else None, bands=info.bands))
     return out
 
 
@@ -140,6 +142,7 @@ def _tiled_copy(path: Path, cache_dir: Path, grid: GeoGrid, resampling: Resampli
         with atomic_output(target) as tmp, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
                 rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data)
+            dst.scales, dst.offsets, dst.descriptions = src.scales, src.offsets, src.descriptions
             if mask is not None:  # an alpha band or internal mask stays a mask: nodata stays nodata
                 dst.write_mask(mask)
     return target

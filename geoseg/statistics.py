@@ -15,7 +15,7 @@ from geoseg.classes import IGNORE_INDEX, ClassSchema, ignore_lut
 from geoseg.errors import ConfigError, RasterError
 from geoseg.fingerprint import cache_key, file_identity
 from geoseg.labels import LabelReader, label_kind
-from geoseg.raster import finite_pixels, open_raster, read_errors
+from geoseg.raster import finite_pixels, open_raster, read_errors, to_physical
 from geoseg.scenes import SceneInfo
 
 
@@ -46,19 +46,45 @@ def band_statistics(scenes: Sequence[SceneInfo], bands: Sequence[int],
                     size: int = 512) -> tuple[list[float], list[float]]:
     """Per-band mean and standard deviation over valid pixels, from decimated reads of the scenes."""
     moments = BandMoments(len(bands))
-    for info in scenes:
-        with open_raster(info.record.image) as src:
-            f = max(1.0, max(src.width, src.height) / size)
-            shape = (max(1, round(src.height / f)), max(1, round(src.width / f)))
-            data = src.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest)
-            valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
-            valid &= finite_pixels(data)
-        moments.add(data[:, valid])
+    for values in _valid_pixels(scenes, bands, size):
+        moments.add(values)
     stats = moments.mean_std()
     if stats is None:
         raise RasterError("the training scenes have no valid pixels to compute band statistics from")
     mean, std = stats
     return mean.tolist(), np.maximum(std, 1e-6).tolist()
+
+
+def band_percentiles(scenes: Sequence[SceneInfo], bands: Sequence[int], low: float, high: float,
+                     size: int = 512, per_scene: int = 100_000) -> tuple[list[float], list[float]]:
+    """Per-band ``low`` and ``high`` percentiles of valid pixels (up to ``per_scene`` drawn from each scene's
+    decimated read)."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for values in _valid_pixels(scenes, bands, size):
+        if values.shape[1] > per_scene:
+            values = values[:, rng.choice(values.shape[1], per_scene, replace=False)]
+        samples.append(values)
+    values = np.concatenate(samples, axis=1) if samples else np.zeros((len(bands), 0))
+    if values.shape[1] == 0:
+        raise RasterError("the training scenes have no valid pixels to compute band percentiles from")
+    lo, hi = np.percentile(values, [low, high], axis=1)
+    return lo.tolist(), np.maximum(hi, lo + 1e-6).tolist()
+
+
+def _valid_pixels(scenes: Sequence[SceneInfo], bands: Sequence[int], size: int):
+    """Each scene's valid pixel values [bands, n] (scale and offset applied) from a read decimated to about
+    ``size`` pixels on its longer side."""
+    for info in scenes:
+        numbers = info.bands or list(bands)
+        with open_raster(info.record.image) as src:
+            f = max(1.0, max(src.width, src.height) / size)
+            shape = (max(1, round(src.height / f)), max(1, round(src.width / f)))
+            data = src.read(numbers, out_shape=(len(numbers), *shape), resampling=Resampling.nearest)
+            data = to_physical(data, src, numbers)
+            valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+            valid &= finite_pixels(data)
+        yield data[:, valid]
 
 
 def sample_band_statistics(src, bands: Sequence[int],
@@ -72,8 +98,9 @@ def sample_band_statistics(src, bands: Sequence[int],
             window = Window(int((src.width - w) * fx), int((src.height - h) * fy), w, h)
             with read_errors(src):
                 data = src.read(list(bands), window=window, masked=True)
-            valid = ~np.ma.getmaskarray(data).any(axis=0) & finite_pixels(data.data)
-            moments.add(data.data[:, valid])
+            values = to_physical(data.data, src, bands)
+            valid = ~np.ma.getmaskarray(data).any(axis=0) & finite_pixels(values)
+            moments.add(values[:, valid])
     return moments.mean_std()
 
 

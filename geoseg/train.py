@@ -46,6 +46,7 @@ from geoseg.registry import record_latest
 from geoseg.samplers import GridChipSampler, RandomChipSampler
 from geoseg.scenes import SceneInfo, scene_infos, tiled_copies
 from geoseg.statistics import (
+    band_percentiles,
     band_statistics,
     chip_cell,
     class_cell_counts,
@@ -113,7 +114,7 @@ class Trainer:
         if not self.main:
             set_quiet(True)  # rank 0 reports, logs and writes checkpoints
         self.train_scenes, self.val_scenes = prepare_scenes(cfg)
-        self.mean, self.std = normalisation(cfg, self.train_scenes, state)
+        self.mean, self.std, self.clip = normalisation(cfg, self.train_scenes, state)
         self.configure_model(pretrained=state is None)
         self.run_dir = _run_folder(cfg, resume, self.main)
         self.configure_data()
@@ -143,9 +144,9 @@ class Trainer:
                                           self.run_dir if self.main else None)
         self.class_weights, rarity = class_weights_for(cfg, counts, self.run_dir if self.main else None)
         train_ds = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
-                               ignored, cfg.label_field)
+                               ignored, cfg.label_field, self.clip)
         val_ds = ChipDataset(self.val_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
-                             ignored, cfg.label_field)
+                             ignored, cfg.label_field, self.clip)
         self.train_sampler = RandomChipSampler(self.train_scenes, cfg.chip_size, cfg.chips_per_epoch,
                                                cfg.seed, cfg.augment, cfg.rare_class_sampling, counts, rarity,
                                                self.rank, self.world, cell, cfg.unlabelled_chips)
@@ -296,13 +297,13 @@ class Trainer:
                 "epoch": epoch, "step": p.step, "best_miou": p.best_miou, "stale": p.stale,
                               "history": p.history,
                 "rng": _rng_state(), "wandb_id": self.wandb.run.id if self.wandb else None,
-                "mean": list(self.mean), "std": list(self.std),
+                "mean": list(self.mean), "std": list(self.std), "clip": self.clip,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
             }
         return Checkpoint(cfg.model_architecture, dict(cfg.model_config), self.model.state_dict(),
                           cfg.classes, list(cfg.bands), list(self.mean), list(self.std), cfg.chip_size,
                           self.resolution, {**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, epoch, metrics,
-                          training_state)
+                          training_state, self.clip)
 
     def _finish(self) -> TrainResult:
         history = self.progress.history
@@ -333,15 +334,20 @@ def prepare_scenes(cfg: RunConfig) -> tuple[list[SceneInfo], list[SceneInfo]]:
     return scenes[:len(train_recs)], scenes[len(train_recs):]
 
 
-def normalisation(cfg: RunConfig, train_scenes: list[SceneInfo],
-                  state: dict[str, Any] | None) -> tuple[list[float], list[float]]:
-    """Band means and standard deviations: the resumed run's, ImageNet's for ImageNet encoders on RGB, else
-    the training scenes' own."""
+def normalisation(cfg: RunConfig, train_scenes: list[SceneInfo], state: dict[str, Any] | None) -> tuple[
+        list[float], list[float], tuple[list[float], list[float]] | None]:
+    """Band means, standard deviations and the value range inputs are clipped to (None: no clipping): the
+    resumed run's; with ``normalization: percentile LOW HIGH`` the training scenes' percentiles, mapped to
+    −1…1; ImageNet's for ImageNet encoders on RGB; else the training scenes' own mean and deviation."""
     if state:
-        return state["mean"], state["std"]
+        return state["mean"], state["std"], state.get("clip")
+    if cfg.percentiles:
+        low, high = band_percentiles(train_scenes, cfg.bands, *cfg.percentiles)
+        mean = [(lo + hi) / 2 for lo, hi in zip(low, high)]
+        return mean, [(hi - lo) / 2 for lo, hi in zip(low, high)], (low, high)
     if cfg.model_config.get("encoder_weights") == "imagenet" and len(cfg.bands) == 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    return band_statistics(train_scenes, cfg.bands)
+        return IMAGENET_MEAN, IMAGENET_STD, None
+    return *band_statistics(train_scenes, cfg.bands), None
 
 
 def label_census(cfg: RunConfig, train: list[SceneInfo], val: list[SceneInfo], cell: int,
