@@ -45,9 +45,12 @@ def cli(debug: bool) -> None:
 @click.option("--epochs", type=int, default=None, help="Override the config's epochs.")
 @click.option("--until-epoch", type=click.IntRange(1), default=None,
               help="Stop after this epoch; continue later with --resume (e.g. time-limited jobs).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key (YAML value; model_config.encoder_name=resnet18 for a nested one). "
+                   "Repeatable.")
 @quiet_option
 def train(config_path: str | None, resume: str | None, epochs: int | None, until_epoch: int | None,
-          quiet: bool) -> None:
+          settings: tuple[str, ...], quiet: bool) -> None:
     """Train a model as a run config says; writes best.ckpt, last.ckpt and metrics to the run folder."""
     from geoseg.config import config_from_checkpoint, load_config
     from geoseg.train import train as run_training
@@ -56,10 +59,42 @@ def train(config_path: str | None, resume: str | None, epochs: int | None, until
     if not config_path and not resume:
         raise click.UsageError("give --config, or --resume with a run's last.ckpt")
     overrides = {"epochs": epochs} if epochs is not None else None
-    cfg = load_config(config_path, overrides) if config_path else config_from_checkpoint(resume, overrides)
+    if config_path:
+        cfg = load_config(config_path, overrides, list(settings))
+    else:
+        if settings:
+            raise click.UsageError("--set changes a config file's keys; give --config with it")
+        cfg = config_from_checkpoint(resume, overrides)
     result = run_training(cfg, resume=resume, until_epoch=until_epoch)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         click.echo(f"best val mIoU {result.best_val_miou:.3f}; best checkpoint {result.best}")
+
+
+@cli.command()
+@click.option("--images", "-i", required=True, multiple=True,
+              help="Scenes: a folder, a glob ('scenes/*.tif') or files; repeatable.")
+@click.option("--labels", "-l", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Polygon labels (GeoPackage, shapefile, GeoJSON …); repeatable: later files are drawn "
+                   "over earlier ones.")
+@click.option("--label-field", "-f", required=True, help="The polygons' class field (names or codes).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder for the manifest, the config and (for one scene) its split blocks.")
+@click.option("--config-name", default="geoseg.yaml", show_default=True, help="File name of the config.")
+@overwrite_option
+def init(images, labels, label_field, out, config_name, overwrite) -> None:
+    """Start a project on your own imagery and polygon labels: a manifest with a train/val/test split, a
+    config with defaults for the imagery found and the classes of the labels, and the command to train."""
+    from geoseg.project import init_project
+
+    project = init_project(list(images), list(labels), label_field, out, config_name, overwrite=overwrite)
+    classes = ", ".join(f"{c.name} ({c.code})" for c in project.classes.classes)
+    click.echo(f"classes from '{label_field}': {classes}")
+    click.echo(f"wrote {project.manifest} ({project.splits['train']} train / {project.splits['val']} val / "
+               f"{project.splits['test']} test) and {project.config}")
+    if project.unlabelled:
+        click.echo(f"{len(project.unlabelled)} scene(s) have no labels and are left out (predict them after "
+                   f"training), e.g. {project.unlabelled[0]}")
+    click.echo(f"next: geoseg train --config {project.config}")
 
 
 @cli.command()

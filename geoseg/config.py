@@ -98,6 +98,14 @@ class RunConfig:
         d["model_config"] = dict(self.model_config)
         return d
 
+    def resolved(self) -> dict[str, Any]:
+        """The config as this run uses it: classes listed, paths absolute (saved in every run folder)."""
+        d = self.to_dict()
+        d["classes"] = [{**c, "color": "#%02x%02x%02x" % tuple(c["color"])} for c in d["classes"]]
+        d["manifest"] = str(self.manifest_path) if self.manifest else None
+        d["output_dir"] = str(self.output_path)
+        return d
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -155,8 +163,13 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
         c = kw["classes"]
         if c == "deepglobe" or c is None:
             kw["classes"] = DEEPGLOBE
+        elif c == "from_labels":
+            kw["classes"] = _classes_from_labels(kw, base_dir or Path.cwd())
+            if isinstance(kw.get("model_config"), dict):
+                kw["model_config"] = {"classes": len(kw["classes"]), **kw["model_config"]}
         else:
-            _check(isinstance(c, list), "classes", c, "'deepglobe' or a list of {code, name, color, ignore}")
+            _check(isinstance(c, list), "classes", c,
+                   "'deepglobe', 'from_labels' or a list of {code, name, color, ignore}")
             kw["classes"] = ClassSchema.from_dict(c)
     cfg = RunConfig(**kw, base_dir=base_dir or Path.cwd())
     n = len(cfg.classes)
@@ -219,8 +232,51 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     return cfg
 
 
-def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read and validate a YAML run config; relative paths resolve against its folder."""
+def _classes_from_labels(raw: dict[str, Any], base_dir: Path) -> ClassSchema:
+    """``classes: from_labels``: the classes named by the polygon labels' field in the manifest's label
+    files (see :func:`geoseg.project.classes_from_values`)."""
+    from geoseg.formats import VECTOR_SUFFIXES
+    from geoseg.project import classes_from_values, read_polygon_labels
+    from geoseg.records import read_records
+
+    if not raw.get("manifest"):
+        raise ConfigError("classes: from_labels needs the config key 'manifest' (the scenes and their "
+                          "labels)")
+    records = read_records((base_dir / raw["manifest"]).resolve(),
+                           raw.get("split_fractions", [0.8, 0.1, 0.1]), raw.get("seed", 0))
+    files = sorted({str(r.label) for r in records if r.label is not None})
+    if not files or any(Path(f).suffix.lower() not in VECTOR_SUFFIXES for f in files):
+        raise ConfigError("classes: from_labels reads the classes from polygon labels, but the manifest "
+                          "lists label rasters; list the classes in the config")
+    polygons = read_polygon_labels(files, raw.get("label_field", "class_id"))
+    return classes_from_values(polygons[raw.get("label_field", "class_id")])
+
+
+def apply_settings(raw: dict[str, Any], settings: list[str]) -> dict[str, Any]:
+    """``raw`` with ``key=value`` settings applied (values in YAML: ``epochs=5``, ``bands=[B04, B03]``;
+    ``model_config.encoder_name=resnet18`` sets a key inside a mapping)."""
+    raw = dict(raw)
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes key=value, got {setting!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {setting}: the value is not valid YAML") from None
+        *parents, last = key.strip().split(".")
+        target = raw
+        for part in parents:
+            target[part] = dict(target.get(part) or {})
+            target = target[part]
+        target[last] = value
+    return raw
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
+                settings: list[str] | None = None) -> RunConfig:
+    """Read and validate a YAML run config; relative paths resolve against its folder. ``settings`` are
+    ``key=value`` overrides (see :func:`apply_settings`)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -233,6 +289,8 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     raw = dict(raw or {}) if isinstance(raw, dict) or raw is None else raw
     if overrides and isinstance(raw, dict):
         raw.update(overrides)
+    if settings and isinstance(raw, dict):
+        raw = apply_settings(raw, settings)
     return parse_config(raw, p.parent.resolve(), source=str(path))
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 #: Class rasters: GeoTIFF.
 RASTER_SUFFIXES = (".tif", ".tiff")
 
+#: Scenes found in a folder or by a glob (``geoseg init``, several scenes to predict).
+IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".png", ".jpg", ".jpeg")
+
 #: Vector formats by extension → OGR driver (polygons written by predict; polygon labels read by training).
 VECTOR_FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile",
                   ".fgb": "FlatGeobuf", ".parquet": "Parquet"}

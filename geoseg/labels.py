@@ -192,12 +192,13 @@ class LabelReader:
             self._gdf = gdf
         return self._gdf
 
-    def polygon_counts(self) -> np.ndarray:
-        """How many polygons of each class reach into the image."""
+    def polygons_in_image(self) -> dict[int, int]:
+        """The polygons that reach into the image: their row in the label file → class index."""
         gdf = self._polygons()
         scene = _footprint(Window(0, 0, self.grid.width, self.grid.height), self.grid.transform)
-        index = gdf["_index"].to_numpy()[gdf.sindex.query(scene, predicate="intersects")]
-        return np.bincount(index[index != IGNORE_INDEX], minlength=len(self.schema))[:len(self.schema)]
+        hits = np.sort(gdf.sindex.query(scene, predicate="intersects"))
+        classes = gdf["_index"].to_numpy()[hits]
+        return {int(row): int(c) for row, c in zip(gdf.index.to_numpy()[hits], classes) if c != IGNORE_INDEX}
 
     def read(self, window: Window, out_shape: tuple[int, int]) -> np.ndarray:
         """Label indices for ``window`` (image pixels) resampled to ``out_shape``; outside → ignore."""

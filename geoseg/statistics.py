@@ -153,15 +153,19 @@ def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, cell: in
 
 def polygon_counts(scenes: Sequence[SceneInfo], schema: ClassSchema,
                    label_field: str = "class_id") -> np.ndarray | None:
-    """Polygons of each class that reach into the scenes; None when no scene has polygon labels."""
-    counts, any_polygons = np.zeros(len(schema), np.int64), False
+    """Polygons of each class that reach into the scenes (each counted once, however many scenes it
+    reaches); None when no scene has polygon labels."""
+    found: dict[tuple[str, int], int] = {}
+    any_polygons = False
     for info in scenes:
         label = info.record.label
         if label is not None and label_kind(label) == "polygons":
             any_polygons = True
             reader = LabelReader(label, info.grid, schema, label_field, name=info.label_name)
-            counts += reader.polygon_counts()
-    return counts if any_polygons else None
+            found.update({(str(label), row): c for row, c in reader.polygons_in_image().items()})
+    if not any_polygons:
+        return None
+    return np.bincount(np.array(list(found.values()), np.int64), minlength=len(schema))[:len(schema)]
 
 
 def median_frequency_weights(cell_counts: Sequence[np.ndarray], ignored: Sequence[int] = ()) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from geoseg import distributed
@@ -117,6 +118,8 @@ class Trainer:
         self.mean, self.std, self.clip = normalisation(cfg, self.train_scenes, state)
         self.configure_model(pretrained=state is None)
         self.run_dir = _run_folder(cfg, resume, self.main)
+        if self.main:  # the config as this run uses it, to read or to train again with
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
         self.configure_data()
         self.configure_optimization()
         self.resumed = state is not None
