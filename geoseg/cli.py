@@ -98,10 +98,11 @@ def init(images, labels, label_field, out, config_name, overwrite) -> None:
 
 
 @cli.command()
-@click.argument("scene", type=click.Path())
+@click.argument("scenes", nargs=-1, required=True, type=click.Path())
 @click.option("--output", "-o", required=True, type=click.Path(),
               help="landcover.gpkg (polygons + class raster beside it) or landcover.tif (raster only). "
-                   "Also .geojson, .shp, .fgb, .parquet.")
+                   "Also .geojson, .shp, .fgb, .parquet. Several scenes (or a folder, or a glob): "
+                   "region.gpkg or region.vrt, with one raster per scene in region_scenes/.")
 @model_option
 @click.option("--raster", type=click.Path(), default=None, help="Where to write the class GeoTIFF.")
 @click.option("--overlap", type=int, default=None,
@@ -136,25 +137,39 @@ def init(images, labels, label_field, out, config_name, overwrite) -> None:
               help="model: read the scene at the pixel size the model was trained at (resolution: or "
                    "downsize_res:) and write the outputs on the scene's own grid; native: feed its pixels as "
                    "they are.")
+@click.option("--aoi", type=click.Path(dir_okay=False), default=None,
+              help="Area of interest (polygons, any CRS): only chips touching it run; outputs are masked "
+                   "to it.")
 @overwrite_option
 @click.option("--resume", is_flag=True,
               help="Complete an interrupted run of the same command, keeping its finished blocks.")
 @quiet_option
-def predict(scene, output, model, raster, overlap, batch_size, precision, workers, threads, block_chips,
+def predict(scenes, output, model, raster, overlap, batch_size, precision, workers, threads, block_chips,
             scheduler, tta, confidence, probabilities, cog, min_area, simplify, dissolve, layer, bands,
-            sampling, overwrite, resume, quiet) -> None:
-    """Predict land cover of SCENE into a class GeoTIFF and land-cover polygons."""
-    from geoseg.predict import PredictOptions, VectorOptions
+            sampling, aoi, overwrite, resume, quiet) -> None:
+    """Predict land cover of SCENES (one scene, several, a folder or a glob) into class GeoTIFFs and
+    land-cover polygons."""
+    from geoseg.predict import PredictOptions, VectorOptions, scene_inputs
     from geoseg.predict import predict as run_prediction
 
     set_quiet(quiet)
     options = PredictOptions(overlap=overlap, block_chips=block_chips, batch_size=batch_size,
                              precision=precision, tta=tta, workers=workers, threads=threads,
                              scheduler=scheduler, confidence=confidence, probabilities=probabilities, cog=cog,
-                             bands=_parse_bands(bands), sampling=sampling)
+                             bands=_parse_bands(bands), sampling=sampling, aoi=aoi)
     vector = VectorOptions(min_area=min_area, simplify=simplify, dissolve=dissolve, layer=layer)
-    run_prediction(scene, output, model, raster=raster, options=options, vector=vector, overwrite=overwrite,
-                   resume=resume)
+    found = scene_inputs(scenes)
+    if len(found) > 1:
+        from geoseg.region import predict_region
+
+        if raster:
+            raise click.UsageError("--raster names one class raster; several scenes get one each in "
+                                   "<output>_scenes/")
+        predict_region(found, output, model, options=options, vector=vector, overwrite=overwrite,
+                       resume=resume)
+        return
+    run_prediction(found[0], output, model, raster=raster, options=options, vector=vector,
+                   overwrite=overwrite, resume=resume)
 
 
 @cli.command()

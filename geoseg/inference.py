@@ -20,6 +20,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from geoseg.area import area_mask, touches_window
 from geoseg.classes import NODATA
 from geoseg.grid import ChipGrid, GridBlock, span_window
 from geoseg.models import Checkpoint, autocast_dtype, default_device, load_checkpoint
@@ -48,6 +49,7 @@ class BlockTask:
     tta: str
     threads: int | None
     bands: tuple[int, ...] = ()     # scene bands fed to the model (default: the checkpoint's)
+    area: bytes | None = None       # area of interest (WKB in the scene's CRS): only chips touching it run
 
 
 @dataclass
@@ -114,8 +116,14 @@ def accumulate_block(task: BlockTask) -> BlockAccumulation:
     with open_raster(task.scene) as src:
         grid = ChipGrid.for_scene(src.width, src.height, task.chip, task.overlap)
         read = _read_window(grid, b) if len(b.rows) and len(b.cols) else b.window
+        if task.area is not None and not touches_window(task.area, src.transform, read):
+            a = acc.numpy()  # outside the area: nothing to read or run
+            return BlockAccumulation(a[:, :h, :w], a[:, :h, w:].copy(), a[:, h:, :w].copy(),
+                                     a[:, h:, w:].copy(), np.zeros((h, w), bool), 0)
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=GDAL_CACHE_MB):  # decode on all cores
             data, valid, content = read_padded(src, read, task.bands or ckpt.bands)
+        if task.area is not None:  # the imagery around the area is still seen by the chips that touch it
+            valid &= area_mask(task.area, src.transform, read)
     sr, sc = int(read.row_off), int(read.col_off)
     own_valid = valid[r0 - sr:r0 - sr + h, c0 - sc:c0 - sc + w].copy()
     chips = [grid.origin(i, j) for i in b.rows for j in b.cols]

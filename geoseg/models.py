@@ -82,6 +82,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     training_state: dict[str, Any] | None = None
     clip: tuple[list[float], list[float]] | None = None  # per-band value range inputs are clipped to first
+    data: dict[str, Any] = field(default_factory=dict)  # what it was trained on: scenes, synthetic or not
     path: Path | None = field(default=None, compare=False)  # the file it was loaded from (not saved)
 
     def build(self) -> torch.nn.Module:
@@ -103,7 +104,7 @@ class Checkpoint:
                               **({"low": self.clip[0], "high": self.clip[1]} if self.clip else {})},
             "chip_size": self.chip_size,
             "resolution": self.resolution, "train_config": self.train_config, "epoch": self.epoch,
-            "metrics": self.metrics, "training_state": self.training_state,
+            "metrics": self.metrics, "training_state": self.training_state, "data": self.data,
         }
 
 
@@ -139,7 +140,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             chip_size=int(d["chip_size"]), resolution=d.get("resolution"),
             train_config=d.get("train_config", {}),
             epoch=int(d.get("epoch", 0)), metrics=d.get("metrics", {}),
-            training_state=d.get("training_state"), clip=_clip(d["normalization"]), path=p,
+            training_state=d.get("training_state"), clip=_clip(d["normalization"]), data=d.get("data") or {},
+            path=p,
         )
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{path} is an incomplete geoseg checkpoint (missing {exc})") from None

@@ -26,6 +26,7 @@ import numpy as np
 import rasterio
 
 from geoseg import __version__
+from geoseg.area import read_area
 from geoseg.atomic import check_not_input, check_output_path
 from geoseg.class_raster import (
     class_raster_profile,
@@ -89,6 +90,7 @@ class PredictOptions:
     bands: tuple[int | str, ...] | None = None  # scene bands for the model's inputs, by number or description
     # (default: the checkpoint's)
     sampling: str = "model"         # model: read the scene at the model's training sampling; native: as it is
+    aoi: str | None = None          # polygons: only chips touching them run, outputs are masked to them
     commit_seconds: float = COMMIT_SECONDS  # how often finished blocks are committed for --resume
 
 
@@ -233,12 +235,35 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
     return PredictOutputs(paths.raster, paths.vector, count, result, rows)
 
 
+def scene_inputs(inputs) -> list[str]:
+    """The scenes named by command-line inputs: files (a GeoTIFF, a VRT, a remote ``/vsi…`` path or URL
+    each count as one scene), folders (their rasters) and glob patterns."""
+    from geoseg.project import find_images
+
+    scenes: list[str] = []
+    for item in inputs:
+        text = str(item)
+        if is_remote(text) or Path(text).is_file():
+            scenes.append(text)
+        elif Path(text).is_dir() or any(ch in text for ch in "*?["):
+            scenes += [str(p) for p in find_images(text)]
+        else:
+            scenes.append(text)  # a missing file: reported with the file's name when it is opened
+    return list(dict.fromkeys(scenes))
+
+
 def _name_the_implicit_model(ckpt: Checkpoint) -> None:
     """Without ``--model`` the model is the default or the latest run's: say which, and what it learnt."""
     config = ckpt.train_config
     manifest = config.get("manifest")
     if manifest and config.get("base_dir"):
         manifest = (Path(config["base_dir"]) / manifest).resolve()
+    if ckpt.data.get("synthetic"):
+        warnings.warn(f"no --model given: using {ckpt.path}, which was trained on geoseg's synthetic sample "
+                      "scenes, not on imagery like yours; train one on your data (geoseg init --images … "
+                      "--labels … --label-field …, then geoseg train) and pass it with --model",
+                      GeoSegWarning)
+        return
     trained_on = f" (trained on {manifest})" if manifest else ""
     warnings.warn(f"no --model given: using {ckpt.path}{trained_on}; pass --model to choose one, or train on "
                   f"your own data first (geoseg train --config your.yaml)", GeoSegWarning)
@@ -246,19 +271,21 @@ def _name_the_implicit_model(ckpt: Checkpoint) -> None:
 
 def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike | Checkpoint,
                   output: str | os.PathLike, options: PredictOptions = PredictOptions(),
-                  overwrite: bool = False, resume: bool = False) -> PredictResult:
+                  overwrite: bool = False, resume: bool = False,
+                  min_area: float | None = None) -> PredictResult:
     """Predict ``scene`` with ``checkpoint`` (a path or a loaded checkpoint) into a class GeoTIFF at
     ``output`` (plus a QGIS ``.qml``).
 
     With ``options.confidence`` / ``options.probabilities`` the rasters
     ``<output>_confidence.tif`` / ``<output>_probabilities.tif`` are written too.
     An interrupted run keeps its finished blocks; ``resume=True`` completes them
-    (see :mod:`geoseg.resume`). ``chips`` in the result counts this run's chips.
+    (see :mod:`geoseg.resume`). ``min_area`` (m²) sieves the class raster.
+    ``chips`` in the result counts this run's chips.
     """
     model_path = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
     paths = _raster_paths(Path(output), None, options, overwrite, {"input scene": scene, "model": model_path})
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    return _predict_rasters(scene, ckpt, paths, options, resume)
+    return _predict_rasters(scene, ckpt, paths, options, resume, min_area)
 
 
 def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPaths, options: PredictOptions,
@@ -268,6 +295,7 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
     grid, bands = _inspect_scene(scene, _model_bands(options, ckpt), ckpt, polygons=paths.vector is not None,
                                  min_area=min_area)
     options = replace(options, bands=tuple(bands))
+    area = _area(options, scene, grid)
     scale = model_scale(ckpt, grid, scene) if options.sampling == "model" else 1.0
     if scale == 1.0:
         _check_resolution(scene, grid, ckpt)
@@ -294,16 +322,16 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
                 paths.rasters, profiles, fingerprint, resume, prepare, finalize,
                 options.commit_seconds) as writer:
-            chips = _stream_blocks(writer, scene_ref, ckpt, grid, overlap, options, start)
+            chips = _stream_blocks(writer, scene_ref, ckpt, grid, overlap, options, start, area)
     else:
         work = paths.raster.with_name(f".{paths.raster.stem}.geoseg-sampled")
         probabilities = _predict_sampled(scene, scene_ref, ckpt, grid, grid.zoom(scale), bands, overlap,
-                                         options, work, resume, start)
+                                         options, work, resume, start, area)
         chips = probabilities.chips
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
                 paths.rasters, profiles, {**fingerprint, "sampling": scale}, False, prepare, finalize,
                 options.commit_seconds) as writer:
-            _resample_to_scene(writer, probabilities.raster, scene_ref, bands, ckpt, options)
+            _resample_to_scene(writer, probabilities.raster, scene_ref, bands, ckpt, options, area)
         shutil.rmtree(work, ignore_errors=True)
     if min_area:
         _sieve(paths.raster, grid, min_area)
@@ -326,7 +354,8 @@ def _fingerprint(scene: str | os.PathLike, ckpt: Checkpoint, grid: GeoGrid, band
             "options": {"chip": ckpt.chip_size, "overlap": overlap, "block_chips": options.block_chips,
                         "batch_size": options.batch_size, "precision": options.precision, "tta": options.tta,
                         "outputs": sorted(paths.rasters), "bands": list(bands),
-                        "probabilities": options.probabilities},
+                        "probabilities": options.probabilities,
+                        "aoi": file_identity(options.aoi) if options.aoi else None},
             "geoseg_version": __version__}
 
 
@@ -338,7 +367,7 @@ class _Sampled:
 
 def _predict_sampled(scene: str | os.PathLike, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid,
                      sampled: GeoGrid, bands: list[int], overlap: int, options: PredictOptions, work: Path,
-                     resume: bool, start: float) -> _Sampled:
+                     resume: bool, start: float, area: bytes | None) -> _Sampled:
     """Class probabilities of ``scene`` read at the model's sampling, on that grid, in the folder ``work``
     (resumable like any prediction)."""
     say(f"reading {scene_ref} ({grid.width}×{grid.height} px) as the model was trained, "
@@ -353,12 +382,12 @@ def _predict_sampled(scene: str | os.PathLike, scene_ref: str, ckpt: Checkpoint,
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
             paths.rasters, profiles, _fingerprint(copy, ckpt, sampled, bands, overlap, inner, paths), resume,
             lambda ds, name: None, None, options.commit_seconds) as writer:
-        chips = _stream_blocks(writer, str(copy), ckpt, sampled, overlap, inner, start)
+        chips = _stream_blocks(writer, str(copy), ckpt, sampled, overlap, inner, start, area)
     return _Sampled(paths.extra["probabilities"], chips)
 
 
 def _resample_to_scene(writer, probabilities: Path, scene_ref: str, bands: list[int], ckpt: Checkpoint,
-                       options: PredictOptions) -> None:
+                       options: PredictOptions, area: bytes | None) -> None:
     """Write the outputs block by block on the scene's own grid from the probabilities on the model's."""
     lut = ckpt.classes.index_to_code_lut()
     with open_raster(probabilities) as probs, open_raster(scene_ref) as src:
@@ -366,7 +395,7 @@ def _resample_to_scene(writer, probabilities: Path, scene_ref: str, bands: list[
         with bar(len(windows), "resample", unit="block") as pbar:
             for key, window in enumerate(windows):
                 done = resampled_block(probs, src, bands, window, lut, options.confidence,
-                                       options.probabilities)
+                                       options.probabilities, area)
                 arrays = {"classes": done.codes, "confidence": done.confidence,
                           "probabilities": done.probabilities}
                 writer.write((key, 0), window, {k: v for k, v in arrays.items() if v is not None})
@@ -374,7 +403,7 @@ def _resample_to_scene(writer, probabilities: Path, scene_ref: str, bands: list[
 
 
 def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, overlap: int,
-                   options: PredictOptions, start: float) -> int:
+                   options: PredictOptions, start: float, area: bytes | None = None) -> int:
     """Run the blocks still to do on dask and write each as it finishes; the number of chips run."""
     layout = grid_blocks(ChipGrid.for_scene(grid.width, grid.height, ckpt.chip_size, overlap),
                          max(1, options.block_chips))
@@ -393,7 +422,7 @@ def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, over
         pbar = stack.enter_context(bar(todo, "predict", unit="block"))
         tasks = block_tasks(layout, grid, scene=scene_ref, checkpoint=ckpt_ref, chip=ckpt.chip_size,
                             overlap=overlap, batch_size=options.batch_size, precision=options.precision,
-                            tta=options.tta, threads=threads, bands=tuple(options.bands))
+                            tta=options.tta, threads=threads, bands=tuple(options.bands), area=area)
         finished = run_blocks(client, tasks, ckpt.classes.index_to_code_lut(), confidence=options.confidence,
                               probabilities=options.probabilities,
                               max_in_flight=2 * (options.workers or 1) + 2, skip=writer.done)
@@ -468,6 +497,16 @@ def _check_value_range(src, scene, bands: list[int], ckpt: Checkpoint) -> None:
                       f"the model was trained on (means {', '.join(f'{m:.4g}' for m in ckpt.mean)}); check "
                       "the bit "
                       f"depth and scaling of the imagery", GeoSegWarning)
+
+
+def _area(options: PredictOptions, scene, grid: GeoGrid) -> bytes | None:
+    """The area of interest in the scene's CRS, or None without ``--aoi``."""
+    if not options.aoi:
+        return None
+    if not grid.has_geotransform:
+        raise InputError(f"--aoi needs a scene placed by a transform, but {scene} is georeferenced by ground "
+                         "control points or RPCs only; orthorectify it first")
+    return read_area(options.aoi, grid.crs)
 
 
 def _check_options(options: PredictOptions) -> None:

@@ -20,6 +20,7 @@ from geoseg.atomic import atomic_output, check_output_path
 from geoseg.class_raster import class_raster_profile, write_class_metadata
 from geoseg.classes import DEEPGLOBE, ClassSchema
 from geoseg.grid import GeoGrid, blocks
+from geoseg.scenes import SYNTHETIC_TAG
 from geoseg.synth import make_landscape, render
 from geoseg.vector_output import write_polygons
 
@@ -81,6 +82,7 @@ def write_scene(out_dir: Path, name: str, split: str, size: int, seed: int, inde
                 rasterio.open(tmp_cls, "w", **class_raster_profile(grid)) as dst_cls, \
                 rasterio.open(tmp_rgb, "w", **mask_profile) as dst_rgb:
             write_class_metadata(dst_cls, schema, {"source": f"geoseg synthetic scene seed={seed}"})
+            dst_img.update_tags(**{SYNTHETIC_TAG: f"seed={seed}"})  # models trained on it say so
             for window in blocks(size, size, RENDER_BLOCK):
                 r0, c0 = int(window.row_off), int(window.col_off)
                 rgb, cls, valid = render(land, (r0, r0 + int(window.height)), (c0, c0 + int(window.width)))

@@ -27,6 +27,7 @@ import torch
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
 
+from geoseg.area import area_mask
 from geoseg.atomic import atomic_output
 from geoseg.errors import GeoSegWarning
 from geoseg.fingerprint import cache_key, file_identity
@@ -128,10 +129,10 @@ def axis_taps(n_scene: int, n_model: int, start: int, count: int) -> tuple[np.nd
 
 
 def resampled_block(probabilities, scene, bands: Sequence[int], window: Window, lut: np.ndarray,
-                    confidence: bool, kind: str | None) -> FinishedBlock:
+                    confidence: bool, kind: str | None, area: bytes | None = None) -> FinishedBlock:
     """The outputs of one block ``window`` of the open ``scene``'s own grid from the class ``probabilities``
     (an open float32 raster, NaN where nothing was predicted) on the model's grid; nodata where the scene
-    is (``bands`` tell which bands' NaNs count)."""
+    is (``bands`` tell which bands' NaNs count) and outside the ``area`` of interest."""
     grid = GeoGrid.from_dataset(scene)
     h, w = int(window.height), int(window.width)
     rows, row_w = axis_taps(grid.height, probabilities.height, int(window.row_off), h)
@@ -155,6 +156,8 @@ def resampled_block(probabilities, scene, bands: Sequence[int], window: Window, 
     top, index = probs.max(dim=0)
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
         _, valid, _ = read_padded(scene, window, bands)
+    if area is not None:
+        valid &= area_mask(area, scene.transform, window)
     nodata = ~valid | (weight_sum <= 0)
     return encode_block(window, index, top if confidence else None, probs if kind else None, nodata, lut,
                         kind, 0)

@@ -20,6 +20,9 @@ from geoseg.labels import check_label_grid
 from geoseg.raster import open_raster, resolve_bands
 from geoseg.records import SceneRecord
 
+#: The tag geoseg's synthetic sample scenes carry (written by :mod:`geoseg.sampledata`).
+SYNTHETIC_TAG = "GEOSEG_SYNTHETIC"
+
 
 @dataclass
 class SceneInfo:
@@ -30,6 +33,7 @@ class SceneInfo:
     scale: float  # source pixels per sampled pixel (downsize_res / resolution)
     label_name: str | None = None  # the label file to name in messages (when reading a cached copy)
     bands: list[int] | None = None  # the run's bands as this scene numbers them (names resolved)
+    synthetic: bool = False  # one of geoseg's synthetic sample scenes
 
     @property
     def sampled_grid(self) -> GeoGrid:
@@ -55,6 +59,7 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int | str], down
         with open_raster(rec.image) as src:
             numbers = resolve_bands(src, rec.image, bands)
             grid = GeoGrid.from_dataset(src)
+            synthetic = SYNTHETIC_TAG in src.tags()
         if grid.crs is None:
             no_crs[str(rec.image)] = None
         if downsize_res:
@@ -63,7 +68,7 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int | str], down
             scale = resolution / _ground_resolution(rec.image, grid)
         else:
             scale = 1.0
-        infos.append(SceneInfo(rec, grid, scale, bands=numbers))
+        infos.append(SceneInfo(rec, grid, scale, bands=numbers, synthetic=synthetic))
     no_crs = list(no_crs)
     if len(no_crs) == 1:
         warnings.warn(f"{no_crs[0]} has no CRS; it is used for training as it is (pixel grid only)",
@@ -114,7 +119,8 @@ def tiled_copies(scenes: Sequence[SceneInfo], cache_dir: Path) -> list[SceneInfo
         if label is not None and not polygons:
             label = _tiled_copy(label, cache_dir, sampled, Resampling.nearest)
         out.append(SceneInfo(SceneRecord(image, label, rec.split), sampled, 1.0,
-                             label_name=str(rec.label) if rec.label else None, bands=info.bands))
+                             label_name=str(rec.label) if rec.label else None, bands=info.bands,
+                             synthetic=info.synthetic))
     return out
 
 

@@ -11,7 +11,9 @@ process) or on an existing ``dask.distributed`` scheduler.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import os
 import threading
 import warnings
@@ -49,10 +51,57 @@ def default_threads(threads: int | None, workers: int | None) -> int:
     return max(1, (os.cpu_count() or 1) // (workers or 1))
 
 
+class _Done:
+    """The result of a task :class:`InlineClient` has run, with the part of a dask future's interface
+    :func:`run_blocks` uses."""
+
+    _keys = itertools.count()
+
+    def __init__(self, value):
+        self.value, self.key = value, next(self._keys)
+
+    def result(self):
+        return self.value
+
+    def release(self) -> None:
+        self.value = None
+
+
+class InlineClient:
+    """Runs each task in the calling thread as it is submitted: one in-process worker without a dask
+    cluster to start (measured in ``tests/benchmarks/bench_startup.py``)."""
+
+    def submit(self, fn, *args, pure: bool = False) -> _Done:
+        return _Done(fn(*(a.value if isinstance(a, _Done) else a for a in args)))
+
+
+class _InOrder:
+    """:func:`distributed.as_completed` for an :class:`InlineClient`: its tasks are done in order."""
+
+    def __init__(self, futures):
+        self.queue = collections.deque(futures)
+
+    def add(self, future) -> None:
+        self.queue.append(future)
+
+    def __iter__(self):
+        while self.queue:
+            yield self.queue.popleft()
+
+
+def in_process(scheduler: str | None, workers: int | None, processes: bool | None) -> bool:
+    """Whether one worker in this process does the job (no cluster, no scheduler)."""
+    return not scheduler and (workers or 1) == 1 and not local_processes(workers, processes)
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None,
                 processes: bool | None = None) -> Iterator:
-    """A dask.distributed client: to ``scheduler`` or to a new local cluster of ``workers`` (default 1)."""
+    """A client to run blocks on: to ``scheduler``, to a new local cluster of ``workers`` (threads, or
+    processes when there are several), or an :class:`InlineClient` when one in-process worker does it."""
+    if in_process(scheduler, workers, processes):
+        yield InlineClient()
+        return
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -128,7 +177,7 @@ def check_workers(client, scene: str, checkpoint: str) -> None:
 
 def block_tasks(layout: list[list[GridBlock]], grid: GeoGrid, *, scene: str, checkpoint: str, chip: int,
                 overlap: int, batch_size: int | None, precision: str, tta: str, threads: int,
-                bands: tuple[int, ...]) -> list[list[BlockTask]]:
+                bands: tuple[int, ...], area: bytes | None = None) -> list[list[BlockTask]]:
     """One :class:`~geoseg.inference.BlockTask` per output block; each hands ``overlap`` pixels (clipped to
     the scene) to its right and lower neighbours."""
     batch = batch_size or (8 if torch.cuda.is_available() else 1)
@@ -140,7 +189,7 @@ def block_tasks(layout: list[list[GridBlock]], grid: GeoGrid, *, scene: str, che
             c1 = int(b.window.col_off + b.window.width)
             spill = (min(overlap, grid.height - r1), min(overlap, grid.width - c1))
             out_row.append(BlockTask(scene, checkpoint, b, chip, overlap, spill, batch, precision, tta,
-                                     threads, bands))
+                                     threads, bands, area))
         tasks.append(out_row)
     return tasks
 
@@ -155,7 +204,10 @@ def run_blocks(client, tasks: list[list[BlockTask]], lut: np.ndarray, *, confide
     client keeps only the futures of strips still to be handed on; dask
     releases everything else as soon as it is consumed.
     """
-    from distributed import as_completed
+    if isinstance(client, InlineClient):
+        as_completed = _InOrder
+    else:
+        from distributed import as_completed
 
     strips: dict[tuple[int, int, str], object] = {}
     n_rows, n_cols = len(tasks), len(tasks[0]) if tasks else 0

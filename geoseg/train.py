@@ -306,7 +306,9 @@ class Trainer:
         return Checkpoint(cfg.model_architecture, dict(cfg.model_config), self.model.state_dict(),
                           cfg.classes, list(cfg.bands), list(self.mean), list(self.std), cfg.chip_size,
                           self.resolution, {**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, epoch, metrics,
-                          training_state, self.clip)
+                          training_state, self.clip,
+                          {"train_scenes": len(self.train_scenes),
+                           "synthetic": all(s.synthetic for s in self.train_scenes)})
 
     def _finish(self) -> TrainResult:
         history = self.progress.history
