@@ -34,7 +34,8 @@ from geoseg.raster import open_raster
 PALETTE = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#ffff33", "#a65628", "#f781bf",
            "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 
-#: A single scene is cut into this many blocks on a side for its spatial train/val/test split.
+#: A single scene is cut into this many blocks on a side for its spatial train/val/test split (3 for scenes
+#: under 1024 px on their shorter side).
 SPLIT_BLOCKS = 4
 
 
@@ -195,7 +196,7 @@ def _scene_rows(scenes: list[Path], seed: int) -> list[tuple[Path, str]]:
 
 
 def _block_rows(scene: _SceneFacts, polygons, folder: Path, seed: int) -> list[tuple[Path, str]]:
-    """One scene cut into :data:`SPLIT_BLOCKS`² blocks (VRT windows of it): one labelled block for
+    """One scene cut into :data:`SPLIT_BLOCKS`² (or 3²) blocks (VRT windows of it): one labelled block for
     validation, one for test (when three or more hold labels), the others for training."""
     import shapely
 
@@ -203,7 +204,8 @@ def _block_rows(scene: _SceneFacts, polygons, folder: Path, seed: int) -> list[t
     folder.mkdir(exist_ok=True)
     in_scene_crs = polygons.to_crs(grid.crs) if polygons.crs != grid.crs else polygons
     rows, labelled = [], []
-    bh, bw = math.ceil(grid.height / SPLIT_BLOCKS), math.ceil(grid.width / SPLIT_BLOCKS)
+    n = SPLIT_BLOCKS if min(grid.width, grid.height) >= 1024 else 3
+    bh, bw = math.ceil(grid.height / n), math.ceil(grid.width / n)
     for r in range(0, grid.height, bh):
         for c in range(0, grid.width, bw):
             h, w = min(bh, grid.height - r), min(bw, grid.width - c)
