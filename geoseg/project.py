@@ -61,6 +61,9 @@ def find_images(spec: str | os.PathLike | Sequence[str | os.PathLike]) -> list[P
             found.append(p)
         else:
             found += [Path(f) for f in sorted(glob.glob(str(s))) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    if not found and len(specs) == 1 and Path(specs[0]).is_dir():
+        raise ConfigError(f"{specs[0]} is a directory with no raster files (.tif, .jp2, .vrt, …) in it; give "
+                          "a scene file, a folder of scenes or a glob such as 'scenes/*.tif'")
     if not found:
         raise ConfigError(f"no raster files (.tif, .jp2, .vrt, …) found at {', '.join(map(str, specs))}; "
                           "give a folder, a glob such as 'scenes/*.tif' or the files")

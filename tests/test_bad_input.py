@@ -65,7 +65,8 @@ PREDICT_ERRORS = [
     ("missing scene", lambda f: predict(f, f["in"] / "nope.tif"), 2,
      "{in}/nope.tif does not exist"),
     ("scene is a folder", lambda f: predict(f, f["in"] / "folder.tif"), 2,
-     "{in}/folder.tif is a directory, not a raster file"),
+     "{in}/folder.tif is a directory with no raster files (.tif, .jp2, .vrt, …) in it; give a scene file, a "
+     "folder of scenes or a glob such as 'scenes/*.tif'"),
     ("text file as scene", lambda f: predict(f, f["in"] / "text.tif"), 2,
      "{in}/text.tif is not a readable raster ('{in}/text.tif' not recognized as being in a supported file "
      "format.)"),

@@ -47,9 +47,9 @@ def test_train_predict_evaluate_end_to_end(sample_dir, tmp_path, geoseg_home):
     r = geoseg("predict", scene, "-o", out / "landcover.gpkg", "--quiet")
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == (f"geoseg: warning: no --model given: using {run / 'best.ckpt'}, which was "
-                                "trained on geoseg's synthetic sample scenes, not on imagery like yours; train "
-                                "one on your data (geoseg init --images … --labels … --label-field …, then "
-                                "geoseg train) and pass it with --model")
+                                "trained on geoseg's synthetic sample scenes, not on imagery like yours; "
+                                "train one on your data (geoseg init --images … --labels … --label-field …, "
+                                "then geoseg train) and pass it with --model")
     with rasterio.open(scene) as src, rasterio.open(out / "landcover.tif") as cls:
         assert cls.crs == src.crs and cls.transform == src.transform and cls.shape == src.shape
         assert cls.nodata == NODATA and cls.colormap(1)[3] == (0, 255, 0, 255)
