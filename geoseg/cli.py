@@ -71,6 +71,38 @@ def train(config_path: str | None, resume: str | None, epochs: int | None, until
 
 
 @cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="model.onnx")
+@click.option("--overlap", type=int, default=None,
+              help="Chip overlap in pixels recorded for QGIS plugins (default chip/8).")
+@overwrite_option
+def export(checkpoint, output, overlap, overwrite) -> None:
+    """Export CHECKPOINT as an ONNX model (with Deepness's metadata) that QGIS plugins, ONNX Runtime and
+    geoseg predict --model run."""
+    from geoseg.export import export_onnx
+
+    click.echo(f"wrote {export_onnx(checkpoint, output, overwrite, overlap)}")
+
+
+@cli.group("qgis-plugin")
+def qgis_plugin() -> None:
+    """The QGIS Processing provider: geoseg in the Processing Toolbox."""
+
+
+@qgis_plugin.command("install")
+@click.option("--profile", type=click.Path(file_okay=False), default=None,
+              help="QGIS profile folder (default: the 'default' profile of this user).")
+@click.option("--copy", is_flag=True, help="Copy the plugin instead of linking it to this checkout.")
+def qgis_plugin_install(profile, copy) -> None:
+    """Install the provider into a QGIS profile, enabled and pointed at this geoseg."""
+    from geoseg.qgis_plugin import install_plugin
+
+    target = install_plugin(profile, copy)
+    click.echo(f"installed the geoseg Processing provider in {target}; restart QGIS and find it in the "
+               "Processing Toolbox under geoseg")
+
+
+@cli.command()
 @click.option("--images", "-i", required=True, multiple=True,
               help="Scenes: a folder, a glob ('scenes/*.tif') or files; repeatable.")
 @click.option("--labels", "-l", required=True, multiple=True, type=click.Path(dir_okay=False),

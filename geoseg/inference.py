@@ -95,7 +95,7 @@ def model_for(path: str | os.PathLike, threads: int | None = None,
         if threads:
             torch.set_num_threads(threads)
         ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
-        model = ckpt.build().to(default_device()).to(memory_format=torch.channels_last)
+        model = ckpt.build(threads).to(default_device()).to(memory_format=torch.channels_last)
         while len(_MODELS) >= _MODELS_KEPT:
             _MODELS.pop(next(iter(_MODELS)))
         _MODELS[key] = (replace(ckpt, state_dict={}), model)  # the weights live in the model now

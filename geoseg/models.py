@@ -85,8 +85,13 @@ class Checkpoint:
     data: dict[str, Any] = field(default_factory=dict)  # what it was trained on: scenes, synthetic or not
     path: Path | None = field(default=None, compare=False)  # the file it was loaded from (not saved)
 
-    def build(self) -> torch.nn.Module:
-        """The model with this checkpoint's weights, in eval mode."""
+    def build(self, threads: int | None = None) -> torch.nn.Module:
+        """The model with this checkpoint's weights, in eval mode (an ONNX Runtime session behind the same
+        interface for an exported ``.onnx`` model, using ``threads`` threads)."""
+        if self.path is not None and self.path.suffix.lower() == ".onnx":
+            from geoseg.export import OnnxModel
+
+            return OnnxModel(self.path, threads)
         model = build_model(self.architecture, self.model_config, pretrained=False)
         try:
             model.load_state_dict(self.state_dict)
@@ -122,6 +127,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if p.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory, not a file")
+    if p.suffix.lower() == ".onnx":
+        from geoseg.export import checkpoint_from_onnx
+
+        return checkpoint_from_onnx(p)
     try:
         d = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # weights read lazily
     except Exception as exc:

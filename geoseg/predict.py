@@ -58,6 +58,7 @@ from geoseg.schedule import (
     run_blocks,
 )
 from geoseg.sieve import sieve_raster
+from geoseg.stac import stac_path, write_stac_item
 from geoseg.statistics import sample_band_statistics
 from geoseg.vector_output import DEFAULT_LAYER, summary_table, write_polygons
 
@@ -187,7 +188,7 @@ def _raster_paths(raster: Path, vector: Path | None, options: PredictOptions, ov
     for name, wanted in (("confidence", options.confidence), ("probabilities", options.probabilities)):
         if wanted:
             extra[name] = _check_output(_sidecar(raster, name), overwrite, inputs)
-    for sidecar in [raster.with_suffix(".qml")] + ([] if vector is None else [
+    for sidecar in [raster.with_suffix(".qml"), stac_path(raster)] + ([] if vector is None else [
             vector.with_suffix(".qml"), vector.with_name(f"{vector.stem}_summary.csv")]):
         check_not_input(sidecar, inputs or {})
     return OutputPaths(raster, vector, extra)
@@ -232,7 +233,19 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
         count, rows = polygons.polygons, polygons.summary
         say(f"wrote {count} polygons → {paths.vector}")
         say(summary_table(rows))
+    write_stac_item(paths.raster, result.grid, checkpoint.classes, scene=str(scene),
+                    checkpoint=checkpoint.path.resolve(), options=_described(options, vector),
+                    vector=paths.vector, extra=result.extra)
     return PredictOutputs(paths.raster, paths.vector, count, result, rows)
+
+
+def _described(options: PredictOptions, vector: VectorOptions) -> dict:
+    """The options that shaped the outputs, for their metadata."""
+    keep = ("overlap", "block_chips", "batch_size", "precision", "tta", "bands", "sampling", "aoi",
+            "probabilities", "confidence", "cog")
+    described = {k: getattr(options, k) for k in keep}
+    described.update({k: getattr(vector, k) for k in ("min_area", "simplify", "dissolve", "layer")})
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in described.items() if v is not None}
 
 
 def scene_inputs(inputs) -> list[str]:

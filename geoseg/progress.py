@@ -1,7 +1,9 @@
-"""Progress bars: shown on a terminal, silent when not a TTY or when asked to be quiet."""
+"""Progress bars: shown on a terminal, silent when not a TTY or when asked to be quiet; as plain lines for
+programs that run geoseg (``GEOSEG_PROGRESS=lines``: the QGIS Processing provider reads them)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from tqdm.auto import tqdm
@@ -14,10 +16,39 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def bar(total: int | None = None, desc: str = "", unit: str = "it", **kw) -> tqdm:
-    """A tqdm bar that is disabled when output is not a terminal or ``--quiet`` was given."""
+def bar(total: int | None = None, desc: str = "", unit: str = "it", **kw):
+    """A tqdm bar that is disabled when output is not a terminal or ``--quiet`` was given; with
+    ``GEOSEG_PROGRESS=lines`` in the environment, lines ``PROGRESS <desc> <done>/<total>`` on stderr instead
+    (``?`` for an unknown total)."""
+    if os.environ.get("GEOSEG_PROGRESS") == "lines":
+        return LineProgress(total, desc)
     disable = _quiet or not sys.stderr.isatty()
     return tqdm(total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True, leave=False, **kw)
+
+
+class LineProgress:
+    """Progress as one line per step, for a program reading geoseg's stderr."""
+
+    def __init__(self, total: int | None, desc: str):
+        self.total, self.desc, self.n = total, desc or "work", 0
+        self._say()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self._say()
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def _say(self) -> None:
+        total = "?" if self.total is None else self.total
+        print(f"PROGRESS {self.desc} {self.n}/{total}", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "LineProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def say(message: str) -> None:

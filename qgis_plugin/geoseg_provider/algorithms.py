@@ -1,0 +1,160 @@
+"""The three algorithms: Predict land cover, Evaluate against labels, Train from config. Each builds a
+geoseg command line from its parameters and runs it (:mod:`.runner`)."""
+
+import re
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputFolder,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMapLayer,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+    QgsProcessingParameterVectorLayer,
+)
+
+from .runner import leftovers_of, run_geoseg
+
+
+class _GeosegAlgorithm(QgsProcessingAlgorithm):
+    def createInstance(self):  # noqa: N802 (QGIS's name)
+        return type(self)()
+
+    def group(self):
+        return "Land cover"
+
+    def groupId(self):  # noqa: N802
+        return "landcover"
+
+    def displayName(self):  # noqa: N802
+        return self.title
+
+    def shortHelpString(self):  # noqa: N802
+        return self.help
+
+    def _file(self, layer, what):
+        """The file behind a layer (geoseg reads files, not QGIS layers in memory)."""
+        source = layer.source().split("|")[0]
+        if not Path(source).exists() and "://" not in source and not source.startswith("/vsi"):
+            raise QgsProcessingException(f"the {what} layer '{layer.name()}' is not a file geoseg can read; "
+                                         "save it as a GeoTIFF or GeoPackage first")
+        return source
+
+
+class PredictAlgorithm(_GeosegAlgorithm):
+    title = "Predict land cover"
+    help = ("Predicts land cover of a scene with a geoseg model (.ckpt, or an exported .onnx): a styled "
+            "class raster and, optionally, land-cover polygons (GeoPackage) never cut by the processing "
+            "grid.")
+
+    def name(self):
+        return "predict"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Scene"))
+        self.addParameter(QgsProcessingParameterFile("MODEL", "Model (geoseg checkpoint or ONNX)",
+                                                     fileFilter="geoseg models (*.ckpt *.onnx)"))
+        self.addParameter(QgsProcessingParameterNumber("OVERLAP", "Chip overlap (pixels; default chip / 8)",
+                                                       minValue=0, optional=True))
+        self.addParameter(QgsProcessingParameterNumber("MIN_AREA", "Minimum mapping unit (m²)",
+                                                       QgsProcessingParameterNumber.Double, minValue=0,
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterNumber("SIMPLIFY", "Simplify polygons (tolerance, CRS units)",
+                                                       QgsProcessingParameterNumber.Double, minValue=0,
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer("AOI", "Area of interest",
+                                                            [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterBoolean("CONFIDENCE", "Also write confidence", False))
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_RASTER", "Land-cover classes"))
+        self.addParameter(QgsProcessingParameterVectorDestination("OUTPUT_VECTOR", "Land-cover polygons",
+                                                                  QgsProcessing.TypeVectorPolygon,
+                                                                  optional=True, createByDefault=True))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        scene = self._file(self.parameterAsRasterLayer(parameters, "INPUT", context), "scene")
+        raster = self.parameterAsOutputLayer(parameters, "OUTPUT_RASTER", context)
+        vector = self.parameterAsOutputLayer(parameters, "OUTPUT_VECTOR", context) \
+            if parameters.get("OUTPUT_VECTOR") is not None else None
+        if raster and Path(raster).suffix.lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException("the class raster is written as a GeoTIFF: give it a .tif name")
+        if vector and Path(vector).suffix.lower() != ".gpkg":
+            vector = str(Path(vector).with_suffix(".gpkg"))  # styled inside the GeoPackage
+        model = self.parameterAsFile(parameters, "MODEL", context)
+        args = ["predict", scene, "--model", model, "--overwrite"]
+        args += ["-o", vector, "--raster", raster] if vector else ["-o", raster]
+        for key, option in (("OVERLAP", "--overlap"), ("MIN_AREA", "--min-area"), ("SIMPLIFY", "--simplify")):
+            if parameters.get(key) not in (None, ""):
+                number = self.parameterAsDouble(parameters, key, context)
+                args += [option, str(int(number)) if key == "OVERLAP" else repr(number)]
+        if parameters.get("AOI") is not None:
+            args += ["--aoi", self.parameterAsCompatibleSourceLayerPath(
+                parameters, "AOI", context, ["gpkg", "shp"], "gpkg", feedback)]
+        if self.parameterAsBoolean(parameters, "CONFIDENCE", context):
+            args.append("--confidence")
+        run_geoseg(args, feedback, leftovers_of(raster, vector))
+        results = {"OUTPUT_RASTER": raster}
+        if vector:
+            results["OUTPUT_VECTOR"] = vector
+        return results
+
+
+class EvaluateAlgorithm(_GeosegAlgorithm):
+    title = "Evaluate against labels"
+    help = ("Scores a class raster against labels (a class raster, an RGB mask or polygons): per-class IoU, "
+            "precision, recall, F1, mIoU, kappa, an error map and a report.")
+
+    def name(self):
+        return "evaluate"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("PREDICTION", "Predicted classes"))
+        self.addParameter(QgsProcessingParameterMapLayer("TRUTH", "Labels (raster or polygons)"))
+        self.addParameter(QgsProcessingParameterString("LABEL_FIELD", "Class field of polygon labels",
+                                                       "class_id"))
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Evaluation folder"))
+        self.addOutput(QgsProcessingOutputFile("REPORT", "Report"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        prediction = self._file(self.parameterAsRasterLayer(parameters, "PREDICTION", context), "prediction")
+        truth = self._file(self.parameterAsLayer(parameters, "TRUTH", context), "labels")
+        folder = self.parameterAsString(parameters, "OUTPUT", context)
+        run_geoseg(["evaluate", prediction, "--truth", truth, "--out", folder, "--label-field",
+                    self.parameterAsString(parameters, "LABEL_FIELD", context)], feedback)
+        return {"OUTPUT": folder, "REPORT": str(Path(folder) / "report.md")}
+
+
+class TrainAlgorithm(_GeosegAlgorithm):
+    title = "Train from config"
+    help = ("Trains a model as a geoseg run config says (geoseg init writes one from your scenes and "
+            "polygons); returns the best checkpoint, to use in Predict land cover.")
+
+    def name(self):
+        return "train"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile("CONFIG", "Run config (YAML)",
+                                                     fileFilter="YAML (*.yaml *.yml)"))
+        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs (default: the config's)", minValue=1,
+                                                       optional=True))
+        self.addOutput(QgsProcessingOutputFile("CHECKPOINT", "Best checkpoint"))
+        self.addOutput(QgsProcessingOutputFolder("RUN_FOLDER", "Run folder"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        args = ["train", "--config", self.parameterAsFile(parameters, "CONFIG", context)]
+        if parameters.get("EPOCHS") not in (None, ""):
+            args += ["--epochs", str(self.parameterAsInt(parameters, "EPOCHS", context))]
+        lines = run_geoseg(args, feedback)
+        found = (re.search(r"best checkpoint (\S+)$", line) for line in lines)
+        best = next((m.group(1) for m in found if m), None)
+        if best is None:
+            raise QgsProcessingException("geoseg train finished without naming its best checkpoint")
+        return {"CHECKPOINT": best, "RUN_FOLDER": str(Path(best).parent)}

@@ -1,0 +1,58 @@
+"""Run geoseg:predict through QGIS Processing (headless) and cancel it as soon as it reports progress.
+
+    QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_cancel.py PLUGIN_DIR GEOSEG_EXE SCENE MODEL OUT_DIR
+
+Prints one JSON object: whether the run was cancelled and the last progress seen.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback  # noqa: E402
+
+
+class CancelOnProgress(QgsProcessingFeedback):
+    """Cancels once the run has made progress (so geoseg is in the middle of its work)."""
+
+    seen = 0.0
+
+    def setProgress(self, progress):  # noqa: N802 (QGIS's name)
+        super().setProgress(progress)
+        self.seen = max(self.seen, progress)
+        if progress > 0:
+            self.cancel()
+
+
+def main(plugins, executable, scene, model, out):
+    app = QgsApplication([], False)
+    app.initQgis()
+    sys.path.append("/usr/share/qgis/python/plugins")
+    sys.path.insert(0, plugins)
+    from processing.core.Processing import Processing
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    Processing.initialize()
+    from geoseg_provider.provider import GeosegProvider
+
+    provider = GeosegProvider()
+    QgsApplication.processingRegistry().addProvider(provider)
+    ProcessingConfig.setSettingValue("GEOSEG_EXECUTABLE", executable)
+    import processing
+
+    feedback = CancelOnProgress()
+    result = {"cancelled": False}
+    try:
+        processing.run("geoseg:predict", {"INPUT": scene, "MODEL": model, "OUTPUT_RASTER": f"{out}/lc.tif",
+                                          "OUTPUT_VECTOR": f"{out}/lc.gpkg"}, feedback=feedback)
+    except QgsProcessingException as exc:
+        result = {"cancelled": feedback.isCanceled(), "message": str(exc)}
+    result["progress"] = feedback.seen
+    QgsApplication.processingRegistry().removeProvider(provider)
+    print(json.dumps(result))
+    app.exitQgis()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:6])
