@@ -101,7 +101,8 @@ def resume_and_compare(out, long_scene, tiny_checkpoint, reference):
     expected, ref_profile = reference
     assert (classes == expected).all()
     assert profile == ref_profile
-    assert files(out.parent) == ["lc.qml", "lc.tif", "lc.tif.aux.xml"]  # no partials or state left
+    # no partials or state left
+    assert files(out.parent) == ["lc.qml", "lc.stac.json", "lc.tif", "lc.tif.aux.xml"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -167,7 +168,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, long_scene, tiny_checkp
     r = subprocess.run(predict_cmd(long_scene, out, tiny_checkpoint), capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr
-    assert files(out.parent) == ["lc.qml", "lc.tif", "lc.tif.aux.xml"]
+    assert files(out.parent) == ["lc.qml", "lc.stac.json", "lc.tif", "lc.tif.aux.xml"]
 
 
 def test_resume_without_an_earlier_run_starts_from_the_beginning(tmp_path, rgb_scene, tiny_checkpoint):

@@ -90,8 +90,8 @@ def test_damaged_geotiff(capsys, tmp_path, rgb_scene, tiny_checkpoint, hurt):
     scene.write_bytes(damage(rgb_scene.read_bytes(), *hurt))
     code, err = run_cli(capsys, ["predict", scene, "-o", case / "out" / "lc.gpkg", "--model", tiny_checkpoint,
                                  "--quiet"])
-    check_outcome(code, err, case / "out", ["lc.gpkg", "lc.qml", "lc.tif", "lc.tif.aux.xml",
-                                            "lc_summary.csv"])
+    check_outcome(code, err, case / "out", ["lc.gpkg", "lc.qml", "lc.stac.json", "lc.tif",
+                                            "lc.tif.aux.xml", "lc_summary.csv"])
     if code == 0:
         with rasterio.open(case / "out" / "lc.tif") as ds:
             ds.read(1)
@@ -105,4 +105,4 @@ def test_damaged_checkpoint(capsys, tmp_path, rgb_scene, tiny_checkpoint, hurt):
     ckpt.write_bytes(damage(tiny_checkpoint.read_bytes(), *hurt))
     code, err = run_cli(capsys, ["predict", rgb_scene, "-o", case / "out" / "lc.tif", "--model", ckpt,
                                  "--quiet"])
-    check_outcome(code, err, case / "out", ["lc.qml", "lc.tif", "lc.tif.aux.xml"])
+    check_outcome(code, err, case / "out", ["lc.qml", "lc.stac.json", "lc.tif", "lc.tif.aux.xml"])

@@ -89,3 +89,24 @@ def test_cancel_leaves_no_output_and_no_process(tmp_path, tiny_checkpoint):
     assert sorted(p.name for p in out.iterdir()) == []
     running = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
     assert running == []
+
+
+def test_evaluate_and_train_in_qgis(profile, rgb_scene, tiny_checkpoint, sample_dir, tmp_path):
+    import yaml
+
+    from conftest import TINY_MODEL
+
+    subprocess.run([GEOSEG, "predict", rgb_scene, "-o", tmp_path / "p.tif", "--model", tiny_checkpoint,
+                    "--quiet"], check=True)
+    r = qgis_process("run", "geoseg:evaluate", "--", f"PREDICTION={tmp_path / 'p.tif'}",
+                     f"TRUTH={tmp_path / 'p.tif'}", f"OUTPUT={tmp_path / 'evaluation'}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["miou"] == 1.0
+    config = {"manifest": str(sample_dir / "manifest.csv"), "model_config": TINY_MODEL, "chip_size": 64,
+              "chips_per_epoch": 4, "batch_size": 2, "epochs": 1, "num_workers": 0, "val_chips": 2,
+              "ce_weights": [1, 1, 1, 1, 1, 1, 0], "output_dir": str(tmp_path / "runs"), "logger": "csv"}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    r = qgis_process("run", "geoseg:train", "--", f"CONFIG={tmp_path / 'run.yaml'}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    best = next((tmp_path / "runs").glob("*/best.ckpt"))
+    assert f"CHECKPOINT:\t{best}" in r.stdout
