@@ -141,7 +141,13 @@ def init(images, labels, label_field, out, config_name, overwrite) -> None:
               help="Pixels shared by neighbouring chips (default chip/8).")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
               help="Chips per forward pass (default 1 on CPU, 8 on GPU).")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="torch's precision: bf16 autocast where the CPU or GPU has it (auto), or as given.")
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx", "int8"]), default="auto",
+              show_default=True,
+              help="auto: torch with bf16 where the CPU has it, else ONNX Runtime fp32; onnx; int8 (ONNX "
+                   "Runtime static quantization, calibrated on training chips). Exported models are cached "
+                   "beside the checkpoint.")
 @click.option("--workers", type=int, default=None, help="dask workers of the local cluster (default 1).")
 @click.option("--threads", type=int, default=None,
               help="torch threads per worker (default: cores / workers).")
@@ -176,9 +182,9 @@ def init(images, labels, label_field, out, config_name, overwrite) -> None:
 @click.option("--resume", is_flag=True,
               help="Complete an interrupted run of the same command, keeping its finished blocks.")
 @quiet_option
-def predict(scenes, output, model, raster, overlap, batch_size, precision, workers, threads, block_chips,
-            scheduler, tta, confidence, probabilities, cog, min_area, simplify, dissolve, layer, bands,
-            sampling, aoi, overwrite, resume, quiet) -> None:
+def predict(scenes, output, model, raster, overlap, batch_size, precision, engine, workers, threads,
+            block_chips, scheduler, tta, confidence, probabilities, cog, min_area, simplify, dissolve, layer,
+            bands, sampling, aoi, overwrite, resume, quiet) -> None:
     """Predict land cover of SCENES (one scene, several, a folder or a glob) into class GeoTIFFs and
     land-cover polygons."""
     from geoseg.predict import PredictOptions, VectorOptions, scene_inputs
@@ -186,7 +192,7 @@ def predict(scenes, output, model, raster, overlap, batch_size, precision, worke
 
     set_quiet(quiet)
     options = PredictOptions(overlap=overlap, block_chips=block_chips, batch_size=batch_size,
-                             precision=precision, tta=tta, workers=workers, threads=threads,
+                             precision=precision, engine=engine, tta=tta, workers=workers, threads=threads,
                              scheduler=scheduler, confidence=confidence, probabilities=probabilities, cog=cog,
                              bands=_parse_bands(bands), sampling=sampling, aoi=aoi)
     vector = VectorOptions(min_area=min_area, simplify=simplify, dissolve=dissolve, layer=layer)

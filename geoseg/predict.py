@@ -36,6 +36,7 @@ from geoseg.class_raster import (
     write_class_metadata,
     write_raster_style,
 )
+from geoseg.engines import choose_engine
 from geoseg.errors import GeoSegWarning, InputError, OutputError
 from geoseg.fingerprint import file_identity
 from geoseg.formats import RASTER_SUFFIXES, VECTOR_FORMATS, is_remote
@@ -79,7 +80,8 @@ class PredictOptions:
     overlap: int | None = None      # pixels shared by neighbouring chips (default: chip size / 8)
     block_chips: int = 4            # output block side, in chip strides
     batch_size: int | None = None   # chips per forward (default: 1 on CPU, where it is as fast, 8 on GPU)
-    precision: str = "auto"         # auto | bf16 | fp32
+    precision: str = "auto"         # auto | bf16 | fp32 (torch)
+    engine: str = "auto"            # auto | torch | onnx | int8 (see geoseg.engines)
     tta: str = "none"               # none | flips
     workers: int | None = None      # dask workers of the local cluster (default 1)
     threads: int | None = None      # torch threads per worker (default: cores / workers)
@@ -241,7 +243,7 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
 
 def _described(options: PredictOptions, vector: VectorOptions) -> dict:
     """The options that shaped the outputs, for their metadata."""
-    keep = ("overlap", "block_chips", "batch_size", "precision", "tta", "bands", "sampling", "aoi",
+    keep = ("overlap", "block_chips", "batch_size", "precision", "engine", "tta", "bands", "sampling", "aoi",
             "probabilities", "confidence", "cog")
     described = {k: getattr(options, k) for k in keep}
     described.update({k: getattr(vector, k) for k in ("min_area", "simplify", "dissolve", "layer")})
@@ -309,6 +311,7 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
                                  min_area=min_area)
     options = replace(options, bands=tuple(bands))
     area = _area(options, scene, grid)
+    engine = choose_engine(ckpt, options.engine, options.precision, scene)
     scale = model_scale(ckpt, grid, scene) if options.sampling == "model" else 1.0
     if scale == 1.0:
         _check_resolution(scene, grid, ckpt)
@@ -316,6 +319,7 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
     scene_ref = str(scene) if is_remote(scene) else str(Path(scene).resolve())
     tags = {"geoseg_version": __version__, "checkpoint": str(ckpt.path.resolve()), "scene": scene_ref,
             "overlap": str(overlap), "chip_size": str(ckpt.chip_size), "tta": options.tta}
+    tags["engine"] = engine.name
     if scale != 1.0:
         tags["sampling"] = f"{scale:.6g} scene pixels per model pixel"
     profiles = {name: (probability_raster_profile(grid, len(ckpt.classes), options.probabilities)
@@ -335,11 +339,11 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
                 paths.rasters, profiles, fingerprint, resume, prepare, finalize,
                 options.commit_seconds) as writer:
-            chips = _stream_blocks(writer, scene_ref, ckpt, grid, overlap, options, start, area)
+            chips = _stream_blocks(writer, scene_ref, engine.checkpoint, grid, overlap, options, start, area)
     else:
         work = paths.raster.with_name(f".{paths.raster.stem}.geoseg-sampled")
-        probabilities = _predict_sampled(scene, scene_ref, ckpt, grid, grid.zoom(scale), bands, overlap,
-                                         options, work, resume, start, area)
+        probabilities = _predict_sampled(scene, scene_ref, engine.checkpoint, grid, grid.zoom(scale), bands,
+                                         overlap, options, work, resume, start, area)
         chips = probabilities.chips
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
                 paths.rasters, profiles, {**fingerprint, "sampling": scale}, False, prepare, finalize,
@@ -353,8 +357,8 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
     write_raster_style(paths.raster, ckpt.classes)
     result = PredictResult(paths.raster, grid, chips, time.perf_counter() - start, dict(paths.extra))
     say(f"predicted {grid.width}×{grid.height} px, {chips} chips in {result.seconds:.1f} s "
-        f"({chips / max(result.seconds, 1e-9):.2f} chips/s, {result.megapixels_per_second:.2f} Mpx/s) "
-        f"→ {paths.raster}")
+        f"({chips / max(result.seconds, 1e-9):.2f} chips/s, {result.megapixels_per_second:.2f} Mpx/s; engine "
+        f"{engine.name}: {engine.reason}) → {paths.raster}")
     return result
 
 
@@ -366,6 +370,7 @@ def _fingerprint(scene: str | os.PathLike, ckpt: Checkpoint, grid: GeoGrid, band
                      grid.crs.to_wkt() if grid.crs else None],
             "options": {"chip": ckpt.chip_size, "overlap": overlap, "block_chips": options.block_chips,
                         "batch_size": options.batch_size, "precision": options.precision, "tta": options.tta,
+                        "engine": options.engine,
                         "outputs": sorted(paths.rasters), "bands": list(bands),
                         "probabilities": options.probabilities,
                         "aoi": file_identity(options.aoi) if options.aoi else None},

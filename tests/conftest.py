@@ -32,6 +32,8 @@ def geoseg_home(tmp_path, monkeypatch):
     home = tmp_path / "geoseg_home"
     monkeypatch.setenv("GEOSEG_HOME", str(home))
     monkeypatch.setenv("WANDB_MODE", "offline")
+    # predictions compared with torch-computed references must not depend on the CPU's choice of engine
+    monkeypatch.setenv("GEOSEG_ENGINE", "torch")
     return home
 
 

@@ -1,0 +1,169 @@
+"""CPU engines for prediction: torch (bf16 autocast where the CPU has it, else fp32; channels_last), ONNX
+Runtime fp32 and ONNX Runtime int8 (static quantization).
+
+``--engine auto`` (unless ``GEOSEG_ENGINE`` pins another) takes torch with bf16 on CPUs with AVX-512 BF16
+or AMX (5.4 against 2.5 chips/s fp32 channels_last for U-Net resnet34 at 512 px), and ONNX Runtime fp32
+elsewhere (AVX2 CPUs: 2.29 against 2.09 chips/s, the same class raster to float rounding; measured figures
+in the README). int8 is never chosen by ``auto``: it is faster still on AVX2 (3.44 chips/s) but its agreement
+with fp32 has not been measured on two models on such a CPU; ask for it with ``--engine int8``.
+
+Exported and quantized models are made once and cached beside the checkpoint in ``.<name>.engines/``, named
+by the checkpoint's content; the int8 model's calibration chips (drawn from the checkpoint's training scenes,
+or from the scene being predicted when those are not reachable) are kept with it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geoseg.errors import InputError
+from geoseg.fingerprint import cache_key, file_identity
+from geoseg.models import Checkpoint, autocast_dtype, default_device, load_checkpoint
+
+ENGINES = ("auto", "torch", "onnx", "int8")
+
+#: Chips the int8 model is calibrated on.
+CALIBRATION_CHIPS = 8
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What predicts: the checkpoint (or exported model) to load and how it was chosen, for the summary."""
+
+    checkpoint: Checkpoint
+    name: str       # torch-bf16, torch-fp32, onnx-fp32, onnx-int8
+    reason: str
+
+
+def choose_engine(ckpt: Checkpoint, engine: str, precision: str, scene: str | os.PathLike) -> Engine:
+    """The engine for ``engine`` (one of :data:`ENGINES`) and ``precision`` on this machine."""
+    if engine == "auto" and os.environ.get("GEOSEG_ENGINE"):  # pinned, e.g. for reproducible runs
+        engine = os.environ["GEOSEG_ENGINE"]
+    if engine not in ENGINES:
+        raise InputError(f"--engine (or GEOSEG_ENGINE) must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if ckpt.path is not None and ckpt.path.suffix.lower() == ".onnx":
+        return Engine(ckpt, "onnx-fp32", "an exported ONNX model")
+    device = default_device()
+    if engine == "auto":
+        if device.type == "cuda" or autocast_dtype(device, precision) is not None or precision != "auto":
+            engine, reason = "torch", ("a GPU" if device.type == "cuda" else
+                                       "bf16 on this CPU" if autocast_dtype(device, precision) else
+                                       f"precision {precision} asked for")
+        else:
+            engine, reason = "onnx", "no bf16 on this CPU: ONNX Runtime fp32 is the faster fp32 engine"
+    else:
+        reason = "asked for"
+    if engine == "torch":
+        amp = autocast_dtype(device, precision)
+        return Engine(ckpt, f"torch-{'bf16' if amp == torch.bfloat16 else 'fp16' if amp else 'fp32'}", reason)
+    exported = exported_model(ckpt)
+    if engine == "onnx":
+        return Engine(load_checkpoint(exported), "onnx-fp32", reason)
+    return Engine(load_checkpoint(quantized_model(ckpt, exported, scene)), "onnx-int8", reason)
+
+
+def engine_folder(ckpt: Checkpoint) -> Path:
+    path = Path(ckpt.path)
+    return path.with_name(f".{path.name}.engines")
+
+
+def exported_model(ckpt: Checkpoint) -> Path:
+    """The checkpoint exported to ONNX (fp32), made once per checkpoint content."""
+    from geoseg.export import export_onnx
+
+    target = engine_folder(ckpt) / f"{cache_key(file_identity(ckpt.path))}-fp32.onnx"
+    if not target.exists():
+        target.parent.mkdir(exist_ok=True)
+        export_onnx(ckpt.path, target, overwrite=True)
+    return target
+
+
+def quantized_model(ckpt: Checkpoint, exported: Path, scene: str | os.PathLike) -> Path:
+    """The int8 model (ONNX Runtime static quantization, QDQ, per-channel weights), made once per checkpoint
+    content, with its calibration chips saved beside it."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    key = cache_key(file_identity(ckpt.path))
+    folder = engine_folder(ckpt)
+    target = folder / f"{key}-int8.onnx"
+    if target.exists():
+        return target
+    chips_path = folder / f"{key}-calibration.npz"
+    if chips_path.exists():
+        with np.load(chips_path) as z:
+            chips = z["chips"]
+    else:
+        chips = calibration_chips(ckpt, scene)
+        with open(chips_path, "wb") as fh:
+            np.savez_compressed(fh, chips=chips)
+
+    class Chips(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter({"input": chip[None]} for chip in chips)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    from geoseg.atomic import atomic_output
+
+    with atomic_output(target) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(exported), str(tmp), Chips(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        _copy_metadata(exported, tmp)
+    return target
+
+
+def _copy_metadata(source: Path, target: Path) -> None:
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
+    model = onnx.load(str(target))
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(target))
+
+
+def calibration_chips(ckpt: Checkpoint, scene: str | os.PathLike, n: int = CALIBRATION_CHIPS) -> np.ndarray:
+    """``n`` normalised chips [n, bands, chip, chip]: spread over the checkpoint's training scenes when they
+    are reachable, else over ``scene``."""
+    from rasterio.windows import Window
+
+    from geoseg.inference import normalise
+    from geoseg.raster import open_raster, read_padded, resolve_bands
+
+    sources = _training_scenes(ckpt) or [Path(str(scene))]
+    chip, chips = ckpt.chip_size, []
+    for k in range(n):
+        path = sources[k % len(sources)]
+        with open_raster(path) as src:
+            bands = resolve_bands(src, path, ckpt.bands)
+            f = (k // len(sources) + 0.5) / -(-n // len(sources))  # spread along the diagonal
+            window = Window(int((src.width - chip) * f), int((src.height - chip) * f), chip, chip)
+            data, _, content = read_padded(src, window, bands)
+        normalise(data, content, ckpt.mean, ckpt.std, ckpt.clip)
+        chips.append(data)
+    return np.stack(chips).astype(np.float32)
+
+
+def _training_scenes(ckpt: Checkpoint) -> list[Path]:
+    from geoseg.records import read_records
+
+    config = ckpt.train_config
+    if not config.get("manifest"):
+        return []
+    manifest = Path(config.get("base_dir") or ".") / config["manifest"]
+    try:
+        records = read_records(manifest, config.get("split_fractions", [0.8, 0.1, 0.1]),
+                               config.get("seed", 0))
+    except Exception:  # moved or deleted since training: calibrate on the scene instead
+        return []
+    return [r.image for r in records if r.split == "train" and Path(r.image).exists()]

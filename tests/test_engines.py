@@ -1,0 +1,58 @@
+"""Prediction engines: torch, ONNX Runtime fp32 and int8 each give one class raster whatever the blocking;
+exported models are cached by the checkpoint's content; auto's choice is said in the summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geoseg.engines import choose_engine, engine_folder
+from geoseg.models import autocast_dtype, load_checkpoint, save_checkpoint
+from geoseg.predict import PredictOptions, predict_scene
+
+
+def classes(path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx", "int8"])
+def test_each_engine_gives_one_class_raster_for_every_block_size(engine, rgb_scene, tiny_checkpoint,
+                                                                 tmp_path):
+    rasters = []
+    for cells in (1, 2, 5):
+        out = tmp_path / f"{engine}_{cells}.tif"
+        predict_scene(rgb_scene, tiny_checkpoint, out, PredictOptions(engine=engine, block_chips=cells))
+        rasters.append(classes(out))
+        with rasterio.open(out) as src:
+            assert src.tags()["engine"].startswith({"torch": "torch", "onnx": "onnx-fp32",
+                                                    "int8": "onnx-int8"}[engine])
+    assert all(np.array_equal(rasters[0], r) for r in rasters[1:])
+    assert (rasters[0] != 255).sum() > 0
+
+
+def test_exported_models_are_cached_by_the_checkpoints_content(rgb_scene, tiny_checkpoint):
+    ckpt = load_checkpoint(tiny_checkpoint)
+    first = choose_engine(ckpt, "int8", "auto", rgb_scene).checkpoint.path
+    made = {p.name: p.stat().st_mtime_ns for p in engine_folder(ckpt).iterdir()}
+    assert sorted(name.split("-", 1)[1] for name in made) == ["calibration.npz", "fp32.onnx", "int8.onnx"]
+    again = choose_engine(load_checkpoint(tiny_checkpoint), "int8", "auto", rgb_scene).checkpoint.path
+    assert again == first and {p.name: p.stat().st_mtime_ns for p in engine_folder(ckpt).iterdir()} == made
+    with np.load(next(engine_folder(ckpt).glob("*calibration.npz"))) as z:
+        assert z["chips"].shape == (8, 3, 64, 64)  # calibration chips kept with the model
+    weights = ckpt.build().state_dict()  # other weights, same file name: another model
+    ckpt.state_dict = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}
+    save_checkpoint(ckpt, tiny_checkpoint)
+    other = choose_engine(load_checkpoint(tiny_checkpoint), "onnx", "auto", rgb_scene).checkpoint.path
+    assert other.name.split("-")[0] != first.name.split("-")[0]
+
+
+def test_auto_says_which_engine_it_chose(rgb_scene, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GEOSEG_ENGINE")
+    predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "auto.tif")
+    bf16 = autocast_dtype(torch.device("cpu"), "auto") is not None
+    expected = "engine torch-bf16: bf16 on this CPU" if bf16 else \
+        "engine onnx-fp32: no bf16 on this CPU: ONNX Runtime fp32 is the faster fp32 engine"
+    assert expected in capsys.readouterr().out
