@@ -14,6 +14,8 @@ or from the scene being predicted when those are not reachable) are kept with it
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -110,14 +112,33 @@ def quantized_model(ckpt: Checkpoint, exported: Path, scene: str | os.PathLike) 
         def get_next(self):
             return next(self.items, None)
 
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     from geoseg.atomic import atomic_output
 
-    with atomic_output(target) as tmp, warnings.catch_warnings():
+    with atomic_output(target) as tmp, warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")
-        quantize_static(str(exported), str(tmp), Chips(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        prepared = tmp.with_name(tmp.stem + "-prepared.onnx")
+        try:  # shapes inferred and the graph optimised first, as ONNX Runtime recommends
+            quant_pre_process(str(exported), str(prepared))
+            quantize_static(str(prepared), str(tmp), Chips(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        finally:
+            prepared.unlink(missing_ok=True)
         _copy_metadata(exported, tmp)
     return target
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantization tools log advice to the root logger; a user of geoseg cannot act on it."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _copy_metadata(source: Path, target: Path) -> None:

@@ -59,7 +59,7 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int | str], down
         with open_raster(rec.image) as src:
             numbers = resolve_bands(src, rec.image, bands)
             grid = GeoGrid.from_dataset(src)
-            synthetic = SYNTHETIC_TAG in src.tags()
+            synthetic = SYNTHETIC_TAG in src.tags() or _synthetic_label(rec.label)
         if grid.crs is None:
             no_crs[str(rec.image)] = None
         if downsize_res:
@@ -78,6 +78,15 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int | str], down
                       "they "
                       f"are (pixel grid only)", GeoSegWarning)
     return infos
+
+
+def _synthetic_label(label: Path | None) -> bool:
+    """Whether ``label`` is a class raster of geoseg's synthetic sample data (tagged by its generator; scenes
+    made before the images were tagged too)."""
+    if label is None or Path(label).suffix.lower() in VECTOR_SUFFIXES:
+        return False
+    with open_raster(label) as src:
+        return src.tags().get("source", "").startswith("geoseg synthetic scene")
 
 
 def _ground_resolution(image: Path, grid: GeoGrid) -> float:
