@@ -17,7 +17,7 @@ import yaml
 
 from geoseg.classes import DEEPGLOBE, ClassSchema
 from geoseg.errors import ConfigError
-from geoseg.models import load_checkpoint
+from geoseg.models import is_weights_file, load_checkpoint
 from geoseg.optimization import LOSSES, OPTIMIZERS, SCHEDULES, lookup
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -143,7 +143,8 @@ def _validate_model_config(mc: Any, n_classes: int) -> dict[str, Any]:
            f"equal to the number of classes in 'classes' ({n_classes})")
     _check(isinstance(mc["encoder_name"], str), "model_config.encoder_name", mc["encoder_name"], "a string")
     _check(mc["encoder_weights"] is None or isinstance(mc["encoder_weights"], str),
-           "model_config.encoder_weights", mc["encoder_weights"], "a string such as 'imagenet' or null")
+           "model_config.encoder_weights", mc["encoder_weights"],
+           "a string such as 'imagenet', a weights file, or null")
     _check(_is_int(mc["in_channels"]) and mc["in_channels"] >= 1, "model_config.in_channels",
            mc["in_channels"], "a positive integer")
     return dict(mc)
@@ -227,6 +228,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
                f"a list of {n} weights, one per class")
         _check(any(w > 0 for w in cfg.ce_weights), "ce_weights", cfg.ce_weights, "not all zero")
     cfg.model_config = _validate_model_config(cfg.model_config, n)
+    weights = cfg.model_config["encoder_weights"]
+    if weights is not None and is_weights_file(weights):  # a local file, relative to the config
+        cfg.model_config["encoder_weights"] = str((cfg.base_dir / weights).resolve())
     _check(cfg.model_config["in_channels"] == len(cfg.bands), "model_config.in_channels",
            cfg.model_config["in_channels"], f"equal to the number of bands ({len(cfg.bands)})")
     return cfg

@@ -45,6 +45,8 @@ def build_model(architecture: str, model_config: dict[str, Any], pretrained: boo
         raise ConfigError(f"model_config is not accepted by {architecture}: {exc}") from None
     if not pretrained or weights is None:
         return model
+    if is_weights_file(weights):
+        return load_encoder_weights(model, weights, kwargs.get("encoder_name"))
     try:
         with _quiet():
             return smp.create_model(architecture, encoder_weights=weights, **kwargs)
@@ -56,6 +58,52 @@ def build_model(architecture: str, model_config: dict[str, Any], pretrained: boo
             "into "
             f"the torch/Hugging Face cache, or set model_config.encoder_weights: null"
         ) from None
+
+
+#: File suffixes of weights brought from elsewhere (``encoder_weights: /path/to/weights.pth``).
+WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+
+
+def is_weights_file(weights: str) -> bool:
+    """Whether ``encoder_weights`` names a file rather than a pretrained set such as ``imagenet``."""
+    return Path(weights).suffix.lower() in WEIGHT_SUFFIXES or "/" in weights or os.sep in weights
+
+
+def load_encoder_weights(model: torch.nn.Module, path: str, encoder: str | None) -> torch.nn.Module:
+    """Load encoder weights from a local file: a state dict of the encoder, of a whole smp model (its
+    ``encoder.`` part is taken) or a geoseg checkpoint; shapes must fit exactly."""
+    if not Path(path).is_file():
+        raise ConfigError(f"model_config.encoder_weights: {path} does not exist; give a state dict saved "
+                          "with torch.save, or 'imagenet' or null")
+    try:
+        if path.lower().endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file means the same to the user
+        raise ConfigError(f"model_config.encoder_weights: {path} is not a readable state dict "
+                          f"({type(exc).__name__})") from None
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        state = state["state_dict"]
+    elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"model_config.encoder_weights: {path} does not hold a state dict of tensors")
+    if any(k.startswith("encoder.") for k in state):
+        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    own = model.encoder.state_dict()
+    missing = sorted(set(own) - set(state))
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        what = (f"{len(missing)} of its tensors are missing (e.g. {missing[0]})" if missing else
+                f"{len(wrong)} tensors have other shapes (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} "
+                f"instead of {tuple(own[wrong[0]].shape)})")
+        raise ConfigError(f"model_config.encoder_weights: {path} does not fit encoder '{encoder}': {what}; "
+                          "use weights saved from the same encoder")
+    model.encoder.load_state_dict({k: state[k] for k in own})
+    return model
 
 
 @contextlib.contextmanager

@@ -65,3 +65,43 @@ def test_fp16_is_for_gpus_only():
         autocast_dtype(torch.device("cpu"), "fp16")
     assert autocast_dtype(torch.device("cpu"), "fp32") is None
     assert autocast_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+
+
+# --- encoder weights from a local file (offline, air-gapped) ---------------------------------------------
+
+def test_encoder_weights_from_a_local_state_dict(tmp_path):
+    from geoseg.config import parse_config
+    from geoseg.errors import ConfigError
+    from geoseg.models import build_model
+
+    from conftest import TINY_MODEL
+
+    torch.manual_seed(1)
+    donor = build_model("Unet", TINY_MODEL)
+    torch.save(donor.encoder.state_dict(), tmp_path / "encoder.pth")
+    torch.save(donor.state_dict(), tmp_path / "whole_model.pt")
+    for name in ("encoder.pth", "whole_model.pt"):
+        torch.manual_seed(2)
+        model = build_model("Unet", {**TINY_MODEL, "encoder_weights": str(tmp_path / name)})
+        for key, value in donor.encoder.state_dict().items():
+            assert torch.equal(model.encoder.state_dict()[key], value), (name, key)
+    # a config names the file relative to itself
+    cfg = parse_config({"model_config": {**TINY_MODEL, "encoder_weights": "encoder.pth"}}, tmp_path)
+    assert cfg.model_config["encoder_weights"] == str(tmp_path / "encoder.pth")
+    # weights of another encoder are one sentence
+    four_bands = build_model("Unet", {**TINY_MODEL, "in_channels": 4})
+    torch.save(four_bands.encoder.state_dict(), tmp_path / "rgbn.pth")
+    with pytest.raises(ConfigError, match=r"rgbn.pth does not fit encoder 'resnet18': 1 tensors have other "
+                                          r"shapes \(e.g. conv1.weight: \(64, 4, 7, 7\) instead of "
+                                          r"\(64, 3, 7, 7\)\); use weights saved from the same encoder"):
+        build_model("Unet", {**TINY_MODEL, "encoder_weights": str(tmp_path / "rgbn.pth")})
+    other = {**TINY_MODEL, "encoder_name": "mobilenet_v2"}
+    torch.save(build_model("Unet", other).encoder.state_dict(), tmp_path / "mobilenet.pth")
+    with pytest.raises(ConfigError, match=r"mobilenet.pth does not fit encoder 'resnet18': \d+ of its "
+                                          r"tensors are missing"):
+        build_model("Unet", {**TINY_MODEL, "encoder_weights": str(tmp_path / "mobilenet.pth")})
+    (tmp_path / "notes.pth").write_text("not weights")
+    with pytest.raises(ConfigError, match="notes.pth is not a readable state dict"):
+        build_model("Unet", {**TINY_MODEL, "encoder_weights": str(tmp_path / "notes.pth")})
+    with pytest.raises(ConfigError, match="missing.pth does not exist"):
+        build_model("Unet", {**TINY_MODEL, "encoder_weights": str(tmp_path / "missing.pth")})
