@@ -57,6 +57,7 @@ class RunConfig:
     augment: bool = True
     rare_class_sampling: float = 0.0   # share of chips centred on cells rich in rare classes (0 = uniform)
     unlabelled_chips: float = 0.0      # where labels are sparse: share of chips drawn anywhere (context)
+    baseline: bool = True              # also fit the per-pixel baseline and report its val IoU beside
     lr_schedule: str = "none"          # none | cosine | onecycle | plateau
     early_stopping: int | None = None  # stop after this many epochs without a better val mIoU
     precision: str = "auto"
@@ -210,6 +211,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     _check(cfg.precision in PRECISIONS, "precision", cfg.precision, f"one of {', '.join(PRECISIONS)}")
     _check(cfg.logger in LOGGERS, "logger", cfg.logger, f"one of {', '.join(LOGGERS)}")
     _check(isinstance(cfg.augment, bool), "augment", cfg.augment, "true or false")
+    _check(isinstance(cfg.baseline, bool), "baseline", cfg.baseline, "true or false")
     _check(isinstance(cfg.model_architecture, str), "model_architecture", cfg.model_architecture, "a string")
     _check(isinstance(cfg.output_dir, str), "output_dir", cfg.output_dir, "a path")
     _check(cfg.manifest is None or isinstance(cfg.manifest, str), "manifest", cfg.manifest, "a path")

@@ -11,6 +11,7 @@ whatever the blocking.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -105,7 +106,7 @@ def model_for(path: str | os.PathLike, threads: int | None = None,
 def accumulate_block(task: BlockTask) -> BlockAccumulation:
     """Run one block's own chips and accumulate their weighted probabilities over owned + spill pixels."""
     ckpt, model = model_for(task.checkpoint, task.threads)
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device  # models without weights too
     amp = autocast_dtype(device, task.precision)
     b = task.block
     r0, c0 = int(b.window.row_off), int(b.window.col_off)

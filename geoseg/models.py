@@ -140,6 +140,11 @@ class Checkpoint:
             from geoseg.export import OnnxModel
 
             return OnnxModel(self.path, threads)
+        if self.architecture == "PixelBaseline":
+            from geoseg.baseline import PixelBaselineModel, classifier_from_tensor
+
+            classifier = classifier_from_tensor(self.state_dict["classifier"])
+            return PixelBaselineModel(classifier, len(self.classes))
         model = build_model(self.architecture, self.model_config, pretrained=False)
         try:
             model.load_state_dict(self.state_dict)

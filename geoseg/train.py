@@ -26,6 +26,9 @@ from torch.utils.data import DataLoader
 
 from geoseg import distributed
 from geoseg.atomic import atomic_write_text
+from geoseg.baseline import ARCHITECTURE as BASELINE
+from geoseg.baseline import classifier_tensor, fit_baseline
+from geoseg.baseline import describe as describe_baseline
 from geoseg.chips import ChipDataset
 from geoseg.classes import DEEPGLOBE, IGNORE_INDEX
 from geoseg.config import RunConfig
@@ -157,6 +160,12 @@ class Trainer:
                                            self.world, val_counts, cell)
         self.train_loader = _loader(train_ds, self.train_sampler, cfg)
         self.val_loader = _loader(val_ds, self.val_sampler, cfg)
+        self.baseline = None
+        if cfg.baseline and self.main:  # the yardstick, fitted on the first epoch's chips (its own RNG)
+            self.baseline = fit_baseline(train_ds, list(self.train_sampler.epoch_chips()), val_ds,
+                                         self.val_sampler.all_specs, cfg.classes.names, self.evaluated,
+                                         cfg.seed)
+            say(describe_baseline(self.baseline, cfg.classes.names, self.evaluated))
 
     def configure_optimization(self) -> None:
         """Loss, optimizer, LR schedule, autocast dtype and (fp16 on older GPUs) the gradient scaler."""
@@ -258,6 +267,8 @@ class Trainer:
             if self.wandb:
                 self.wandb.log_image("val/samples", panel, step=self.progress.step)
         row["image_logging_seconds"] = time.perf_counter() - t
+        if self.baseline is not None:  # beside the network's, in every row: CSV, JSON and W&B
+            row.update({f"baseline_val_{k}": v for k, v in self.baseline.scores.items()})
         self.progress.history.append(row)
         if self.local:
             self.local.log_steps(steps)
@@ -322,6 +333,38 @@ class Trainer:
             distributed.barrier()
             distributed.teardown()
         return TrainResult(self.run_dir, self.best_path, self.last_path, history)
+
+
+def train_baseline(cfg: RunConfig, output: str | Path | None = None) -> tuple[Path, Any]:
+    """``geoseg baseline``: fit the per-pixel baseline on the config's data and save it as a checkpoint that
+    ``geoseg predict`` runs (default ``<output_dir>/<run_name or timestamp>/baseline.ckpt``)."""
+    train_scenes, val_scenes = prepare_scenes(cfg)
+    mean, std, clip = normalisation(cfg, train_scenes, None)
+    evaluated = [i for i in range(len(cfg.classes)) if i not in cfg.ignored_indices]
+    cell = chip_cell(cfg.chip_size)
+    run_dir = Path(output).parent if output else _run_folder(cfg, None, True)
+    counts, val_counts = label_census(cfg, train_scenes, val_scenes, cell, run_dir)
+    _, rarity = class_weights_for(cfg, counts, None)
+    datasets = [ChipDataset(scenes, cfg.classes, cfg.bands, cfg.chip_size, mean, std, cfg.ignored_indices,
+                            cfg.label_field, clip) for scenes in (train_scenes, val_scenes)]
+    sampler = RandomChipSampler(train_scenes, cfg.chip_size, max(cfg.chips_per_epoch, 64), cfg.seed,
+                                cfg.augment, cfg.rare_class_sampling, counts, rarity, cell=cell,
+                                unlabelled=cfg.unlabelled_chips)
+    val_specs = GridChipSampler(val_scenes, cfg.chip_size, cfg.val_chips, cell_counts=val_counts,
+                                cell=cell).all_specs
+    result = fit_baseline(datasets[0], list(sampler.epoch_chips()), datasets[1], val_specs, cfg.classes.names,
+                          evaluated, cfg.seed)
+    say(describe_baseline(result, cfg.classes.names, evaluated))
+    grid = train_scenes[0].grid
+    resolution = grid.ground_resolution * train_scenes[0].scale if grid.ground_resolution else None
+    ckpt = Checkpoint(BASELINE, {}, {"classifier": classifier_tensor(result.classifier)}, cfg.classes,
+                      list(cfg.bands), list(mean), list(std), cfg.chip_size, resolution,
+                      {**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, 0,
+                      {f"val_{k}": v for k, v in result.scores.items()}, None, clip,
+                      {"train_scenes": len(train_scenes),
+                       "synthetic": all(s.synthetic for s in train_scenes)})
+    path = save_checkpoint(ckpt, output or run_dir / "baseline.ckpt")
+    return path, result
 
 
 def prepare_scenes(cfg: RunConfig) -> tuple[list[SceneInfo], list[SceneInfo]]:
