@@ -62,7 +62,8 @@ def test_resume_continues_exactly(tmp_path, sample_dir):
     first = train(config(tmp_path, manifest, run_name="split", **keys), until_epoch=1)
     assert len(first.history) == 1
     resumed = train(config(tmp_path, manifest, run_name="split", **keys), resume=first.last)
-    assert without_timing(resumed.history) == without_timing(full.history)
+    # as JSON: NaN (an IoU of a class absent from the validation chips) equals NaN there
+    assert json.dumps(without_timing(resumed.history)) == json.dumps(without_timing(full.history))
     assert len(json.loads((resumed.run_dir / "metrics.json").read_text())) == 2
     steps = lambda run: list(csv.DictReader(open(run.run_dir / "steps.csv")))  # noqa: E731
     assert steps(resumed) == steps(full)
