@@ -137,9 +137,6 @@ class OnnxModel(torch.nn.Module):
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.register_buffer("_device", torch.zeros(0))  # where prediction looks for the model's device
 
-    def parameters(self, recurse: bool = True):
-        yield torch.nn.Parameter(self._device, requires_grad=False)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inputs = {"input": x.float().contiguous().numpy()}
         return torch.from_numpy(self.session.run(["logits"], inputs)[0])

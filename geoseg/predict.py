@@ -334,7 +334,7 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
             write_categories(path, ckpt.classes)
 
     start = time.perf_counter()
-    fingerprint = _fingerprint(scene, ckpt, grid, bands, overlap, options, paths)
+    fingerprint = _fingerprint(scene, ckpt, grid, bands, overlap, options, paths, engine.name)
     if scale == 1.0:
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
                 paths.rasters, profiles, fingerprint, resume, prepare, finalize,
@@ -343,7 +343,7 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
     else:
         work = paths.raster.with_name(f".{paths.raster.stem}.geoseg-sampled")
         probabilities = _predict_sampled(scene, scene_ref, engine.checkpoint, grid, grid.zoom(scale), bands,
-                                         overlap, options, work, resume, start, area)
+                                         overlap, options, work, resume, start, area, engine.name)
         chips = probabilities.chips
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
                 paths.rasters, profiles, {**fingerprint, "sampling": scale}, False, prepare, finalize,
@@ -363,14 +363,15 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
 
 
 def _fingerprint(scene: str | os.PathLike, ckpt: Checkpoint, grid: GeoGrid, bands: list[int], overlap: int,
-                 options: PredictOptions, paths: OutputPaths) -> dict:
-    """What a run's partial rasters were made from: ``--resume`` continues only the same."""
+                 options: PredictOptions, paths: OutputPaths, engine: str) -> dict:
+    """What a run's partial rasters were made from (``engine``: the engine that ran, as ``auto`` chose it):
+    ``--resume`` continues only the same."""
     return {"scene": file_identity(scene), "checkpoint": file_identity(ckpt.path),
             "grid": [grid.width, grid.height, list(grid.transform)[:6],
                      grid.crs.to_wkt() if grid.crs else None],
             "options": {"chip": ckpt.chip_size, "overlap": overlap, "block_chips": options.block_chips,
                         "batch_size": options.batch_size, "precision": options.precision, "tta": options.tta,
-                        "engine": options.engine,
+                        "engine": engine,
                         "outputs": sorted(paths.rasters), "bands": list(bands),
                         "probabilities": options.probabilities,
                         "aoi": file_identity(options.aoi) if options.aoi else None},
@@ -385,7 +386,7 @@ class _Sampled:
 
 def _predict_sampled(scene: str | os.PathLike, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid,
                      sampled: GeoGrid, bands: list[int], overlap: int, options: PredictOptions, work: Path,
-                     resume: bool, start: float, area: bytes | None) -> _Sampled:
+                     resume: bool, start: float, area: bytes | None, engine: str) -> _Sampled:
     """Class probabilities of ``scene`` read at the model's sampling, on that grid, in the folder ``work``
     (resumable like any prediction)."""
     say(f"reading {scene_ref} ({grid.width}×{grid.height} px) as the model was trained, "
@@ -397,9 +398,10 @@ def _predict_sampled(scene: str | os.PathLike, scene_ref: str, ckpt: Checkpoint,
     paths = OutputPaths(work / "classes.tif", None, {"probabilities": work / "probabilities.tif"})
     profiles = {"classes": class_raster_profile(sampled),
                 "probabilities": probability_raster_profile(sampled, len(ckpt.classes), "float32")}
+    fingerprint = _fingerprint(copy, ckpt, sampled, bands, overlap, inner, paths, engine)
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
-            paths.rasters, profiles, _fingerprint(copy, ckpt, sampled, bands, overlap, inner, paths), resume,
-            lambda ds, name: None, None, options.commit_seconds) as writer:
+            paths.rasters, profiles, fingerprint, resume, lambda ds, name: None, None,
+            options.commit_seconds) as writer:
         chips = _stream_blocks(writer, str(copy), ckpt, sampled, overlap, inner, start, area)
     return _Sampled(paths.extra["probabilities"], chips)
 
