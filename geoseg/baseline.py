@@ -56,7 +56,11 @@ class PixelBaselineModel(torch.nn.Module):
         n, _, h, w = x.shape
         features = pixel_features(x.float()).permute(0, 2, 3, 1).reshape(n * h * w, -1).numpy()
         proba = np.full((features.shape[0], self.k), 1e-9, np.float32)
-        proba[:, self.classifier.classes_] = np.maximum(self.classifier.predict_proba(features), 1e-9)
+        classes = self.classifier.classes_
+        if len(classes) == 1:  # labels of one class: scikit-learn still answers two columns
+            proba[:, classes[0]] = 1.0
+        else:
+            proba[:, classes] = np.maximum(self.classifier.predict_proba(features), 1e-9)
         logp = torch.from_numpy(np.log(proba)).reshape(n, h, w, self.k).permute(0, 3, 1, 2)
         return logp.contiguous()
 

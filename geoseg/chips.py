@@ -21,7 +21,7 @@ from geoseg.classes import IGNORE_INDEX, ClassSchema, ignore_lut
 from geoseg.errors import ConfigError
 from geoseg.grid import GeoGrid
 from geoseg.labels import LabelReader
-from geoseg.raster import finite_pixels, open_raster, to_physical
+from geoseg.raster import finite_pixels, open_raster, read_boundless, to_physical
 from geoseg.scenes import SceneInfo
 
 
@@ -79,8 +79,7 @@ class ChipDataset(Dataset):
         shape = (self.chip, self.chip)
         resampling = Resampling.nearest if s == 1 else Resampling.bilinear
         bands = info.bands or self.bands
-        image = src.read(bands, window=window, out_shape=(len(bands), *shape), boundless=True,
-                         fill_value=0, resampling=resampling)
+        image = read_boundless(src, bands, window, (len(bands), *shape), 0, resampling)
         image = to_physical(image, src, bands)
         valid = _dataset_valid(src, window, shape) & finite_pixels(image)
         label = self.ignore_lut[labels.read(window, shape)]
@@ -110,7 +109,7 @@ def _dataset_valid(src, window: Window, shape: tuple[int, int]) -> np.ndarray:
                              math.ceil(window.width), math.ceil(window.height)))
     if inner.width == 0 or inner.height == 0:
         return np.zeros(shape, bool)
-    mask = src.dataset_mask(window=window, out_shape=shape, boundless=True, resampling=Resampling.nearest)
+    mask = read_boundless(src, None, window, shape, mask=True)
     return mask > 0
 
 

@@ -45,12 +45,14 @@ def cli(debug: bool) -> None:
 @click.option("--epochs", type=int, default=None, help="Override the config's epochs.")
 @click.option("--until-epoch", type=click.IntRange(1), default=None,
               help="Stop after this epoch; continue later with --resume (e.g. time-limited jobs).")
+@click.option("--budget", default=None, metavar="TIME",
+              help="Train within this time (15m, 90s, 1h30m): chips per epoch set from the measured speed.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a config key (YAML value; model_config.encoder_name=resnet18 for a nested one). "
                    "Repeatable.")
 @quiet_option
 def train(config_path: str | None, resume: str | None, epochs: int | None, until_epoch: int | None,
-          settings: tuple[str, ...], quiet: bool) -> None:
+          budget: str | None, settings: tuple[str, ...], quiet: bool) -> None:
     """Train a model as a run config says; writes best.ckpt, last.ckpt and metrics to the run folder."""
     from geoseg.config import config_from_checkpoint, load_config
     from geoseg.train import train as run_training
@@ -58,7 +60,7 @@ def train(config_path: str | None, resume: str | None, epochs: int | None, until
     set_quiet(quiet)
     if not config_path and not resume:
         raise click.UsageError("give --config, or --resume with a run's last.ckpt")
-    overrides = {"epochs": epochs} if epochs is not None else None
+    overrides = {k: v for k, v in (("epochs", epochs), ("budget", budget)) if v is not None} or None
     if config_path:
         cfg = load_config(config_path, overrides, list(settings))
     else:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from geoseg.budget import parse_budget
 from geoseg.classes import DEEPGLOBE, ClassSchema
 from geoseg.errors import ConfigError
 from geoseg.models import is_weights_file, load_checkpoint
@@ -60,6 +61,7 @@ class RunConfig:
     baseline: bool = True              # also fit the per-pixel baseline and report its val IoU beside
     lr_schedule: str = "none"          # none | cosine | onecycle | plateau
     early_stopping: int | None = None  # stop after this many epochs without a better val mIoU
+    budget: str | float | None = None  # a time ('15m'): chips_per_epoch set from the measured speed
     precision: str = "auto"
     seed: int = 0
     output_dir: str = "runs"
@@ -85,6 +87,11 @@ class RunConfig:
         """The percentiles of ``normalization: percentile LOW HIGH``; None for mean_std."""
         words = self.normalization.split()
         return (float(words[1]), float(words[2])) if words[0] == "percentile" else None
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """The time budget in seconds (None: train ``chips_per_epoch`` chips per epoch)."""
+        return parse_budget(self.budget)
 
     @property
     def ignored_indices(self) -> list[int]:
@@ -190,6 +197,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
         _check(_is_number(getattr(cfg, key)) and 0 <= getattr(cfg, key) <= 1, key, getattr(cfg, key),
                "a number from 0 to 1")
     lookup(SCHEDULES, "lr_schedule", cfg.lr_schedule)
+    parse_budget(cfg.budget)
     _check(cfg.early_stopping is None or (_is_int(cfg.early_stopping) and cfg.early_stopping >= 1),
            "early_stopping", cfg.early_stopping, "a positive number of epochs or null")
     _check(cfg.resolution is None or (_is_number(cfg.resolution) and cfg.resolution > 0), "resolution",

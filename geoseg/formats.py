@@ -9,6 +9,8 @@ RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".png", ".jpg", ".jpeg")
 
 #: Vector formats by extension → OGR driver (polygons written by predict; polygon labels read by training).
+#: The polygon layer's name in formats with named layers.
+DEFAULT_LAYER = "landcover"
 VECTOR_FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile",
                   ".fgb": "FlatGeobuf", ".parquet": "Parquet"}
 VECTOR_SUFFIXES = tuple(VECTOR_FORMATS)

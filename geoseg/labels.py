@@ -21,7 +21,7 @@ from geoseg.classes import IGNORE_INDEX, ClassSchema
 from geoseg.errors import GeoSegWarning, LabelError, RasterError
 from geoseg.formats import VECTOR_SUFFIXES
 from geoseg.grid import GeoGrid
-from geoseg.raster import open_raster
+from geoseg.raster import open_raster, read_boundless
 
 
 def label_kind(path: str | os.PathLike) -> str:
@@ -220,8 +220,11 @@ class LabelReader:
         fill = 0 if nodata is None or self.kind == "rgb" else nodata
         # a warped label is read inside the grid it was warped to; the pixels past the raster's edge are
         # no label (whatever value the read filled them with)
-        data = src.read(bands, window=window, out_shape=(len(bands), *out_shape), boundless=not self.warp,
-                        fill_value=fill, resampling=Resampling.nearest)
+        if self.warp:
+            data = src.read(bands, window=window, out_shape=(len(bands), *out_shape),
+                            resampling=Resampling.nearest)
+        else:
+            data = read_boundless(src, bands, window, (len(bands), *out_shape), fill)
         outside = ~_inside(window, (src.height, src.width), out_shape)
         if self.kind == "rgb":
             return decode_rgb(data, self.schema, source=f"label {self.name}", unlabelled=outside)

@@ -39,7 +39,7 @@ from geoseg.class_raster import (
 from geoseg.engines import choose_engine
 from geoseg.errors import GeoSegWarning, InputError, OutputError
 from geoseg.fingerprint import file_identity
-from geoseg.formats import RASTER_SUFFIXES, VECTOR_FORMATS, is_remote
+from geoseg.formats import DEFAULT_LAYER, RASTER_SUFFIXES, VECTOR_FORMATS, is_remote
 from geoseg.grid import ChipGrid, GeoGrid, blocks, grid_blocks
 from geoseg.inference import GDAL_CACHE_MB
 from geoseg.measures import pixel_ground_area
@@ -58,10 +58,8 @@ from geoseg.schedule import (
     preload_model,
     run_blocks,
 )
-from geoseg.sieve import sieve_raster
 from geoseg.stac import stac_path, write_stac_item
 from geoseg.statistics import sample_band_statistics
-from geoseg.vector_output import DEFAULT_LAYER, summary_table, write_polygons
 
 __all__ = ["PredictOptions", "VectorOptions", "PredictResult", "PredictOutputs", "OutputPaths", "predict",
            "predict_scene", "output_paths"]
@@ -226,6 +224,8 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
     result = _predict_rasters(scene, checkpoint, paths, options, resume, vector.min_area)
     count, rows = 0, []
     if paths.vector is not None:
+        from geoseg.vector_output import summary_table, write_polygons  # geopandas: after the model's work
+
         with bar(None, "vectorize", unit="block") as pbar:
             polygons = write_polygons(paths.raster, paths.vector, checkpoint.classes, layer=vector.layer,
                                       simplify=vector.simplify, dissolve=vector.dissolve,
@@ -551,5 +551,7 @@ def _sieve(raster: Path, grid: GeoGrid, min_area: float) -> None:
     counted in pixels of the ground size of the scene's central pixel."""
     area = pixel_ground_area(grid.transform, grid.crs, grid.width // 2, grid.height // 2)
     pixels = max(1, math.ceil(min_area / area))
+    from geoseg.sieve import sieve_raster  # scipy: only with --min-area
+
     sieve_raster(raster, raster, pixels)
     say(f"removed regions under {min_area:g} m² ({pixels} px) from {raster}")

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 import rasterio
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
@@ -79,6 +80,22 @@ def to_physical(data: np.ndarray, src, bands: Sequence[int]) -> np.ndarray:
         data *= scaling[0]
         data += scaling[1]
     return data
+
+
+def read_boundless(src, indexes, window: Window, out_shape: tuple[int, ...], fill_value=0,
+                   resampling: Resampling = Resampling.nearest, mask: bool = False) -> np.ndarray:
+    """``src.read`` (or ``src.dataset_mask`` with ``mask``) of a window that may reach past the raster's
+    edges, filled there with ``fill_value``. A window of whole pixels inside the raster, read at its own
+    size, is read directly: the same values without the VRT rasterio builds for every boundless read
+    (a third of a training chip's read time)."""
+    size = (out_shape[-2], out_shape[-1])
+    direct = (window.col_off >= 0 and window.row_off >= 0 and window.col_off + window.width <= src.width
+              and window.row_off + window.height <= src.height and (window.height, window.width) == size
+              and all(float(v).is_integer() for v in (window.col_off, window.row_off)))
+    if mask:
+        return src.dataset_mask(window=window, out_shape=size, boundless=not direct, resampling=resampling)
+    return src.read(indexes, window=window, out_shape=out_shape, boundless=not direct, fill_value=fill_value,
+                    resampling=resampling)
 
 
 def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -22,13 +22,22 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from geoseg import distributed
 from geoseg.atomic import atomic_write_text
 from geoseg.baseline import ARCHITECTURE as BASELINE
 from geoseg.baseline import classifier_tensor, fit_baseline
 from geoseg.baseline import describe as describe_baseline
+from geoseg.budget import (
+    BudgetPlan,
+    Deadline,
+    checkpoint_seconds,
+    format_seconds,
+    measure_speeds,
+    plan_budget,
+    replan_chips,
+)
 from geoseg.chips import ChipDataset
 from geoseg.classes import DEEPGLOBE, IGNORE_INDEX
 from geoseg.config import RunConfig
@@ -42,7 +51,7 @@ from geoseg.models import (
     load_checkpoint,
     save_checkpoint,
 )
-from geoseg.optimization import make_loss, make_optimizer, make_schedule, steps_per_batch
+from geoseg.optimization import make_loss, make_optimizer, make_schedule, retarget_schedule, steps_per_batch
 from geoseg.panels import sample_panel
 from geoseg.progress import bar, say, set_quiet
 from geoseg.records import read_records
@@ -109,6 +118,7 @@ class Trainer:
     """One training run, set up step by step in the order the steps consume random numbers."""
 
     def __init__(self, cfg: RunConfig, device: torch.device | None = None, resume: str | Path | None = None):
+        self.started = time.perf_counter()  # a budget counts from here
         self.cfg = cfg
         state = _resume_state(resume, cfg) if resume else None
         seed_everything(cfg.seed)
@@ -121,9 +131,10 @@ class Trainer:
         self.mean, self.std, self.clip = normalisation(cfg, self.train_scenes, state)
         self.configure_model(pretrained=state is None)
         self.run_dir = _run_folder(cfg, resume, self.main)
-        if self.main:  # the config as this run uses it, to read or to train again with
-            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
         self.configure_data()
+        self.deadline = self.configure_budget(state)
+        if self.main:  # the config as this run uses it (a budget's chips per epoch too), to train again with
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
         self.configure_optimization()
         self.resumed = state is not None
         self.progress = self.restore(state) if state else Progress()
@@ -149,8 +160,8 @@ class Trainer:
         counts, val_counts = label_census(cfg, self.train_scenes, self.val_scenes, cell,
                                           self.run_dir if self.main else None)
         self.class_weights, rarity = class_weights_for(cfg, counts, self.run_dir if self.main else None)
-        train_ds = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
-                               ignored, cfg.label_field, self.clip)
+        self.train_ds = train_ds = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size,
+                                               self.mean, self.std, ignored, cfg.label_field, self.clip)
         val_ds = ChipDataset(self.val_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
                              ignored, cfg.label_field, self.clip)
         self.train_sampler = RandomChipSampler(self.train_scenes, cfg.chip_size, cfg.chips_per_epoch,
@@ -166,6 +177,55 @@ class Trainer:
                                          self.val_sampler.all_specs, cfg.classes.names, self.evaluated,
                                          cfg.seed)
             say(describe_baseline(self.baseline, cfg.classes.names, self.evaluated))
+
+    def configure_budget(self, state: dict[str, Any] | None) -> Deadline | None:
+        """With ``budget``: the chips per epoch that fit, from speeds measured on a copy of the model (a
+        resumed run keeps its plan), and the deadline that guards each epoch (a single process)."""
+        cfg = self.cfg
+        if cfg.budget_seconds is None:
+            return None
+        if state and state.get("chips_per_epoch"):
+            self._set_chips_per_epoch(state["chips_per_epoch"])
+            return None
+        plan = self._plan() if self.main else None
+        plan = distributed.broadcast(plan)
+        self._set_chips_per_epoch(plan.chips_per_epoch)
+        say(plan.describe())
+        return Deadline(self.started, plan) if self.world == 1 else None
+
+    def _plan(self) -> BudgetPlan:
+        cfg = self.cfg
+        specs = list(self.train_sampler.epoch_chips())[:cfg.batch_size]
+        loss_fn = make_loss(cfg.loss_fn, None, self.evaluated, self.device)
+        speeds = measure_speeds(
+            self.model, lambda params: make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay),
+            loss_fn, lambda: default_collate([self.train_ds[s] for s in specs]), self.device,
+            autocast_dtype(self.device, cfg.precision))
+        val_chips = -(-len(self.val_sampler.all_specs) // self.world)
+        return plan_budget(cfg.budget_seconds, time.perf_counter() - self.started, speeds, cfg.epochs,
+                           cfg.batch_size * self.world, val_chips, cfg.num_workers)
+
+    def replan(self, epoch: int, row: dict[str, Any]) -> None:
+        """After the first epoch: the later epochs' chips from the speed the run really had (the probe's
+        first steps are slower or faster than a whole epoch), the LR schedule retargeted to end with them."""
+        cfg, left = self.cfg, self.cfg.epochs - epoch
+        warm = self.first_step_done is not None and row["train_chips"] > cfg.batch_size
+        per_chip = ((self.train_end - self.first_step_done) / (row["train_chips"] - cfg.batch_size) if warm
+                    else (self.train_end - self.train_start) / max(1, row["train_chips"]))
+        saving = checkpoint_seconds(self.model)
+        overhead = row["val_seconds"] + saving
+        # this epoch's own logs and checkpoints are still to come
+        seconds_left = self.started + self.deadline.plan.seconds - time.perf_counter() - saving
+        chips = replan_chips(seconds_left, per_chip, overhead, left, cfg.batch_size)
+        self._set_chips_per_epoch(chips)
+        retarget_schedule(self.scheduler, self.progress.step + left * len(self.train_loader))
+        if self.main:
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
+        say(f"budget: {chips} chips per epoch for the {left} epochs left ({1 / per_chip:.2f} chips/s in "
+            f"epoch {epoch})")
+
+    def _set_chips_per_epoch(self, n: int) -> None:
+        self.cfg.chips_per_epoch = self.train_sampler.n = int(n)
 
     def configure_optimization(self) -> None:
         """Loss, optimizer, LR schedule, autocast dtype and (fp16 on older GPUs) the gradient scaler."""
@@ -204,8 +264,12 @@ class Trainer:
         self._announce()
         for epoch in range(progress.first_epoch, min(cfg.epochs, until_epoch or cfg.epochs) + 1):
             row, steps, samples = self.run_epoch(epoch)
+            if self.deadline and epoch == progress.first_epoch and epoch < cfg.epochs:
+                self.replan(epoch, row)
             self.log_epoch(epoch, row, steps, samples)
             self.save_checkpoints(epoch, row)
+            if self.deadline:  # validation and checkpoints as they really took, for the next epochs
+                self.deadline.measured(time.perf_counter() - self.train_end)
             say(f"epoch {epoch}/{cfg.epochs}  loss {row['train_loss']:.3f}/{row['val_loss']:.3f}  "
                 f"mIoU train {row['train_miou']:.3f} val {row['val_miou']:.3f}  lr {row['lr']:.2g}  "
                 f"({row['train_chips_per_s']:.1f} / {row['val_chips_per_s']:.1f} chips/s)")
@@ -213,7 +277,11 @@ class Trainer:
                 say(f"early stopping: val mIoU has not improved for {progress.stale} epochs "
                     f"(best {progress.best_miou:.3f})")
                 break
-        return self._finish()
+        result = self._finish()
+        if self.deadline:
+            say(f"trained in {format_seconds(time.perf_counter() - self.started)} of the "
+                f"{format_seconds(self.deadline.plan.seconds)} budget")
+        return result
 
     def _announce(self) -> None:
         cfg, world = self.cfg, self.world
@@ -229,13 +297,19 @@ class Trainer:
         """Train and validate one epoch; the epoch's metrics row, its per-step rows and sample chips."""
         cfg, n = self.cfg, len(self.cfg.classes)
         self.train_sampler.set_epoch(epoch)
-        t0 = time.perf_counter()
+        t0 = self.train_start = time.perf_counter()
         if self.world > 1:
             _log_rank_chips(self.run_dir, self.rank, epoch, self.train_sampler)
-        train_sums, train_cm, self.progress.step, steps = _train_epoch(
+        deadline = self.deadline.for_epoch(epoch, t0) if self.deadline else None
+        first_step = self.progress.step
+        train_sums, train_cm, self.progress.step, steps, self.first_step_done = _train_epoch(
             self.net, self.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device, self.amp,
-            n, epoch, cfg.epochs, self.progress.step, self.scaler)
-        t1 = time.perf_counter()
+            n, epoch, cfg.epochs, self.progress.step, self.scaler, deadline)
+        t1 = self.train_end = time.perf_counter()
+        trained = min(len(self.train_sampler), (self.progress.step - first_step) * cfg.batch_size)
+        if trained < len(self.train_sampler):
+            say(f"epoch {epoch}: its share of the budget ran out after {trained} of "
+                f"{len(self.train_sampler)} chips")
         sample_now = self.main and (epoch % cfg.sample_every == 0 or epoch == cfg.epochs)
         val_sums, val_cm, samples = _validate(self.model, self.val_loader, self.loss_fn, self.device,
                                               self.amp, n, cfg.sample_images if sample_now else 0)
@@ -252,7 +326,7 @@ class Trainer:
                "val_loss": float(val_sums[0] / val_sums[1]) if val_sums[1] else float("nan"),
                **{f"train_{k}": v for k, v in tr.items()}, **{f"val_{k}": v for k, v in va.items()},
                "lr": self.optimizer.param_groups[0]["lr"],
-               "train_chips_per_s": len(self.train_sampler) * self.world / (t1 - t0),
+               "train_chips": trained * self.world, "train_chips_per_s": trained * self.world / (t1 - t0),
                "val_chips_per_s": len(self.val_sampler.all_specs) / (t2 - t1), "val_seconds": t2 - t1,
                "val_confusion": val_cm.tolist()}
         return row, steps, samples
@@ -313,6 +387,7 @@ class Trainer:
                 "rng": _rng_state(), "wandb_id": self.wandb.run.id if self.wandb else None,
                 "mean": list(self.mean), "std": list(self.std), "clip": self.clip,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
+                "chips_per_epoch": cfg.chips_per_epoch,
             }
         return Checkpoint(cfg.model_architecture, dict(cfg.model_config), self.model.state_dict(),
                           cfg.classes, list(cfg.bands), list(self.mean), list(self.std), cfg.chip_size,
@@ -534,16 +609,21 @@ def _tuples(v):
 
 
 def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_classes, epoch, epochs, step,
-                 scaler=None):
-    """One pass over the sampler's chips; returns mean loss, confusion matrix, step and per-step rows."""
+                 scaler=None, deadline=None):
+    """One pass over the sampler's chips (ending early at ``deadline``, a ``time.perf_counter()``); returns
+    mean loss, confusion matrix, step, per-step rows and when the first step ended (``time.perf_counter()``:
+    the epoch's speed without its first-call set-up)."""
     model.train()
     total, batches = 0.0, 0
     cm = np.zeros((n_classes, n_classes), np.int64)
     ema = None
     steps = []
+    first_done = None
     per_batch = steps_per_batch(scheduler)
     with bar(len(loader.sampler), f"train {epoch}/{epochs}", unit="chip") as pbar:
         for batch in loader:
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
             x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = batch["mask"].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -570,7 +650,8 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_cl
             steps.append({"step": step, "epoch": epoch, "batch_loss": value, "loss_ema": ema, "lr": lr})
             pbar.set_postfix(loss=f"{ema if ema is not None else float('nan'):.3f}")
             pbar.update(len(x))
-    return np.array([total, batches], np.float64), cm, step, steps
+            first_done = first_done or time.perf_counter()
+    return np.array([total, batches], np.float64), cm, step, steps, first_done
 
 
 @torch.no_grad()

@@ -25,14 +25,13 @@ from geoseg import __version__
 from geoseg.atomic import atomic_output, atomic_write_text
 from geoseg.classes import NODATA, ClassSchema
 from geoseg.errors import OutputError
-from geoseg.formats import VECTOR_FORMATS
+from geoseg.formats import DEFAULT_LAYER, VECTOR_FORMATS
 from geoseg.grid import GeoGrid, blocks
 from geoseg.measures import ground_measures
 from geoseg.raster import open_raster
 from geoseg.style import add_gpkg_default_style, vector_qml
 from geoseg.vectorize import DEFAULT_BLOCK, Region, iter_regions, pixel_to_world
 
-DEFAULT_LAYER = "landcover"
 SHAPEFILE_FIELDS = {"perimeter_m": "perim_m", "confidence_mean": "conf_mean"}
 BATCH = 20000
 

@@ -227,6 +227,19 @@ def _label(tmp_path, name, data, **kw):
     return write_raster(tmp_path / name, data, **kw)
 
 
+def test_a_budget_that_is_no_time_or_too_short(capsys, tmp_path, train_scene):
+    _label(tmp_path, "lab.tif", np.zeros((96, 96), np.uint8))
+    cfg = _train_config(tmp_path, [("img.tif", "lab.tif", "train"), ("img.tif", "lab.tif", "val")])
+    code, err = run(capsys, "train", "--config", cfg, "--budget", "soon")
+    assert (code, err) == (2, "geoseg: error: config key 'budget' must be a time such as 15m, 90s or 1h30m "
+                              "(or seconds), got 'soon'")
+    code, err = run(capsys, "train", "--config", cfg, "--budget", "0.01s")
+    last = err.splitlines()[-1]  # after the warning that this one-class label lacks the other classes
+    assert code == 2 and last.startswith("geoseg: error: a budget of 0s leaves no time to train: set-up ")
+    assert last.endswith(" or fewer epochs") and "Traceback" not in err
+    assert not list((tmp_path / "runs" / "r").glob("*.ckpt"))
+
+
 def test_label_values_outside_the_class_list(capsys, tmp_path, train_scene):
     labels = np.zeros((96, 96), np.uint8)
     labels[5, 7] = 9

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import rasterio
+import torch
 
 from geoseg.config import parse_config
 from geoseg.models import load_checkpoint
@@ -63,3 +64,16 @@ def test_training_reports_the_baseline_beside_the_network(tmp_path, capsys):
     assert "val_miou" in rows[0]
     assert "baseline (per-pixel gradient boosting" in capsys.readouterr().out
     assert "baseline_val_miou" in (result.run_dir / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_labels_of_one_class_give_a_baseline_of_that_class():
+    """Training chips labelled with a single class (a first digitising session): the baseline predicts it."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from geoseg.baseline import PixelBaselineModel, pixel_features
+
+    x = torch.rand(1, 3, 16, 16)
+    features = pixel_features(x)[0].reshape(12, -1).T.numpy()
+    classifier = HistGradientBoostingClassifier(max_iter=5).fit(features, np.full(len(features), 2))
+    logp = PixelBaselineModel(classifier, 4)(x)
+    assert logp.shape == (1, 4, 16, 16) and (logp.argmax(1) == 2).all()

@@ -63,3 +63,25 @@ def test_config_validation_uses_the_same_tables(key, value, names):
         {"loss_fn": lambda: make_loss(value, None, [0], torch.device("cpu")),
          "optimizer": lambda: make_optimizer(value, [torch.nn.Parameter(torch.ones(1))], 0.1, 0),
          "lr_schedule": lambda: make_schedule(value, None, 0.1, 1)}[key]()
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_adam_runs_fused_on_the_cpu_with_the_same_steps(name):
+    """The fused kernel (torch ≥ 2.4 on the CPU) is used and steps exactly as the per-tensor one."""
+    torch.manual_seed(0)
+    weights = [torch.randn(7, 5), torch.randn(5)]
+    fused_params = [torch.nn.Parameter(w.clone()) for w in weights]
+    plain_params = [torch.nn.Parameter(w.clone()) for w in weights]
+    fused = make_optimizer(name, fused_params, 1e-2, 1e-4)
+    plain = getattr(torch.optim, name)(plain_params, lr=1e-2, weight_decay=1e-4, foreach=False)
+    version = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+    if version >= (2, 4):
+        assert fused.defaults.get("fused") is True
+    for step in range(5):
+        grads = [torch.randn_like(w) for w in weights]
+        for params, optimizer in ((fused_params, fused), (plain_params, plain)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+    for a, b in zip(fused_params, plain_params):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

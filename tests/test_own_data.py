@@ -17,10 +17,13 @@ import yaml
 from affine import Affine
 from test_multispectral import l2a_scene
 
+from geoseg.project import loader_workers
+
 from conftest import UTM, write_raster
 
 SMALL_MODEL = ["--set", "model_config.encoder_depth=3", "--set", "model_config.decoder_channels=[32,16,8]",
-               "--set", "chips_per_epoch=24", "--set", "batch_size=4", "--set", "val_chips=8"]
+               "--set", "chips_per_epoch=24", "--set", "batch_size=4", "--set", "val_chips=8", "--set",
+               "budget=null"]
 
 
 def geoseg(*args, cwd=None):
@@ -56,6 +59,10 @@ def test_walkthrough_polygons_over_a_third_of_an_orthophoto_then_a_region(tmp_pa
     config = yaml.safe_load((project / "geoseg.yaml").read_text())
     assert [c["name"] for c in config["classes"]] == ["forest", "urban", "Water"]
     assert config["chip_size"] == 64 and config["normalization"] == "mean_std"
+    # the CPU recipe: a time budget, a light U-Net, no loader process on 2 cores
+    assert (config["budget"], config["lr_schedule"], config["model_config"]["decoder_channels"]) == (
+        "15m", "cosine", [128, 64, 32, 16, 16])
+    assert config["num_workers"] == loader_workers()
 
     geoseg("train", "--config", project / "geoseg.yaml", "--set", "epochs=3", *SMALL_MODEL)
     run = next(p for p in (project / "runs").iterdir() if not p.name.startswith("."))
@@ -103,3 +110,7 @@ def test_walkthrough_a_16_bit_multispectral_scene(tmp_path):
     geoseg("predict", scene, "-o", tmp_path / "map.tif", "--model", run / "best.ckpt", "--quiet")
     with rasterio.open(tmp_path / "map.tif") as out, rasterio.open(scene) as src:
         assert out.transform == src.transform and set(np.unique(out.read(1))) <= {1, 2}
+
+
+def test_loader_processes_only_where_cores_are_spare():
+    assert [loader_workers(n) for n in (1, 2, 3, 4, 8, 16)] == [0, 0, 1, 2, 4, 4]

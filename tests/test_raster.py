@@ -5,7 +5,7 @@ import pytest
 from rasterio.windows import Window
 
 from geoseg.errors import RasterError
-from geoseg.raster import check_bands, open_raster, read_padded
+from geoseg.raster import check_bands, open_raster, read_boundless, read_padded
 
 from conftest import write_raster
 
@@ -52,3 +52,26 @@ def test_a_window_wholly_outside_is_empty_and_invalid(tmp_path):
     with open_raster(path) as src:
         values, valid, content = read_padded(src, Window(10, 10, 3, 2), [1, 2, 3])
     assert values.shape == (3, 2, 3) and not valid.any() and not content.any()
+
+
+@pytest.mark.parametrize("window", [Window(0, 0, 16, 16), Window(20, 10, 16, 16), Window(40, 30, 16, 16),
+                                    Window(-5, 3, 16, 16), Window(50, 40, 16, 16), Window(100, 0, 8, 8),
+                                    Window(2.5, 1, 16, 16), Window(0, 0, 32, 32)])
+@pytest.mark.parametrize("out", [16, 8])
+def test_windows_inside_read_directly_as_boundless_reads_do(tmp_path, window, out):
+    """The direct read of a window inside the raster (chips' fast path) gives what rasterio's boundless read
+    gives, pixels and masks alike; windows across the edge, outside, fractional or resampled go the boundless
+    way."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 250, (3, 48, 56), dtype=np.uint8)
+    data[:, 5:9, 30:40] = 0
+    path = write_raster(tmp_path / "s.tif", data, nodata=0, tiled=True, blockxsize=16, blockysize=16)
+    shape = (3, out, out)
+    with open_raster(path) as src:
+        expected = src.read([1, 2, 3], window=window, out_shape=shape, boundless=True, fill_value=7)
+        expected_mask = src.dataset_mask(window=window, out_shape=shape[1:], boundless=True)
+        got = read_boundless(src, [1, 2, 3], window, shape, fill_value=7)
+        got_mask = read_boundless(src, None, window, shape[1:], mask=True)
+    assert np.array_equal(got, expected) and np.array_equal(got_mask, expected_mask)
+    if window == Window(20, 10, 16, 16) and out == 16:
+        assert np.array_equal(got, data[:, 10:26, 20:36])  # the window's own pixels
