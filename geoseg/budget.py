@@ -4,8 +4,9 @@ The clock starts when training is set up (scenes, labels, the baseline count aga
 step, a copy of the model trains a few steps on real chips and runs a validation batch, so the run itself
 is untouched; from those speeds, the epochs' validation and the time already spent, :func:`plan_budget`
 sets ``chips_per_epoch`` so that the configured ``epochs`` and their learning-rate schedule complete inside
-the budget. While training, :class:`Deadline` ends an epoch's steps early if the machine turns out slower
-than measured (another process on the cores), leaving time for that epoch's validation and checkpoints.
+the budget. After the first epoch, :func:`replan_chips` sets the later epochs' chips from the speed that
+epoch really had. While training, :class:`Deadline` ends an epoch's steps early if the machine turns out
+slower than measured (another process on the cores), leaving time for that epoch's validation and checkpoints.
 """
 
 from __future__ import annotations
