@@ -112,6 +112,7 @@ class PredictResult:
     chips: int
     seconds: float
     extra: dict[str, Path] = field(default_factory=dict)
+    engine: str = ""                # the engine that ran (e.g. onnx-fp32), as ``--engine auto`` chose it
 
     @property
     def megapixels_per_second(self) -> float:
@@ -355,7 +356,8 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
     for path in paths.rasters.values():  # sieved first: the rewrite keeps overviews and the COG layout
         finish_raster(path, options.cog)
     write_raster_style(paths.raster, ckpt.classes)
-    result = PredictResult(paths.raster, grid, chips, time.perf_counter() - start, dict(paths.extra))
+    result = PredictResult(paths.raster, grid, chips, time.perf_counter() - start, dict(paths.extra),
+                           engine.name)
     say(f"predicted {grid.width}×{grid.height} px, {chips} chips in {result.seconds:.1f} s "
         f"({chips / max(result.seconds, 1e-9):.2f} chips/s, {result.megapixels_per_second:.2f} Mpx/s; engine "
         f"{engine.name}: {engine.reason}) → {paths.raster}")

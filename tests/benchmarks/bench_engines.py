@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--chips", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/geoseg-bench-engines"))
+    parser.add_argument("--agreement-only", action="store_true", help="skip the speeds (e.g. a second model)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     from geoseg.models import autocast_dtype
@@ -100,7 +101,7 @@ def main() -> None:
     print(f"CPU: {cpu}; torch capability {torch.backends.cpu.get_cpu_capability()}, "
           f"bf16 {'yes' if bf16 else 'no'}, {torch.get_num_threads()} threads")
     ckpt = speed_checkpoint(args.work)
-    for engine in engines:
+    for engine in [] if args.agreement_only else engines:
         command = [sys.executable, "-c", SPEED, engine, str(ckpt), str(args.scene), str(args.chips),
                    str(args.repeats)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)

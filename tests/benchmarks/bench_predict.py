@@ -6,14 +6,16 @@ Makes (once, cached in --work) a synthetic scene of --size pixels and an untrain
 U-Net resnet34 checkpoint with 512 px chips (speed does not depend on the weights),
 then alternates fresh processes: (a) ``predict_scene`` end to end, file to file
 (dask, reading, blending, writing the class GeoTIFF), once cold (model load) and
-once warm; (b) the bare model forward on the main thread over as many chips, at
-the same batch size and precision. Separate processes keep one side's OpenMP
+once warm; (b) the bare forward of the engine predict chose (``--engine``, default
+``auto``: ONNX Runtime fp32 on CPUs without bf16) on the main thread over as many
+chips, at the same batch size and precision. Separate processes keep one side's OpenMP
 thread team from slowing the other's. Reports medians and throughput ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -25,8 +27,9 @@ import rasterio
 import torch
 
 from geoseg.classes import DEEPGLOBE
+from geoseg.engines import choose_engine
 from geoseg.inference import model_for
-from geoseg.models import Checkpoint, autocast_dtype, build_model, save_checkpoint
+from geoseg.models import Checkpoint, autocast_dtype, build_model, load_checkpoint, save_checkpoint
 from geoseg.predict import PredictOptions, predict_scene
 from geoseg.sampledata import write_scene
 
@@ -48,15 +51,16 @@ def prepare(work: Path, size: int, chip: int) -> tuple[Path, Path]:
 
 
 def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str,
-                 threads: int) -> tuple[float, float]:
-    """Seconds for the model's forward alone on ``n_chips`` chips (channels_last, same batch and precision).
+                 threads: int, engine: str = "auto", scene: Path | None = None) -> tuple[float, float]:
+    """Seconds for the engine's forward alone on ``n_chips`` chips (channels_last, same batch and precision).
 
     Returns (warm, cold): warm after a warm-up forward; cold from before the
     model is loaded (smp import, build, weights) to the last chip.
     """
     cold_start = time.perf_counter()
-    _, model = model_for(str(ckpt), threads)
-    device = next(model.parameters()).device
+    chosen = choose_engine(load_checkpoint(ckpt), engine, precision, scene or ckpt).checkpoint
+    _, model = model_for(str(chosen.path or ckpt), threads)
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device  # ONNX: none
     amp = autocast_dtype(device, precision)
     x = torch.randn(batch, 3, chip, chip).contiguous(memory_format=torch.channels_last)
 
@@ -79,12 +83,13 @@ def child_predict(scene: Path, ckpt: Path, out: Path, opts: PredictOptions) -> d
     """In a fresh process: predict twice; the first run is cold (model load), the second warm."""
     cold = predict_scene(scene, ckpt, out, opts, overwrite=True)
     warm = predict_scene(scene, ckpt, out, opts, overwrite=True)
-    return {"chips": warm.chips, "cold_s": cold.seconds, "warm_s": warm.seconds}
+    return {"chips": warm.chips, "cold_s": cold.seconds, "warm_s": warm.seconds, "engine": warm.engine}
 
 
-def child_bare(ckpt: Path, chips: int, chip: int, batch: int, precision: str) -> dict:
-    """In a fresh process: the bare forward on the main thread."""
-    warm_s, cold_s = bare_forward(ckpt, chips, chip, batch, precision, torch.get_num_threads())
+def child_bare(ckpt: Path, chips: int, chip: int, batch: int, precision: str, engine: str,
+               scene: Path) -> dict:
+    """In a fresh process: the engine's bare forward on the main thread."""
+    warm_s, cold_s = bare_forward(ckpt, chips, chip, batch, precision, torch.get_num_threads(), engine, scene)
     return {"bare_main_s": warm_s, "bare_cold_s": cold_s}
 
 
@@ -92,6 +97,7 @@ def _in_child(kind: str, args: argparse.Namespace, chips: int = 0) -> dict:
     cmd = [sys.executable, "-m", "tests.benchmarks.bench_predict", "--child", kind, "--size", str(args.size),
            "--chip", str(args.chip), "--precision", args.precision, "--batch-size", str(args.batch_size),
            "--block-chips", str(args.block_chips), "--workers", str(args.workers), "--work", str(args.work),
+           "--engine", args.engine,
            "--chips", str(chips)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
@@ -105,6 +111,7 @@ def main() -> None:
     ap.add_argument("--chip", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--engine", default="auto")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--block-chips", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1)
@@ -113,13 +120,15 @@ def main() -> None:
     ap.add_argument("--chips", type=int, default=0)
     args = ap.parse_args()
     scene, ckpt = prepare(args.work, args.size, args.chip)
-    opts = PredictOptions(precision=args.precision, batch_size=args.batch_size, block_chips=args.block_chips,
+    opts = PredictOptions(precision=args.precision, engine=args.engine, batch_size=args.batch_size,
+                          block_chips=args.block_chips,
                           workers=args.workers, processes=None if args.workers > 1 else False)
     if args.child == "predict":
         print(json.dumps(child_predict(scene, ckpt, args.work / "out.tif", opts)))
         return
     if args.child == "bare":
-        print(json.dumps(child_bare(ckpt, args.chips, args.chip, args.batch_size, args.precision)))
+        print(json.dumps(child_bare(ckpt, args.chips, args.chip, args.batch_size, args.precision, args.engine,
+                                    scene)))
         return
     runs = []
     for _ in range(args.repeats):  # each side in its own fresh process, alternating
@@ -132,7 +141,8 @@ def main() -> None:
     med = {k: statistics.median(r[k] for r in runs) for k in ("cold_s", "warm_s", "bare_main_s",
                                                               "bare_cold_s")}
     print(json.dumps({
-        "size": args.size, "chips": chips, "precision": args.precision, "batch_size": args.batch_size,
+        "size": args.size, "chips": chips, "engine": runs[0]["engine"], "precision": args.precision,
+        "batch_size": args.batch_size,
         "runs": runs, "bare_chips_per_s": chips / med["bare_main_s"],
         "predict_warm_chips_per_s": chips / med["warm_s"], "predict_cold_chips_per_s": chips / med["cold_s"],
         "ratio_warm": med["bare_main_s"] / med["warm_s"], "ratio_cold": med["bare_main_s"] / med["cold_s"],
