@@ -5,9 +5,9 @@ Runtime fp32 and ONNX Runtime int8 (static quantization).
 or AMX (5.4 against 2.5 chips/s fp32 channels_last for U-Net resnet34 at 512 px), and ONNX Runtime fp32
 elsewhere (AVX2 CPUs: 2.29 against 2.09 chips/s, the same class raster to float rounding; measured figures
 in the README). int8 is never chosen by ``auto``: it is faster still on AVX2 (3.44 chips/s; 2.1× fp32 in
-``bench_engines``) but its class raster agrees with fp32 torch's on 99.72 % of the sample model's held-out scene
-and only 98.5–99.0 % on a model trained on the korea_s2 Sentinel-2 scenes, short of the 99.5 % asked of a
-default; ask for it with ``--engine int8``.
+``bench_engines``) but its class raster agrees with fp32 torch's on 99.72 % of the sample model's held-out
+scene and only 98.5–99.0 % on a model trained on the korea_s2 Sentinel-2 scenes, short of the 99.5 % asked
+of a default; ask for it with ``--engine int8``.
 
 Exported and quantized models are made once and cached beside the checkpoint in ``.<name>.engines/``, named
 by the checkpoint's content; the int8 model's calibration chips (drawn from the checkpoint's training scenes,
