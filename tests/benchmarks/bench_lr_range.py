@@ -35,7 +35,9 @@ def lr_range(trainer: Trainer, low: float, high: float, steps: int) -> list[tupl
             group["lr"] = lr
         batch = next(batches)
         x = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
-        loss = trainer.loss_fn(model(x).float(), batch["mask"].to(device))
+        with torch.autocast(device.type, dtype=trainer.amp or torch.float32, enabled=trainer.amp is not None):
+            logits = model(x)  # as training runs it: bf16 autocast where the run would use it
+        loss = trainer.loss_fn(logits.float(), batch["mask"].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

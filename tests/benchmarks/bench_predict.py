@@ -60,7 +60,7 @@ def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str
     cold_start = time.perf_counter()
     chosen = choose_engine(load_checkpoint(ckpt), engine, precision, scene or ckpt).checkpoint
     _, model = model_for(str(chosen.path or ckpt), threads)
-    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device  # ONNX: none
+    device = next(itertools.chain(model.parameters(), model.buffers())).device  # an ONNX model: a buffer
     amp = autocast_dtype(device, precision)
     x = torch.randn(batch, 3, chip, chip).contiguous(memory_format=torch.channels_last)
 
