@@ -23,8 +23,12 @@ demo: $(STAMP)
 	@echo "held-out scene sample_data/test_1.tif vs its labels:"
 	$(BIN)/geoseg evaluate outputs/landcover.tif --truth sample_data/test_1_classes.tif --json outputs/heldout_metrics.json
 
+# The tests in $(TEST_PROCESSES) processes, a test file to each (one pytest keeps about one of 2 cores busy), then
+# the timing-sensitive ones (marked serial: a time budget's run) alone on the machine.
+TEST_PROCESSES ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadfile -m "not slow and not serial"
+	$(BIN)/python -m pytest -q -m "serial and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -55,6 +55,7 @@ class RunConfig:
     chips_per_epoch: int = 500
     val_chips: int | None = None
     weight_decay: float = 0.0
+    weight_averaging: float | None = None  # validate and save an EMA of the weights with this decay (0.99)
     augment: bool = True
     rare_class_sampling: float = 0.0   # share of chips centred on cells rich in rare classes (0 = uniform)
     unlabelled_chips: float = 0.0      # where labels are sparse: share of chips drawn anywhere (context)
@@ -218,6 +219,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     lookup(OPTIMIZERS, "optimizer", cfg.optimizer)
     _check(cfg.precision in PRECISIONS, "precision", cfg.precision, f"one of {', '.join(PRECISIONS)}")
     _check(cfg.logger in LOGGERS, "logger", cfg.logger, f"one of {', '.join(LOGGERS)}")
+    averaging = cfg.weight_averaging
+    _check(averaging is None or (_is_number(averaging) and 0 < averaging < 1), "weight_averaging", averaging,
+           "a decay between 0 and 1 (e.g. 0.99) or null")
     _check(isinstance(cfg.augment, bool), "augment", cfg.augment, "true or false")
     _check(isinstance(cfg.baseline, bool), "baseline", cfg.baseline, "true or false")
     _check(isinstance(cfg.model_architecture, str), "model_architecture", cfg.model_architecture, "a string")

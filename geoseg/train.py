@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from geoseg import distributed
 from geoseg.atomic import atomic_write_text
+from geoseg.averaging import WeightAverage
 from geoseg.baseline import ARCHITECTURE as BASELINE
 from geoseg.baseline import classifier_tensor, fit_baseline
 from geoseg.baseline import describe as describe_baseline
@@ -147,6 +148,7 @@ class Trainer:
         cfg = self.cfg
         model = build_model(cfg.model_architecture, cfg.model_config, pretrained=pretrained)
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
+        self.average = WeightAverage(self.model, cfg.weight_averaging) if cfg.weight_averaging else None
         grid = self.train_scenes[0].grid
         resolution = grid.ground_resolution  # of the training samples: metres per sampled pixel
         self.resolution = resolution * self.train_scenes[0].scale if resolution is not None else None
@@ -241,7 +243,12 @@ class Trainer:
 
     def restore(self, state: dict[str, Any]) -> Progress:
         """Continue from a ``last.ckpt``: weights, optimizer, schedule, scaler, counters and random state."""
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state.get("live_model") or state["model"])
+        if self.average is not None:
+            if not state.get("average"):
+                raise CheckpointError("the run being resumed did not average its weights; resume it with "
+                                      "weight_averaging: null")
+            self.average.load(state["model"], state["average"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
@@ -304,15 +311,16 @@ class Trainer:
         first_step = self.progress.step
         train_sums, train_cm, self.progress.step, steps, self.first_step_done = _train_epoch(
             self.net, self.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device, self.amp,
-            n, epoch, cfg.epochs, self.progress.step, self.scaler, deadline)
+            n, epoch, cfg.epochs, self.progress.step, self.scaler, deadline, self.average)
         t1 = self.train_end = time.perf_counter()
         trained = min(len(self.train_sampler), (self.progress.step - first_step) * cfg.batch_size)
         if trained < len(self.train_sampler):
             say(f"epoch {epoch}: its share of the budget ran out after {trained} of "
                 f"{len(self.train_sampler)} chips")
         sample_now = self.main and (epoch % cfg.sample_every == 0 or epoch == cfg.epochs)
-        val_sums, val_cm, samples = _validate(self.model, self.val_loader, self.loss_fn, self.device,
-                                              self.amp, n, cfg.sample_images if sample_now else 0)
+        shown = cfg.sample_images if sample_now else 0
+        val_sums, val_cm, samples = _validate(self.validated_model, self.val_loader, self.loss_fn,
+                                              self.device, self.amp, n, shown)
         t2 = time.perf_counter()
         # every rank saw its own chips: sum confusion matrices and losses, then score (never average IoUs)
         train_cm, val_cm = distributed.all_sum(train_cm), distributed.all_sum(val_cm)
@@ -367,6 +375,11 @@ class Trainer:
             save_checkpoint(self.checkpoint(epoch, row, with_state=True), self.last_path)
 
     @property
+    def validated_model(self) -> torch.nn.Module:
+        """The model validated and saved: the weight average where the run keeps one."""
+        return self.average.module if self.average is not None else self.model
+
+    @property
     def best_path(self) -> Path:
         return self.run_dir / "best.ckpt"
 
@@ -389,7 +402,10 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "chips_per_epoch": cfg.chips_per_epoch,
             }
-        return Checkpoint(cfg.model_architecture, dict(cfg.model_config), self.model.state_dict(),
+            if self.average is not None:  # the checkpoint's weights are the average, the one validated
+                training_state["live_model"] = self.model.state_dict()
+                training_state["average"] = self.average.state_dict()
+        return Checkpoint(cfg.model_architecture, dict(cfg.model_config), self.validated_model.state_dict(),
                           cfg.classes, list(cfg.bands), list(self.mean), list(self.std), cfg.chip_size,
                           self.resolution, {**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, epoch, metrics,
                           training_state, self.clip,
@@ -609,10 +625,11 @@ def _tuples(v):
 
 
 def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_classes, epoch, epochs, step,
-                 scaler=None, deadline=None):
+                 scaler=None, deadline=None, average=None):
     """One pass over the sampler's chips (ending early at ``deadline``, a ``time.perf_counter()``); returns
     mean loss, confusion matrix, step, per-step rows and when the first step ended (``time.perf_counter()``:
-    the epoch's speed without its first-call set-up)."""
+    the epoch's speed without its first-call set-up). ``average``, a :class:`WeightAverage`, follows each
+    step."""
     model.train()
     total, batches = 0.0, 0
     cm = np.zeros((n_classes, n_classes), np.int64)
@@ -637,6 +654,8 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_cl
             else:
                 loss.backward()
                 optimizer.step()
+            if average is not None:
+                average.update(model.module if hasattr(model, "module") else model)
             lr = optimizer.param_groups[0]["lr"]
             if per_batch:
                 scheduler.step()

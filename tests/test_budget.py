@@ -12,6 +12,9 @@ from geoseg.train import train
 
 from test_train import config
 
+# real runs held to their time: alone on the machine (make test runs them after the parallel part)
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.parametrize("text, seconds", [("15m", 900), ("1h30m", 5400), ("90s", 90), ("2.5m", 150),
                                            ("1h 5s", 3605), (120, 120), ("45", 45), (None, None)])
