@@ -56,3 +56,31 @@ def test_auto_says_which_engine_it_chose(rgb_scene, tiny_checkpoint, tmp_path, c
     expected = "engine torch-bf16: bf16 on this CPU" if bf16 else \
         "engine onnx-fp32: no bf16 on this CPU: ONNX Runtime fp32 is the faster fp32 engine"
     assert expected in capsys.readouterr().out
+
+
+def test_an_exports_optimised_graph_is_saved_once_and_gives_the_same_logits(rgb_scene, tiny_checkpoint,
+                                                                             tmp_path):
+    from geoseg.export import onnx_session, optimised_copy
+
+    exported = choose_engine(load_checkpoint(tiny_checkpoint), "onnx", "auto", rgb_scene).checkpoint.path
+    saved = optimised_copy(exported)
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    assert saved.parent == exported.parent and f"-{capability}" in saved.name
+    saved.unlink(missing_ok=True)
+    x = {"input": np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)}
+    online = onnx_session(exported).run(["logits"], x)[0]
+    assert saved.stat().st_size > 0
+    made = saved.stat().st_mtime_ns
+    offline = onnx_session(exported)
+    assert saved.stat().st_mtime_ns == made  # loaded, not made again
+    assert np.allclose(offline.run(["logits"], x)[0], online, atol=1e-5)
+    assert np.array_equal(offline.run(["logits"], x)[0].argmax(1), online.argmax(1))
+    saved.write_bytes(b"not a model")  # damaged: made again from the export
+    assert np.allclose(onnx_session(exported).run(["logits"], x)[0], online, atol=1e-5)
+    assert saved.stat().st_size > 100
+    own = tmp_path / "mine" / "model.onnx"  # a user's own ONNX file: nothing is written beside it
+    own.parent.mkdir()
+    own.write_bytes(exported.read_bytes())
+    assert optimised_copy(own) is None
+    onnx_session(own)
+    assert [p.name for p in own.parent.iterdir()] == ["model.onnx"]
