@@ -33,6 +33,7 @@ class ChipSpec(NamedTuple):
     col: int
     aug: int = 0
     gain: float = 1.0
+    band_gains: tuple[float, ...] = ()  # a colour shift: one gain per band (empty: none)
 
 
 class ChipDataset(Dataset):
@@ -85,6 +86,8 @@ class ChipDataset(Dataset):
         label = self.ignore_lut[labels.read(window, shape)]
         label[~valid] = IGNORE_INDEX
         image = image * spec.gain
+        if spec.band_gains:
+            image = image * np.asarray(spec.band_gains, np.float32)[:, None, None]
         if self.clip is not None:
             image = np.clip(image, *self.clip)
         image = (image - self.mean) / self.std

@@ -57,6 +57,7 @@ class RunConfig:
     weight_decay: float = 0.0
     weight_averaging: float | None = None  # validate and save an EMA of the weights with this decay (0.99)
     augment: bool = True
+    band_jitter: float = 0.0           # with augment: each chip's bands scaled by gains from 1 ± this (0.08)
     rare_class_sampling: float = 0.0   # share of chips centred on cells rich in rare classes (0 = uniform)
     unlabelled_chips: float = 0.0      # where labels are sparse: share of chips drawn anywhere (context)
     baseline: bool = True              # also fit the per-pixel baseline and report its val IoU beside
@@ -223,6 +224,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     _check(averaging is None or (_is_number(averaging) and 0 < averaging < 1), "weight_averaging", averaging,
            "a decay between 0 and 1 (e.g. 0.99) or null")
     _check(isinstance(cfg.augment, bool), "augment", cfg.augment, "true or false")
+    _check(_is_number(cfg.band_jitter) and 0 <= cfg.band_jitter < 1, "band_jitter", cfg.band_jitter,
+           "a number from 0 to below 1 (e.g. 0.08: gains from 0.92 to 1.08)")
     _check(isinstance(cfg.baseline, bool), "baseline", cfg.baseline, "true or false")
     _check(isinstance(cfg.model_architecture, str), "model_architecture", cfg.model_architecture, "a string")
     _check(isinstance(cfg.output_dir, str), "output_dir", cfg.output_dir, "a path")

@@ -336,6 +336,7 @@ budget: 15m                    # train for this long: chips per epoch from the m
 chips_per_epoch: 500           # used only with budget: null
 val_chips: 64
 lr_schedule: cosine
+band_jitter: 0.08              # each chip's bands scaled by gains from 0.92 to 1.08 (colour shifts)
 unlabelled_chips: 0.0          # labels cover part of the scenes: chips are drawn where they are
 precision: auto
 seed: 0

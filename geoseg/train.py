@@ -168,7 +168,8 @@ class Trainer:
                              ignored, cfg.label_field, self.clip)
         self.train_sampler = RandomChipSampler(self.train_scenes, cfg.chip_size, cfg.chips_per_epoch,
                                                cfg.seed, cfg.augment, cfg.rare_class_sampling, counts, rarity,
-                                               self.rank, self.world, cell, cfg.unlabelled_chips)
+                                               self.rank, self.world, cell, cfg.unlabelled_chips,
+                                               cfg.band_jitter, len(cfg.bands))
         self.val_sampler = GridChipSampler(self.val_scenes, cfg.chip_size, cfg.val_chips, self.rank,
                                            self.world, val_counts, cell)
         self.train_loader = _loader(train_ds, self.train_sampler, cfg)
@@ -440,7 +441,8 @@ def train_baseline(cfg: RunConfig, output: str | Path | None = None) -> tuple[Pa
                             cfg.label_field, clip) for scenes in (train_scenes, val_scenes)]
     sampler = RandomChipSampler(train_scenes, cfg.chip_size, max(cfg.chips_per_epoch, 64), cfg.seed,
                                 cfg.augment, cfg.rare_class_sampling, counts, rarity, cell=cell,
-                                unlabelled=cfg.unlabelled_chips)
+                                unlabelled=cfg.unlabelled_chips, band_jitter=cfg.band_jitter,
+                                bands=len(cfg.bands))
     val_specs = GridChipSampler(val_scenes, cfg.chip_size, cfg.val_chips, cell_counts=val_counts,
                                 cell=cell).all_specs
     result = fit_baseline(datasets[0], list(sampler.epoch_chips()), datasets[1], val_specs, cfg.classes.names,

@@ -42,6 +42,17 @@ def test_a_chip_is_normalised_and_labelled_with_nodata_ignored(scene):
     assert (bottom[2:] == IGNORE_INDEX).all() and (bottom[:2] == 0).all()      # the ignored class
 
 
+def test_band_gains_scale_each_band_before_normalisation_and_leave_nodata_zero(scene):
+    ds = ChipDataset([scene], DEEPGLOBE, [1, 2, 3], 16, mean=[100, 100, 100], std=[10, 10, 10])
+    image, label = ds.read(ChipSpec(0, 0, 20, gain=1.0, band_gains=(1.1, 0.9, 1.0)))
+    assert image[0, 8, 0] == pytest.approx((110 * 1.1 - 100) / 10)
+    assert image[1, 8, 0] == pytest.approx((130 * 0.9 - 100) / 10)
+    assert image[2, 8, :3].tolist() == pytest.approx([2.0, 2.1, 2.2])
+    assert (image[:, :5] == 0).all() and (label[:5] == IGNORE_INDEX).all()
+    both, _ = ds.read(ChipSpec(0, 0, 20, gain=1.05, band_gains=(1.1, 0.9, 1.0)))
+    assert both[0, 8, 0] == pytest.approx((110 * 1.05 * 1.1 - 100) / 10)
+
+
 def test_chips_past_the_scene_edge_are_ignore(scene):
     ds = ChipDataset([scene], DEEPGLOBE, [1, 2, 3], 16, mean=[0, 0, 0], std=[1, 1, 1])
     _, label = ds.read(ChipSpec(0, 20, 40))  # columns 50.. are outside the 50 px wide scene

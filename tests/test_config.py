@@ -53,6 +53,8 @@ def _raw(**changes):
     ({"model_config": {"classes": 7, "encoder_name": "resnet34", "in_channels": 3}}, "model_config"),
     ({"bands": [1, 2]}, "model_config.in_channels"),
     ({"precision": "fp8"}, "precision"),
+    ({"band_jitter": 1.0}, "band_jitter"),
+    ({"band_jitter": "0.1"}, "band_jitter"),
 ])
 def test_bad_values_name_the_key(changes, key):
     with pytest.raises(ConfigError) as exc:

@@ -71,3 +71,18 @@ def test_grid_sampler_covers_every_scene_at_its_sampling(tmp_path):
     assert list(limited) == [ChipSpec(0, 0, 0), ChipSpec(0, 64, 0), ChipSpec(1, 0, 0)]
     halves = [GridChipSampler(scenes, 64, rank=r, world=2).specs for r in (0, 1)]
     assert sorted(halves[0] + halves[1]) == sorted(grid.specs)
+
+
+def test_band_jitter_draws_one_gain_per_band_within_its_range(tmp_path):
+    scenes = [_scene(tmp_path, "a", 200, 200)]
+    plain = list(RandomChipSampler(scenes, 64, 300, seed=5))
+    jittered = list(RandomChipSampler(scenes, 64, 300, seed=5, band_jitter=0.1, bands=4))
+    assert all(s.band_gains == () for s in plain)
+    assert [s._replace(band_gains=()) for s in jittered] == plain  # the same chips: the baseline's too
+    gains = np.array([s.band_gains for s in jittered])
+    assert gains.shape == (300, 4) and gains.min() >= 0.9 and gains.max() <= 1.1
+    assert gains.min() < 0.92 and gains.max() > 1.08  # the whole range is drawn
+    assert np.abs(np.corrcoef(gains.T) - np.eye(4)).max() < 0.2  # each band its own gain
+    assert list(RandomChipSampler(scenes, 64, 300, seed=5, band_jitter=0.1, bands=4)) == jittered
+    unaugmented = RandomChipSampler(scenes, 64, 300, seed=5, augment=False, band_jitter=0.1, bands=4)
+    assert all(s.band_gains == () and s.gain == 1.0 and s.aug == 0 for s in unaugmented)
