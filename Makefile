@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	@# ... which needs Python to write the bytecode it compiles: where PYTHONDONTWRITEBYTECODE is set, every
 	@# process would compile torch, timm and torchvision's imports again (import 3.4 s and model 8.4 s instead
 	@# of 1.9 s and 3.8 s before the first chip); so the modules geoseg imports are compiled once, here
-	@env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -c "import geoseg.cli, geoseg.train, geoseg.predict, \
+	@# (the unexport above lets this write them)
+	@$(BIN)/python -c "import geoseg.cli, geoseg.train, geoseg.predict, \
 	  geoseg.evaluate, geoseg.export, geoseg.baseline, segmentation_models_pytorch, onnxruntime, onnx, \
 	  sklearn.ensemble, dask.distributed, wandb"
 	@touch $(STAMP)

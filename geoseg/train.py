@@ -441,8 +441,7 @@ def train_baseline(cfg: RunConfig, output: str | Path | None = None) -> tuple[Pa
                             cfg.label_field, clip) for scenes in (train_scenes, val_scenes)]
     sampler = RandomChipSampler(train_scenes, cfg.chip_size, max(cfg.chips_per_epoch, 64), cfg.seed,
                                 cfg.augment, cfg.rare_class_sampling, counts, rarity, cell=cell,
-                                unlabelled=cfg.unlabelled_chips, band_jitter=cfg.band_jitter,
-                                bands=len(cfg.bands))
+                                unlabelled=cfg.unlabelled_chips)
     val_specs = GridChipSampler(val_scenes, cfg.chip_size, cfg.val_chips, cell_counts=val_counts,
                                 cell=cell).all_specs
     result = fit_baseline(datasets[0], list(sampler.epoch_chips()), datasets[1], val_specs, cfg.classes.names,
