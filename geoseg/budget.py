@@ -4,8 +4,8 @@ The clock starts when training is set up (scenes, labels, the baseline count aga
 step, a copy of the model trains a few steps on real chips and runs a validation batch, so the run itself
 is untouched; from those speeds, the epochs' validation and the time already spent, :func:`plan_budget`
 sets ``chips_per_epoch`` so that the configured ``epochs`` and their learning-rate schedule complete inside
-the budget. After the first epoch, :func:`replan_chips` sets the later epochs' chips from the speed that
-epoch really had. While training, :class:`Deadline` ends an epoch's steps early if the machine turns out
+the budget. After each epoch but the last, :func:`replan_chips` sets the later epochs' chips from the speed
+that epoch really had. While training, :class:`Deadline` ends an epoch's steps early if the machine turns out
 slower than measured (another process on the cores), leaving time for that epoch's validation and checkpoints.
 """
 
@@ -26,7 +26,7 @@ _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([hms])")
 
 #: Share of the time left that steps are planned into (the rest absorbs noise in the measured speed): before
-#: the first step, from a few probe steps, and after the first epoch, from the epoch's real speed.
+#: the first step, from a few probe steps, and after each epoch, from the epoch's real speed.
 PLANNED_SHARE = 0.95
 REPLANNED_SHARE = 0.98
 #: Seconds kept for the end of a run (the final checkpoint, logger shut-down).
@@ -118,7 +118,7 @@ def plan_budget(seconds: float, spent: float, speeds: Speeds, epochs: int, batch
 
 def replan_chips(seconds_left: float, seconds_per_chip: float, epoch_overhead: float, epochs_left: int,
                  batch_size: int) -> int:
-    """The chips per epoch for the ``epochs_left`` epochs from the speed a run really had (its first epoch):
+    """The chips per epoch for the ``epochs_left`` epochs from the speed a run really had (its last epoch):
     at least one batch."""
     left = (seconds_left - FINAL_SECONDS - epochs_left * epoch_overhead) * REPLANNED_SHARE
     chips = int(left / epochs_left / seconds_per_chip // batch_size * batch_size)

@@ -12,6 +12,11 @@ of a default; ask for it with ``--engine int8``.
 Exported and quantized models are made once and cached beside the checkpoint in ``.<name>.engines/``, named
 by the checkpoint's content; the int8 model's calibration chips (drawn from the checkpoint's training scenes,
 or from the scene being predicted when those are not reachable) are kept with it.
+
+A prediction whose engine is such a cached model never imports torch (2–3 s of a cold start on a 2-core
+CPU): :func:`checkpoint_for_prediction` reads the checkpoint's fields from the export's metadata, and
+``auto`` decides from the CPU's flags (:mod:`geoseg.hardware`) where they certainly rule out bf16 and a GPU,
+asking torch only where they do not.
 """
 
 from __future__ import annotations
@@ -20,20 +25,23 @@ import contextlib
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from geoseg.errors import InputError
 from geoseg.fingerprint import cache_key, file_identity
-from geoseg.models import Checkpoint, autocast_dtype, default_device, load_checkpoint
+from geoseg.hardware import may_have_bf16, may_have_gpu
+from geoseg.models import Checkpoint, load_checkpoint
 
 ENGINES = ("auto", "torch", "onnx", "int8")
 
 #: Chips the int8 model is calibrated on.
 CALIBRATION_CHIPS = 8
+
+#: Why ``auto`` takes ONNX Runtime fp32.
+NO_BF16 = "no bf16 on this CPU: ONNX Runtime fp32 is the faster fp32 engine"
 
 
 @dataclass(frozen=True)
@@ -45,26 +53,41 @@ class Engine:
     reason: str
 
 
+def checkpoint_for_prediction(path: str | os.PathLike, engine: str = "auto",
+                              precision: str = "auto") -> Checkpoint:
+    """The checkpoint at ``path`` as prediction with ``engine`` needs it.
+
+    Where that engine is an export already cached beside the checkpoint, the
+    checkpoint's fields come from the export's metadata: neither torch nor the
+    weights are loaded, which saves seconds before the first chip on a CPU.
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".onnx" and p.is_file():
+        kind = _engine_without_torch(_asked_engine(engine), precision)
+        cached = _cached_model(p, kind[0]) if kind else None
+        if cached is not None:
+            return replace(load_checkpoint(cached), path=p)
+    return load_checkpoint(p)
+
+
 def choose_engine(ckpt: Checkpoint, engine: str, precision: str, scene: str | os.PathLike) -> Engine:
     """The engine for ``engine`` (one of :data:`ENGINES`) and ``precision`` on this machine."""
-    if engine == "auto" and os.environ.get("GEOSEG_ENGINE"):  # pinned, e.g. for reproducible runs
-        engine = os.environ["GEOSEG_ENGINE"]
-    if engine not in ENGINES:
-        raise InputError(f"--engine (or GEOSEG_ENGINE) must be one of {', '.join(ENGINES)}, got {engine!r}")
+    engine = _asked_engine(engine)
     if ckpt.path is not None and ckpt.path.suffix.lower() == ".onnx":
         return Engine(ckpt, "onnx-fp32", "an exported ONNX model")
-    device = default_device()
-    if engine == "auto":
-        if device.type == "cuda" or autocast_dtype(device, precision) is not None or precision != "auto":
-            engine, reason = "torch", ("a GPU" if device.type == "cuda" else
-                                       "bf16 on this CPU" if autocast_dtype(device, precision) else
-                                       f"precision {precision} asked for")
-        else:
-            engine, reason = "onnx", "no bf16 on this CPU: ONNX Runtime fp32 is the faster fp32 engine"
+    known = _engine_without_torch(engine, precision)
+    if known:
+        engine, reason = known
+    elif engine == "auto":
+        engine, reason = _auto_with_torch(precision)
     else:
         reason = "asked for"
     if engine == "torch":
-        amp = autocast_dtype(device, precision)
+        import torch
+
+        from geoseg.models import autocast_dtype, default_device
+
+        amp = autocast_dtype(default_device(), precision)
         return Engine(ckpt, f"torch-{'bf16' if amp == torch.bfloat16 else 'fp16' if amp else 'fp32'}", reason)
     exported = exported_model(ckpt)
     if engine == "onnx":
@@ -72,17 +95,58 @@ def choose_engine(ckpt: Checkpoint, engine: str, precision: str, scene: str | os
     return Engine(load_checkpoint(quantized_model(ckpt, exported, scene)), "onnx-int8", reason)
 
 
+def _asked_engine(engine: str) -> str:
+    if engine == "auto" and os.environ.get("GEOSEG_ENGINE"):  # pinned, e.g. for reproducible runs
+        engine = os.environ["GEOSEG_ENGINE"]
+    if engine not in ENGINES:
+        raise InputError(f"--engine (or GEOSEG_ENGINE) must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return engine
+
+
+def _engine_without_torch(engine: str, precision: str) -> tuple[str, str] | None:
+    """(engine, reason) where an ONNX Runtime engine is certain without asking torch: asked for, or ``auto``
+    on a CPU without any bf16 feature and a machine without a GPU; else None."""
+    if engine in ("onnx", "int8"):
+        return engine, "asked for"
+    if engine == "auto" and precision == "auto" and not may_have_bf16() and not may_have_gpu():
+        return "onnx", NO_BF16
+    return None
+
+
+def _auto_with_torch(precision: str) -> tuple[str, str]:
+    from geoseg.models import autocast_dtype, default_device
+
+    device = default_device()
+    if device.type == "cuda":
+        return "torch", "a GPU"
+    if autocast_dtype(device, precision) is not None:
+        return "torch", "bf16 on this CPU"
+    if precision != "auto":
+        return "torch", f"precision {precision} asked for"
+    return "onnx", NO_BF16
+
+
+def _cached_model(ckpt_path: Path, engine: str) -> Path | None:
+    """The cached export (``onnx``) or int8 model (``int8``) of the checkpoint at ``ckpt_path``, if made."""
+    suffix = {"onnx": "fp32", "int8": "int8"}[engine]
+    target = _engine_folder(ckpt_path) / f"{cache_key(file_identity(ckpt_path))}-{suffix}.onnx"
+    return target if target.exists() else None
+
+
 def engine_folder(ckpt: Checkpoint) -> Path:
-    path = Path(ckpt.path)
-    return path.with_name(f".{path.name}.engines")
+    return _engine_folder(Path(ckpt.path))
+
+
+def _engine_folder(ckpt_path: Path) -> Path:
+    return ckpt_path.with_name(f".{ckpt_path.name}.engines")
 
 
 def exported_model(ckpt: Checkpoint) -> Path:
     """The checkpoint exported to ONNX (fp32), made once per checkpoint content."""
-    from geoseg.export import export_onnx
-
     target = engine_folder(ckpt) / f"{cache_key(file_identity(ckpt.path))}-fp32.onnx"
     if not target.exists():
+        from geoseg.export import export_onnx  # torch: only to make the export
+
         target.parent.mkdir(exist_ok=True)
         export_onnx(ckpt.path, target, overwrite=True)
     return target

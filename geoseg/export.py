@@ -28,8 +28,6 @@ import torch
 
 from geoseg import __version__
 from geoseg.atomic import atomic_output, check_output_path
-from geoseg.classes import ClassSchema
-from geoseg.errors import CheckpointError
 from geoseg.models import Checkpoint, load_checkpoint
 
 OPSET = 17
@@ -102,93 +100,3 @@ def _plain(value):
     if isinstance(value, Path):
         return str(value)
     return str(value)
-
-
-def checkpoint_from_onnx(path: str | os.PathLike) -> Checkpoint:
-    """The checkpoint an exported model was made from (without weights: :meth:`Checkpoint.build` gives an
-    ONNX Runtime model). The metadata is read by ONNX Runtime, unoptimised: importing the ``onnx`` package
-    alone takes longer (1.7 s on a 2-core CPU against 0.16 s)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 4
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # any failure to parse means the same to the user
-        raise CheckpointError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from None
-    meta = dict(session.get_modelmeta().custom_metadata_map)
-    if "geoseg" not in meta:
-        raise CheckpointError(f"{path} is an ONNX model without geoseg's metadata; export it with geoseg "
-                              "export CKPT -o model.onnx")
-    fields = json.loads(meta["geoseg"])
-    fields["classes"] = ClassSchema.from_dict(fields["classes"])
-    fields["clip"] = tuple(fields["clip"]) if fields.get("clip") else None
-    return Checkpoint(state_dict={}, path=Path(path), **fields)
-
-
-class OnnxModel(torch.nn.Module):
-    """An exported model run by ONNX Runtime behind the interface prediction uses (a module returning
-    logits)."""
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        super().__init__()
-        self.session = onnx_session(Path(path), threads)
-        self.register_buffer("_device", torch.zeros(0))  # where prediction looks for the model's device
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inputs = {"input": x.float().contiguous().numpy()}
-        return torch.from_numpy(self.session.run(["logits"], inputs)[0])
-
-
-def onnx_session(path: Path, threads: int | None = None):
-    """An ONNX Runtime session of ``path``.
-
-    For the exports geoseg caches beside a checkpoint (``.<name>.engines/``), the graph ONNX Runtime
-    optimises for the first session is saved beside the export, and later sessions load it with optimisation
-    off, which starts them faster (figures in the README). The saved graph is specific to the CPU it was made
-    on (ONNX Runtime's blocked layouts follow its vector width), so its name carries ONNX Runtime's version
-    and the CPU's capability."""
-    import onnxruntime as ort
-
-    def options(optimise: bool):
-        o = ort.SessionOptions()
-        if threads:
-            o.intra_op_num_threads = threads
-        if not optimise:
-            o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return o
-
-    providers = ["CPUExecutionProvider"]
-    optimised = optimised_copy(path)
-    if optimised is None:
-        return ort.InferenceSession(str(path), options(True), providers=providers)
-    if optimised.exists():
-        try:
-            return ort.InferenceSession(str(optimised), options(False), providers=providers)
-        except Exception:  # damaged or from another ONNX Runtime build: made again below
-            optimised.unlink(missing_ok=True)
-    try:
-        with atomic_output(optimised, checked=True) as tmp:
-            first = options(True)
-            first.optimized_model_filepath = str(tmp)
-            first.log_severity_level = 3  # its warning that the saved graph is for this CPU: it is, by name
-            session = ort.InferenceSession(str(path), first, providers=providers)
-            if not tmp.exists() or tmp.stat().st_size == 0:
-                raise OSError(f"ONNX Runtime did not write {tmp}")
-        return session
-    except OSError:  # the cache is an optimisation: a folder that cannot take it costs start-up time only
-        return ort.InferenceSession(str(path), options(True), providers=providers)
-
-
-def optimised_copy(path: Path) -> Path | None:
-    """Where :func:`onnx_session` keeps the optimised graph of a cached export; None for other ONNX files
-    (a user's own model is never written beside)."""
-    if not path.parent.name.endswith(".engines"):
-        return None
-    import platform
-
-    import onnxruntime as ort
-
-    machine = f"{platform.machine()}-{torch.backends.cpu.get_cpu_capability()}".lower()
-    return path.with_name(f"{path.stem}.ort-{ort.__version__}-{machine}{path.suffix}")

@@ -15,17 +15,21 @@ import itertools
 import os
 import threading
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.windows import Window
 
 from geoseg.area import area_mask, touches_window
 from geoseg.classes import NODATA
 from geoseg.grid import ChipGrid, GridBlock, span_window
-from geoseg.models import Checkpoint, autocast_dtype, default_device, load_checkpoint
+from geoseg.models import Checkpoint, load_checkpoint
+from geoseg.onnx_model import OnnxModel
 from geoseg.raster import open_raster, read_padded
+
+if TYPE_CHECKING:
+    import torch
 
 #: GDAL's block cache (MB) while predicting: bounded, so memory does not grow with the scene.
 GDAL_CACHE_MB = 256
@@ -78,13 +82,16 @@ def blend_weights(chip: int, overlap: int) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-_MODELS: dict[tuple[str, float, int | None], tuple[Checkpoint, torch.nn.Module]] = {}
+#: A model prediction runs: a torch module or an exported model (no torch needed).
+Model = Any
+
+_MODELS: dict[tuple[str, float, int | None], tuple[Checkpoint, Model]] = {}
 _MODELS_LOCK = threading.Lock()
 _MODELS_KEPT = 2
 
 
 def model_for(path: str | os.PathLike, threads: int | None = None,
-              checkpoint: Checkpoint | None = None) -> tuple[Checkpoint, torch.nn.Module]:
+              checkpoint: Checkpoint | None = None) -> tuple[Checkpoint, Model]:
     """The model of checkpoint ``path``, built at most once per process (keyed by path and modification time).
 
     ``checkpoint``: the checkpoint already loaded from ``path``, so it is not read again.
@@ -93,10 +100,16 @@ def model_for(path: str | os.PathLike, threads: int | None = None,
     with _MODELS_LOCK:
         if key in _MODELS:
             return _MODELS[key]
-        if threads:
-            torch.set_num_threads(threads)
         ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
-        model = ckpt.build(threads).to(default_device()).to(memory_format=torch.channels_last)
+        model = ckpt.build(threads)
+        if not isinstance(model, OnnxModel):
+            import torch
+
+            from geoseg.models import default_device
+
+            if threads:
+                torch.set_num_threads(threads)
+            model = model.to(default_device()).to(memory_format=torch.channels_last)
         while len(_MODELS) >= _MODELS_KEPT:
             _MODELS.pop(next(iter(_MODELS)))
         _MODELS[key] = (replace(ckpt, state_dict={}), model)  # the weights live in the model now
@@ -106,19 +119,17 @@ def model_for(path: str | os.PathLike, threads: int | None = None,
 def accumulate_block(task: BlockTask) -> BlockAccumulation:
     """Run one block's own chips and accumulate their weighted probabilities over owned + spill pixels."""
     ckpt, model = model_for(task.checkpoint, task.threads)
-    device = next(itertools.chain(model.parameters(), model.buffers())).device  # models without weights too
-    amp = autocast_dtype(device, task.precision)
     b = task.block
     r0, c0 = int(b.window.row_off), int(b.window.col_off)
     h, w = int(b.window.height), int(b.window.width)
     sh, sw = task.spill
     k = len(ckpt.classes)
-    acc = torch.zeros((k + 1, h + sh, w + sw), dtype=torch.float32)
+    acc = np.zeros((k + 1, h + sh, w + sw), dtype=np.float32)
     with open_raster(task.scene) as src:
         grid = ChipGrid.for_scene(src.width, src.height, task.chip, task.overlap)
         read = _read_window(grid, b) if len(b.rows) and len(b.cols) else b.window
         if task.area is not None and not touches_window(task.area, src.transform, read):
-            a = acc.numpy()  # outside the area: nothing to read or run
+            a = acc  # outside the area: nothing to read or run
             return BlockAccumulation(a[:, :h, :w], a[:, :h, w:].copy(), a[:, h:, :w].copy(),
                                      a[:, h:, w:].copy(), np.zeros((h, w), bool), 0)
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=GDAL_CACHE_MB):  # decode on all cores
@@ -131,22 +142,22 @@ def accumulate_block(task: BlockTask) -> BlockAccumulation:
     chips = [(r, c) for r, c in chips if valid[r - sr:r - sr + task.chip, c - sc:c - sc + task.chip].any()]
     if chips:
         normalise(data, content if EDGE_PADDING == "reflect" else valid, ckpt.mean, ckpt.std, ckpt.clip)
-        weight = torch.from_numpy(blend_weights(task.chip, task.overlap))
+        weight = blend_weights(task.chip, task.overlap)
         for start in range(0, len(chips), task.batch_size):
             batch = chips[start:start + task.batch_size]
             x = np.stack([data[:, r - sr:r - sr + task.chip, c - sc:c - sc + task.chip] for r, c in batch])
             if len(batch) < task.batch_size:  # a fixed batch shape keeps results independent of blocking
                 x = np.concatenate([x, np.zeros((task.batch_size - len(batch), *x.shape[1:]), x.dtype)])
-            probs = predict_probabilities(model, x, device, amp, task.tta)
+            probs = predict_probabilities(model, x, task.precision, task.tta)
             for (r, c), p in zip(batch, probs):
                 ar0, ar1 = max(r, r0), min(r + task.chip, r0 + h + sh)
                 ac0, ac1 = max(c, c0), min(c + task.chip, c0 + w + sw)
                 if ar0 < ar1 and ac0 < ac1:
                     target = acc[:, ar0 - r0:ar1 - r0, ac0 - c0:ac1 - c0]
                     wt = weight[ar0 - r:ar1 - r, ac0 - c:ac1 - c]
-                    target[:k].addcmul_(p[:, ar0 - r:ar1 - r, ac0 - c:ac1 - c], wt)
+                    target[:k] += p[:, ar0 - r:ar1 - r, ac0 - c:ac1 - c] * wt
                     target[k] += wt
-    a = acc.numpy()
+    a = acc
     # The strips wait for the neighbours' finish tasks: copies, so they do not keep the whole block alive.
     return BlockAccumulation(a[:, :h, :w], a[:, :h, w:].copy(), a[:, h:, :w].copy(), a[:, h:, w:].copy(),
                              own_valid, len(chips))
@@ -164,38 +175,57 @@ def _read_window(grid: ChipGrid, block: GridBlock) -> Window:
 
 def normalise(data: np.ndarray, valid: np.ndarray, mean, std, clip=None) -> None:
     """In place: (data - mean) / std per band (clipped to ``clip`` = (low, high) per band first), 0 where
-    ``valid`` is False (torch: all cores)."""
-    t = torch.from_numpy(data)
+    ``valid`` is False."""
+    def per_band(values) -> np.ndarray:
+        return np.asarray(values, dtype=data.dtype)[:, None, None]
+
     if clip is not None:
-        low, high = (torch.tensor(v, dtype=t.dtype)[:, None, None] for v in clip)
-        torch.maximum(t, low, out=t)
-        torch.minimum(t, high, out=t)
-    t.sub_(torch.tensor(mean, dtype=t.dtype)[:, None, None])
-    t.div_(torch.tensor(std, dtype=t.dtype)[:, None, None])
-    t.masked_fill_(torch.from_numpy(~valid), 0.0)
+        np.clip(data, per_band(clip[0]), per_band(clip[1]), out=data)
+    data -= per_band(mean)
+    data /= per_band(std)
+    data[:, ~valid] = 0.0
 
 
-@torch.inference_mode()
-def predict_probabilities(model: torch.nn.Module, x: np.ndarray, device: torch.device,
-                          amp: torch.dtype | None, tta: str = "none") -> torch.Tensor:
-    """Softmax class probabilities [n, K, h, w] on the CPU for a batch of normalised chips.
-
-    The softmax runs in the autocast dtype (bf16 where enabled): it costs a
-    fraction of a float32 softmax and probabilities are accumulated in float32.
-    """
-    t = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+def predict_probabilities(model: Model, x: np.ndarray, precision: str = "auto",
+                          tta: str = "none") -> np.ndarray:
+    """Softmax class probabilities [n, K, h, w] (float32) for a batch of normalised chips ``x``; ``tta``
+    "flips" averages them over the four flips."""
+    if not isinstance(model, OnnxModel):
+        return _torch_probabilities(model, x, precision, tta).numpy()
     flips = [()] if tta == "none" else [(), (3,), (2,), (2, 3)]
     out = None
-    for dims in flips:
-        inp = torch.flip(t, dims) if dims else t
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(inp)
-        p = torch.softmax(logits, dim=1)
-        p = torch.flip(p, dims) if dims else p
+    for axes in flips:
+        p = model.probabilities(np.flip(x, axes) if axes else x)
+        p = np.flip(p, axes) if axes else p
         out = p if out is None else out + p
     if len(flips) > 1:
         out = out / len(flips)
-    return out.contiguous().cpu()
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _torch_probabilities(model: torch.nn.Module, x: np.ndarray, precision: str, tta: str) -> torch.Tensor:
+    """:func:`predict_probabilities` of a torch model. The softmax runs in the autocast dtype (bf16 where
+    enabled): it costs a fraction of a float32 softmax."""
+    import torch
+
+    from geoseg.models import autocast_dtype
+
+    device = next(itertools.chain(model.parameters(), model.buffers())).device  # models without weights too
+    amp = autocast_dtype(device, precision)
+    with torch.inference_mode():
+        t = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        flips = [()] if tta == "none" else [(), (3,), (2,), (2, 3)]
+        out = None
+        for dims in flips:
+            inp = torch.flip(t, dims) if dims else t
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(inp)
+            p = torch.softmax(logits, dim=1)
+            p = torch.flip(p, dims) if dims else p
+            out = p if out is None else out + p
+        if len(flips) > 1:
+            out = out / len(flips)
+        return out.to(torch.float32).contiguous().cpu()  # bf16 probabilities: accumulated in float32
 
 
 @dataclass
@@ -214,56 +244,66 @@ def finish_block(own: BlockAccumulation, window: Window, lut: np.ndarray, left: 
     if probabilities:
         regions = [(slice(None), slice(None), _with_neighbours(own.core, left, above, diagonal))]
     else:  # only the edge bands change: no copy of the whole accumulation
-        regions = [(slice(None), slice(None), torch.from_numpy(own.core)),
-                   *_edge_bands(own.core, left, above, diagonal)]
-    top = index = wsum = None
+        regions = [(slice(None), slice(None), own.core), *_edge_bands(own.core, left, above, diagonal)]
+    top = index = wsum = probs = None
     for rows, cols, acc in regions:
-        t, i = acc[:-1].max(dim=0)
+        t, i = top_class(acc[:-1])
         if top is None:
-            top, index, wsum, probs = t, i, acc[-1].clone(), acc[:-1]  # never write into own.core
+            top, index, wsum, probs = t, i, acc[-1].copy(), acc[:-1]  # never write into own.core
         else:
             top[rows, cols], index[rows, cols], wsum[rows, cols] = t, i, acc[-1]
-    nodata = ~own.valid | (wsum <= 0).numpy()
-    wsum = wsum.clamp_min(1e-12)
+    nodata = ~own.valid | (wsum <= 0)
+    np.maximum(wsum, 1e-12, out=wsum)
     return encode_block(window, index, top / wsum if confidence else None,
                         probs / wsum if probabilities else None, nodata, lut, probabilities, own.chips)
 
 
-def encode_block(window: Window, index: torch.Tensor, top: torch.Tensor | None, probs: torch.Tensor | None,
+def top_class(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The highest of ``scores`` [K, h, w] per pixel and its class index (the first of equal ones), a pass
+    per class (faster than an argmax across the first axis)."""
+    top = scores[0].copy()
+    index = np.zeros(top.shape, np.uint8)
+    for k in range(1, len(scores)):
+        better = scores[k] > top
+        np.copyto(top, scores[k], where=better)
+        index[better] = k
+    return top, index
+
+
+def encode_block(window: Window, index: np.ndarray, top: np.ndarray | None, probs: np.ndarray | None,
                  nodata: np.ndarray, lut: np.ndarray, probabilities: str | None, chips: int) -> FinishedBlock:
     """A block's outputs from its winning class ``index`` [h, w], the winner's probability ``top`` (for
     confidence) and the class probabilities ``probs`` [K, h, w] (when written as ``probabilities``: uint8
     0–254, float16 or float32), nodata where ``nodata``."""
-    codes = lut[index.to(torch.uint8).numpy()]
+    codes = lut[index]
     codes[nodata] = NODATA
     conf = prob_out = None
     if top is not None:
-        conf = torch.round(top * 100).to(torch.uint8).numpy()
+        conf = np.round(top * 100).astype(np.uint8)
         conf[nodata] = NODATA
     if probabilities:
-        p = probs.numpy()
         if probabilities == "uint8":
-            prob_out = np.rint(p * 254).astype(np.uint8)
+            prob_out = np.rint(probs * 254).astype(np.uint8)
             prob_out[:, nodata] = NODATA
         else:
-            prob_out = p.astype(np.float16 if probabilities == "float16" else np.float32)
+            prob_out = probs.astype(np.float16 if probabilities == "float16" else np.float32)
             prob_out[:, nodata] = np.nan
     return FinishedBlock(window, codes, conf, prob_out, chips)
 
 
-def _with_neighbours(core: np.ndarray, left, above, diagonal) -> torch.Tensor:
+def _with_neighbours(core: np.ndarray, left, above, diagonal) -> np.ndarray:
     """A copy of the block's accumulation with the neighbours' overlap strips added."""
-    acc = torch.from_numpy(core).clone()
+    acc = core.copy()
     if left is not None:
-        acc[:, :, :left.shape[2]] += torch.from_numpy(left)
+        acc[:, :, :left.shape[2]] += left
     if above is not None:
-        acc[:, :above.shape[1], :] += torch.from_numpy(above)
+        acc[:, :above.shape[1], :] += above
     if diagonal is not None:
-        acc[:, :diagonal.shape[1], :diagonal.shape[2]] += torch.from_numpy(diagonal)
+        acc[:, :diagonal.shape[1], :diagonal.shape[2]] += diagonal
     return acc
 
 
-def _edge_bands(core: np.ndarray, left, above, diagonal) -> list[tuple[slice, slice, torch.Tensor]]:
+def _edge_bands(core: np.ndarray, left, above, diagonal) -> list[tuple[slice, slice, np.ndarray]]:
     """The top band (rows the strip from above covers) and the left band below it, with all strips added."""
     ah = max(above.shape[1] if above is not None else 0, diagonal.shape[1] if diagonal is not None else 0)
     lw = max(left.shape[2] if left is not None else 0, diagonal.shape[2] if diagonal is not None else 0)

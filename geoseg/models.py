@@ -12,14 +12,17 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from geoseg import __version__
 from geoseg.atomic import atomic_output
 from geoseg.classes import ClassSchema
 from geoseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
+
+if TYPE_CHECKING:  # torch is imported where it is used: prediction with ONNX Runtime runs without it
+    import torch
+
+    from geoseg.onnx_model import OnnxModel
 
 CHECKPOINT_FORMAT = "geoseg-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -72,6 +75,8 @@ def is_weights_file(weights: str) -> bool:
 def load_encoder_weights(model: torch.nn.Module, path: str, encoder: str | None) -> torch.nn.Module:
     """Load encoder weights from a local file: a state dict of the encoder, of a whole smp model (its
     ``encoder.`` part is taken) or a geoseg checkpoint; shapes must fit exactly."""
+    import torch
+
     if not Path(path).is_file():
         raise ConfigError(f"model_config.encoder_weights: {path} does not exist; give a state dict saved "
                           "with torch.save, or 'imagenet' or null")
@@ -133,11 +138,11 @@ class Checkpoint:
     data: dict[str, Any] = field(default_factory=dict)  # what it was trained on: scenes, synthetic or not
     path: Path | None = field(default=None, compare=False)  # the file it was loaded from (not saved)
 
-    def build(self, threads: int | None = None) -> torch.nn.Module:
-        """The model with this checkpoint's weights, in eval mode (an ONNX Runtime session behind the same
-        interface for an exported ``.onnx`` model, using ``threads`` threads)."""
+    def build(self, threads: int | None = None) -> torch.nn.Module | OnnxModel:
+        """The model with this checkpoint's weights, in eval mode (for an exported ``.onnx`` model, an
+        :class:`~geoseg.onnx_model.OnnxModel` using ``threads`` threads)."""
         if self.path is not None and self.path.suffix.lower() == ".onnx":
-            from geoseg.export import OnnxModel
+            from geoseg.onnx_model import OnnxModel
 
             return OnnxModel(self.path, threads)
         if self.architecture == "PixelBaseline":
@@ -168,6 +173,8 @@ class Checkpoint:
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     """Write a checkpoint atomically."""
+    import torch
+
     with atomic_output(path) as tmp:
         torch.save(ckpt.to_dict(), tmp)
     return Path(path)
@@ -181,9 +188,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if p.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     if p.suffix.lower() == ".onnx":
-        from geoseg.export import checkpoint_from_onnx
+        from geoseg.onnx_model import checkpoint_from_onnx
 
         return checkpoint_from_onnx(p)
+    import torch
+
     try:
         d = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # weights read lazily
     except Exception as exc:
@@ -221,6 +230,8 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     'auto': bf16 where the device supports it (CPUs with AVX-512 BF16/AMX, Ampere+ GPUs), fp16 on older
     GPUs (training then uses a GradScaler), else fp32. 'fp16' is for GPUs only.
     """
+    import torch
+
     if precision == "fp32":
         return None
     if precision == "fp16":
@@ -240,4 +251,6 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

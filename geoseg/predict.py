@@ -36,14 +36,14 @@ from geoseg.class_raster import (
     write_class_metadata,
     write_raster_style,
 )
-from geoseg.engines import choose_engine
+from geoseg.engines import checkpoint_for_prediction, choose_engine
 from geoseg.errors import GeoSegWarning, InputError, OutputError
 from geoseg.fingerprint import file_identity
 from geoseg.formats import DEFAULT_LAYER, RASTER_SUFFIXES, VECTOR_FORMATS, is_remote
 from geoseg.grid import ChipGrid, GeoGrid, blocks, grid_blocks
 from geoseg.inference import GDAL_CACHE_MB
 from geoseg.measures import pixel_ground_area
-from geoseg.models import Checkpoint, load_checkpoint
+from geoseg.models import Checkpoint
 from geoseg.progress import bar, say
 from geoseg.raster import open_raster, resolve_bands
 from geoseg.registry import resolve_model
@@ -219,7 +219,7 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
     """
     checkpoint_path = resolve_model(model)
     paths = output_paths(output, raster, options, overwrite, {"input scene": scene, "model": checkpoint_path})
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = checkpoint_for_prediction(checkpoint_path, options.engine, options.precision)
     if model is None:
         _name_the_implicit_model(checkpoint)
     result = _predict_rasters(scene, checkpoint, paths, options, resume, vector.min_area)
@@ -300,7 +300,8 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike | Chec
     """
     model_path = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
     paths = _raster_paths(Path(output), None, options, overwrite, {"input scene": scene, "model": model_path})
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    ckpt = (checkpoint if isinstance(checkpoint, Checkpoint) else
+            checkpoint_for_prediction(checkpoint, options.engine, options.precision))
     return _predict_rasters(scene, ckpt, paths, options, resume, min_area)
 
 

@@ -23,7 +23,6 @@ from typing import Sequence
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
 
@@ -32,7 +31,7 @@ from geoseg.atomic import atomic_output
 from geoseg.errors import GeoSegWarning
 from geoseg.fingerprint import cache_key, file_identity
 from geoseg.grid import GeoGrid
-from geoseg.inference import FinishedBlock, encode_block
+from geoseg.inference import FinishedBlock, encode_block, top_class
 from geoseg.models import Checkpoint
 from geoseg.raster import open_raster, read_errors, read_padded
 
@@ -152,8 +151,8 @@ def resampled_block(probabilities, scene, bands: Sequence[int], window: Window, 
             weight = row_w[:, a, None] * col_w[None, :, b] * predicted[r, c]
             total += p[:, r, c] * weight
             weight_sum += weight
-    probs = torch.from_numpy(total / np.maximum(weight_sum, 1e-12))
-    top, index = probs.max(dim=0)
+    probs = total / np.maximum(weight_sum, 1e-12)
+    top, index = top_class(probs)
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
         _, valid, _ = read_padded(scene, window, bands)
     if area is not None:

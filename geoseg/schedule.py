@@ -20,11 +20,11 @@ import warnings
 from typing import Iterator
 
 import numpy as np
-import torch
 from rasterio.windows import Window
 
 from geoseg.errors import InputError
 from geoseg.grid import GeoGrid, GridBlock
+from geoseg.hardware import cuda_available
 from geoseg.inference import BlockTask, FinishedBlock, accumulate_block, finish_block, model_for
 from geoseg.models import Checkpoint
 from geoseg.progress import say
@@ -44,7 +44,8 @@ def local_processes(workers: int | None, processes: bool | None) -> bool:
 
 
 def default_threads(threads: int | None, workers: int | None) -> int:
-    """torch threads per worker: ``threads``, else the cores shared out among the local workers."""
+    """Threads per worker (torch's or ONNX Runtime's): ``threads``, else the cores shared out among the
+    local workers."""
     if threads:
         return threads
     return max(1, (os.cpu_count() or 1) // (workers or 1))
@@ -180,7 +181,7 @@ def block_tasks(layout: list[list[GridBlock]], grid: GeoGrid, *, scene: str, che
                 bands: tuple[int, ...], area: bytes | None = None) -> list[list[BlockTask]]:
     """One :class:`~geoseg.inference.BlockTask` per output block; each hands ``overlap`` pixels (clipped to
     the scene) to its right and lower neighbours."""
-    batch = batch_size or (8 if torch.cuda.is_available() else 1)
+    batch = batch_size or (8 if cuda_available() else 1)
     tasks = []
     for row in layout:
         out_row = []

@@ -209,8 +209,9 @@ class Trainer:
                            cfg.batch_size * self.world, val_chips, cfg.num_workers)
 
     def replan(self, epoch: int, row: dict[str, Any]) -> None:
-        """After the first epoch: the later epochs' chips from the speed the run really had (the probe's
-        first steps are slower or faster than a whole epoch), the LR schedule retargeted to end with them."""
+        """After each epoch but the last: the later epochs' chips from the speed the epoch really had (the
+        probe's first steps, and a shared machine, are slower or faster than a whole epoch), the LR schedule
+        retargeted to end with them."""
         cfg, left = self.cfg, self.cfg.epochs - epoch
         warm = self.first_step_done is not None and row["train_chips"] > cfg.batch_size
         per_chip = ((self.train_end - self.first_step_done) / (row["train_chips"] - cfg.batch_size) if warm
@@ -272,7 +273,7 @@ class Trainer:
         self._announce()
         for epoch in range(progress.first_epoch, min(cfg.epochs, until_epoch or cfg.epochs) + 1):
             row, steps, samples = self.run_epoch(epoch)
-            if self.deadline and epoch == progress.first_epoch and epoch < cfg.epochs:
+            if self.deadline and epoch < cfg.epochs:
                 self.replan(epoch, row)
             self.log_epoch(epoch, row, steps, samples)
             self.save_checkpoints(epoch, row)

@@ -68,10 +68,10 @@ def test_training_ends_within_ten_percent_of_its_budget(tmp_path, sample_dir):
     assert 0.9 * budget <= elapsed <= 1.1 * budget
     rows = json.loads((result.run_dir / "metrics.json").read_text())
     assert len(rows) == 3
-    # re-planned after the first epoch from its real speed, written back into the run's config
+    # re-planned after each epoch from its real speed, the last plan written back into the run's config
     planned = yaml.safe_load((result.run_dir / "config.yaml").read_text())["chips_per_epoch"]
     assert planned > 6 and planned % 4 == 0  # more than the config's 6 chips: what fits in the time
-    assert all(r["train_chips"] <= planned for r in rows[1:]) and rows[-1]["train_chips"] > 0
+    assert 0 < rows[-1]["train_chips"] <= planned
     steps = (result.run_dir / "steps.csv").read_text().splitlines()[1:]
     assert len(steps) == sum(-(-r["train_chips"] // 4) for r in rows)
     # the one-cycle schedule spans the steps that ran: it ends near zero, it does not stop half-way

@@ -60,7 +60,7 @@ def test_auto_says_which_engine_it_chose(rgb_scene, tiny_checkpoint, tmp_path, c
 
 def test_an_exports_optimised_graph_is_saved_once_and_gives_the_same_logits(rgb_scene, tiny_checkpoint,
                                                                              tmp_path):
-    from geoseg.export import onnx_session, optimised_copy
+    from geoseg.onnx_model import onnx_session, optimised_copy
 
     exported = choose_engine(load_checkpoint(tiny_checkpoint), "onnx", "auto", rgb_scene).checkpoint.path
     saved = optimised_copy(exported)
@@ -84,3 +84,48 @@ def test_an_exports_optimised_graph_is_saved_once_and_gives_the_same_logits(rgb_
     assert optimised_copy(own) is None
     onnx_session(own)
     assert [p.name for p in own.parent.iterdir()] == ["model.onnx"]
+
+
+#: Run in a fresh process: predict, then list the torch modules imported.
+TORCH_FREE = """
+import json, sys
+from geoseg.predict import PredictOptions, predict_scene
+result = predict_scene(sys.argv[1], sys.argv[2], sys.argv[3], PredictOptions(engine=sys.argv[4]))
+torch = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
+print(json.dumps({"engine": result.engine, "torch": torch}))
+"""
+
+
+def _predict_in_a_fresh_process(scene, checkpoint, out, engine: str, env: dict | None = None) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "GEOSEG_ENGINE"}
+    r = subprocess.run([sys.executable, "-c", TORCH_FREE, str(scene), str(checkpoint), str(out), engine],
+                       capture_output=True, text=True, env=env, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("engine", ["onnx", "int8"])
+def test_a_cached_export_predicts_without_importing_torch(engine, rgb_scene, tiny_checkpoint, tmp_path):
+    first = _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "first.tif", engine)
+    assert first["torch"]  # the first prediction exports the checkpoint (torch), once
+    again = _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "again.tif", engine)
+    assert again["torch"] == [] and again["engine"] == first["engine"]
+    assert np.array_equal(classes(tmp_path / "first.tif"), classes(tmp_path / "again.tif"))
+    with rasterio.open(tmp_path / "again.tif") as src:  # the outputs still name the checkpoint itself
+        assert src.tags()["checkpoint"] == str(tiny_checkpoint.resolve())
+
+
+def test_auto_needs_no_torch_only_where_the_cpu_certainly_lacks_bf16(rgb_scene, tiny_checkpoint, tmp_path):
+    from geoseg.hardware import may_have_bf16, may_have_gpu
+
+    _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "first.tif", "onnx")  # cached
+    auto = _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "auto.tif", "auto")
+    certain = not may_have_bf16() and not may_have_gpu()
+    assert (auto["torch"] == []) == certain
+    bf16 = autocast_dtype(torch.device("cpu"), "auto") is not None
+    assert auto["engine"] == ("torch-bf16" if bf16 else "onnx-fp32")  # the same choice as torch's check
+

@@ -13,6 +13,7 @@ from geoseg.inference import (
     finish_block,
     model_for,
     predict_probabilities,
+    top_class,
 )
 from geoseg.models import load_checkpoint
 
@@ -29,8 +30,8 @@ def test_flip_tta_averages_the_four_flipped_predictions(tiny_checkpoint):
     ckpt = load_checkpoint(tiny_checkpoint)
     model = ckpt.build()
     x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
-    plain = predict_probabilities(model, x, torch.device("cpu"), None, "none")
-    tta = predict_probabilities(model, x, torch.device("cpu"), None, "flips")
+    plain = torch.from_numpy(predict_probabilities(model, x, "fp32", "none"))
+    tta = torch.from_numpy(predict_probabilities(model, x, "fp32", "flips"))
     expected = 0
     with torch.no_grad():
         for dims in ((), (3,), (2,), (2, 3)):
@@ -87,5 +88,28 @@ def test_the_model_is_built_once_per_process(tiny_checkpoint):
 def test_probabilities_sum_to_one(tiny_checkpoint, tta):
     model = load_checkpoint(tiny_checkpoint).build()
     x = np.zeros((1, 3, 64, 64), np.float32)
-    p = predict_probabilities(model, x, torch.device("cpu"), None, tta)
-    assert p.shape == (1, 7, 64, 64) and torch.allclose(p.sum(1), torch.ones(1, 64, 64), atol=1e-5)
+    p = predict_probabilities(model, x, "fp32", tta)
+    assert p.shape == (1, 7, 64, 64) and p.dtype == np.float32 and np.allclose(p.sum(1), 1.0, atol=1e-5)
+
+
+def test_an_exported_model_gives_the_same_probabilities_with_and_without_flips(tiny_checkpoint, tmp_path):
+    from geoseg.export import export_onnx
+
+    model = load_checkpoint(tiny_checkpoint).build()
+    onnx_model = load_checkpoint(export_onnx(tiny_checkpoint, tmp_path / "m.onnx")).build()
+    x = np.random.default_rng(1).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    for tta in ("none", "flips"):
+        expected = predict_probabilities(model, x, "fp32", tta)
+        got = predict_probabilities(onnx_model, x, "fp32", tta)
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_top_class_takes_the_first_of_equal_scores():
+    scores = np.array([[[0.2, 0.5]], [[0.7, 0.5]], [[0.7, 0.1]]], np.float32)  # [K=3, 1, 2]
+    top, index = top_class(scores)
+    assert index.tolist() == [[1, 0]] and top[0].tolist() == pytest.approx([0.7, 0.5])
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, (7, 50, 60)).astype(np.float32)  # many ties
+    top, index = top_class(scores)
+    assert (index == scores.argmax(0)).all() and (top == scores.max(0)).all()

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import rasterio
 import torch
 
@@ -30,6 +31,7 @@ from geoseg.classes import DEEPGLOBE
 from geoseg.engines import choose_engine
 from geoseg.inference import model_for
 from geoseg.models import Checkpoint, autocast_dtype, build_model, load_checkpoint, save_checkpoint
+from geoseg.onnx_model import OnnxModel
 from geoseg.predict import PredictOptions, predict_scene
 from geoseg.sampledata import write_scene
 
@@ -60,14 +62,19 @@ def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str
     cold_start = time.perf_counter()
     chosen = choose_engine(load_checkpoint(ckpt), engine, precision, scene or ckpt).checkpoint
     _, model = model_for(str(chosen.path or ckpt), threads)
-    device = next(itertools.chain(model.parameters(), model.buffers())).device  # an ONNX model: a buffer
-    amp = autocast_dtype(device, precision)
-    x = torch.randn(batch, 3, chip, chip).contiguous(memory_format=torch.channels_last)
+    x = np.random.default_rng(0).normal(size=(batch, 3, chip, chip)).astype(np.float32)
+    if isinstance(model, OnnxModel):  # what prediction runs: ONNX Runtime's probabilities from numpy chips
+        def forward():
+            model.probabilities(x)
+    else:
+        device = next(itertools.chain(model.parameters(), model.buffers())).device
+        amp = autocast_dtype(device, precision)
+        t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
 
-    def forward():
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32,
-                                                    enabled=amp is not None):
-            model(x)
+        def forward():
+            with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32,
+                                                        enabled=amp is not None):
+                torch.softmax(model(t), 1)
 
     n_batches = -(-n_chips // batch)
     for _ in range(n_batches):  # cold: the first batch pays the kernels' first-call set-up

@@ -2,7 +2,9 @@
 
 Each run is a fresh process that runs the real command (``geoseg.cli.main``) with the library's own
 functions wrapped to note when they are first called: the interpreter and imports, loading the checkpoint,
-building the model (or the ONNX Runtime session), and the first chip's forward. Medians of the repeats.
+building the model (or the ONNX Runtime session), and the first chip's forward; and whether torch was
+imported at all. Medians of the repeats, after one run not counted (a checkpoint's first prediction may
+export it to ONNX, once).
 
     python -m tests.benchmarks.bench_startup --model runs/sample/<run>/best.ckpt \
         --scene sample_data/test_1.tif
@@ -41,7 +43,7 @@ def wrap(module, name, stage, after=False):
             mark(stage)
         return out
     setattr(module, name, wrapped)
-wrap(geoseg.predict, "load_checkpoint", "checkpoint loaded", after=True)
+wrap(geoseg.predict, "checkpoint_for_prediction", "checkpoint loaded", after=True)
 wrap(geoseg.inference, "model_for", "model built", after=True)
 wrap(geoseg.inference, "predict_probabilities", "first chip starts")
 wrap(geoseg.inference, "predict_probabilities", "first chip done", after=True)
@@ -50,6 +52,7 @@ try:
 except SystemExit:
     pass
 mark("command done")
+marks["torch imported"] = "torch" in sys.modules
 json.dump(marks, open(sys.argv[1], "w"))
 """
 
@@ -71,7 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(cpu_name())
     with tempfile.TemporaryDirectory() as tmp:
+        run_once(args, Path(tmp))  # a checkpoint's first prediction may export it (cached): not counted
         runs = [run_once(args, Path(tmp)) for _ in range(args.repeats)]
+    torch_imported = [r.pop("torch imported") for r in runs]
+    print(f"torch imported: {sum(torch_imported)} of {len(runs)} runs")
     stages = sorted({k for r in runs for k in r}, key=lambda k: statistics.median(r.get(k, 0) for r in runs))
     previous = 0.0
     for stage in stages:
