@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -15,7 +16,7 @@ import torch
 
 from geoseg.errors import CheckpointError
 from geoseg.export import export_onnx
-from geoseg.models import load_checkpoint
+from geoseg.models import load_checkpoint, save_checkpoint
 from geoseg.predict import PredictOptions, predict_scene
 
 
@@ -49,6 +50,16 @@ def test_onnx_metadata_is_deepness_and_the_checkpoint(tiny_checkpoint, exported)
     for key in ("architecture", "model_config", "classes", "bands", "mean", "std", "chip_size", "resolution",
                 "clip"):
         assert getattr(back, key) == getattr(ckpt, key), key
+
+
+def test_an_export_rewritten_in_place_is_read_again(tiny_checkpoint, exported, tmp_path):
+    """The exported model's checkpoint fields are read once per version of the file, not once per path."""
+    assert load_checkpoint(exported).chip_size == 64
+    ckpt = load_checkpoint(tiny_checkpoint)
+    other = save_checkpoint(replace(ckpt, chip_size=96, bands=[3, 2, 1]), tmp_path / "other.ckpt")
+    export_onnx(other, exported, overwrite=True)
+    back = load_checkpoint(exported)
+    assert (back.chip_size, back.bands, back.path) == (96, [3, 2, 1], exported)
 
 
 def test_predict_with_the_onnx_model_gives_the_checkpoints_class_raster(rgb_scene, tiny_checkpoint, exported,
