@@ -17,6 +17,7 @@ import numpy as np
 from geoseg.atomic import atomic_output
 from geoseg.classes import ClassSchema
 from geoseg.errors import CheckpointError
+from geoseg.fingerprint import cache_key, file_identity
 from geoseg.hardware import vector_isa
 from geoseg.models import Checkpoint
 
@@ -26,13 +27,12 @@ def checkpoint_from_onnx(path: str | os.PathLike) -> Checkpoint:
     :class:`OnnxModel`). The metadata is read by ONNX Runtime, unoptimised: importing the ``onnx`` package
     alone takes longer (1.7 s on a 2-core CPU against 0.16 s). Read once per version of the file (a
     prediction asks for it more than once)."""
-    stat = os.stat(path)
-    cached = _checkpoint_from_onnx(str(path), stat.st_mtime_ns, stat.st_size)
+    cached = _checkpoint_from_onnx(str(path), cache_key(file_identity(path)))
     return replace(copy.deepcopy(cached), path=Path(path))  # the caller's own copy
 
 
 @functools.lru_cache(maxsize=8)
-def _checkpoint_from_onnx(path: str, mtime_ns: int, size: int) -> Checkpoint:
+def _checkpoint_from_onnx(path: str, identity: str) -> Checkpoint:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
