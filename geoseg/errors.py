@@ -44,6 +44,10 @@ class WriteError(GeoSegError):
     """An output did not reach the disk (a full disk, a quota, a file-size limit): exit code 1."""
 
 
+class ClusterError(GeoSegError):
+    """The dask cluster failed the run (its scheduler went away, a task kept killing workers): exit code 1."""
+
+
 class GeoSegWarning(UserWarning):
     """Something the user should know that does not stop the work (shown as one line by the CLI)."""
 

@@ -2,7 +2,9 @@
 
 A checkpoint is one file holding everything ``predict`` needs: the factory's
 arguments, weights, class schema, bands, normalisation, chip size and
-resolution, plus the training config and metrics.
+resolution, plus the training config and metrics. It is read as data: torch's
+``weights_only`` loader (tensors and plain values, no code), then every field
+checked by :mod:`geoseg.model_fields` before a model is built from it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from geoseg import __version__
 from geoseg.atomic import atomic_output
 from geoseg.classes import ClassSchema
 from geoseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from geoseg.model_fields import ModelFieldError, checkpoint_fields
 
 if TYPE_CHECKING:  # torch is imported where it is used: prediction with ONNX Runtime runs without it
     import torch
@@ -25,7 +28,10 @@ if TYPE_CHECKING:  # torch is imported where it is used: prediction with ONNX Ru
     from geoseg.onnx_model import OnnxModel
 
 CHECKPOINT_FORMAT = "geoseg-checkpoint"
-CHECKPOINT_VERSION = 1
+#: 2: the baseline's trees as arrays instead of a pickle (version 1 files of networks load as before).
+CHECKPOINT_VERSION = 2
+#: The one advice for a model file that fails a check.
+REBUILD = "export or train it again, or ask whoever sent it for an intact copy"
 
 
 def build_model(architecture: str, model_config: dict[str, Any], pretrained: bool = True) -> torch.nn.Module:
@@ -43,9 +49,9 @@ def build_model(architecture: str, model_config: dict[str, Any], pretrained: boo
             model = smp.create_model(architecture, encoder_weights=None, **kwargs)
     except KeyError as exc:
         raise ConfigError("model_architecture/encoder not available in segmentation-models-pytorch: "
-                          f"{exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model_config is not accepted by {architecture}: {exc}") from None
+                          f"{_first_clause(exc)}") from None
+    except (TypeError, ValueError, RuntimeError, AttributeError, IndexError, ZeroDivisionError) as exc:
+        raise ConfigError(f"model_config is not accepted by {architecture}: {_first_clause(exc)}") from None
     if not pretrained or weights is None:
         return model
     if is_weights_file(weights):
@@ -61,6 +67,12 @@ def build_model(architecture: str, model_config: dict[str, Any], pretrained: boo
             "into "
             f"the torch/Hugging Face cache, or set model_config.encoder_weights: null"
         ) from None
+
+
+def _first_clause(exc: Exception) -> str:
+    """The first line of a library's message, without the list of choices smp appends."""
+    text = (str(exc).strip("\"' ").splitlines() or [type(exc).__name__])[0]
+    return text.split(", supported")[0][:200]
 
 
 #: File suffixes of weights brought from elsewhere (``encoder_weights: /path/to/weights.pth``).
@@ -144,12 +156,13 @@ class Checkpoint:
         if self.path is not None and self.path.suffix.lower() == ".onnx":
             from geoseg.onnx_model import OnnxModel
 
-            return OnnxModel(self.path, threads)
+            return OnnxModel(self.path, threads, bands=len(self.bands), classes=len(self.classes))
         if self.architecture == "PixelBaseline":
-            from geoseg.baseline import PixelBaselineModel, classifier_from_tensor
+            from geoseg.baseline import PixelBaselineModel, TreeEnsemble
 
-            classifier = classifier_from_tensor(self.state_dict["classifier"])
-            return PixelBaselineModel(classifier, len(self.classes))
+            ensemble = TreeEnsemble.from_tensors(self.state_dict, 4 * len(self.bands), len(self.classes))
+            return PixelBaselineModel(ensemble, len(self.classes))
+        self._check_weights_fit()
         model = build_model(self.architecture, self.model_config, pretrained=False)
         try:
             model.load_state_dict(self.state_dict)
@@ -157,6 +170,30 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint weights do not fit {self.architecture}: "
                                   f"{str(exc).splitlines()[0]}") from None
         return model.eval()
+
+    def _check_weights_fit(self) -> None:
+        """The weights have exactly the names and shapes of the model the config describes: checked on a
+        model built on torch's ``meta`` device (no memory, no initialisation), so a file cannot make geoseg
+        allocate a model larger than its own weights."""
+        import torch
+
+        where = self.path or "the checkpoint"
+        with torch.device("meta"):
+            try:
+                expected = build_model(self.architecture, self.model_config, pretrained=False).state_dict()
+            except ConfigError as exc:
+                raise CheckpointError(f"{where} describes a model geoseg cannot build ({exc}); {REBUILD}") \
+                    from None
+        names = set(expected)
+        if names != set(self.state_dict):
+            odd = sorted(names ^ set(self.state_dict))[0]
+            raise CheckpointError(f"{where} holds weights that do not fit its {self.architecture} (e.g. "
+                                  f"{odd[:80]!r} is missing or unexpected); {REBUILD}")
+        for name, t in expected.items():
+            if tuple(self.state_dict[name].shape) != tuple(t.shape):
+                raise CheckpointError(f"{where} holds weights that do not fit its {self.architecture} "
+                                      f"({name}: {tuple(self.state_dict[name].shape)} instead of "
+                                      f"{tuple(t.shape)}); {REBUILD}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -200,28 +237,41 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                               f"{type(exc).__name__})") from None
     if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a geoseg checkpoint")
-    if d.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer geoseg ({d.get('geoseg_version')}); upgrade "
-                              "geoseg")
+    version = d.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path} is not a usable geoseg model: format_version must be a positive "
+                              f"integer; {REBUILD}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer geoseg ({str(d.get('geoseg_version'))[:20]}); "
+                              "upgrade geoseg")
+    return checkpoint_from_fields(d, p, weights=True)
+
+
+def checkpoint_from_fields(raw: Any, path: Path, weights: bool) -> Checkpoint:
+    """A :class:`Checkpoint` from a model file's fields, each checked first (:mod:`geoseg.model_fields`);
+    any field that is wrong is one sentence naming the file and the field."""
     try:
-        return Checkpoint(
-            architecture=d["architecture"], model_config=d["model_config"], state_dict=d["state_dict"],
-            classes=ClassSchema.from_dict(d["classes"]), bands=list(d["bands"]),
-            mean=list(d["normalization"]["mean"]), std=list(d["normalization"]["std"]),
-            chip_size=int(d["chip_size"]), resolution=d.get("resolution"),
-            train_config=d.get("train_config", {}),
-            epoch=int(d.get("epoch", 0)), metrics=d.get("metrics", {}),
-            training_state=d.get("training_state"), clip=_clip(d["normalization"]), data=d.get("data") or {},
-            path=p,
-        )
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise CheckpointError(f"{path} is an incomplete geoseg checkpoint (missing {exc})") from None
+        fields = checkpoint_fields(raw, weights=weights)
+        if weights and fields["architecture"] == "PixelBaseline":
+            _check_baseline(fields, path)
+    except (ModelFieldError, RecursionError) as exc:
+        what = exc if isinstance(exc, ModelFieldError) else "its fields are nested too deeply"
+        raise CheckpointError(f"{path} is not a usable geoseg model: {what}; {REBUILD}") from None
+    if not weights:
+        fields["state_dict"] = {}
+    return Checkpoint(**fields, path=path)
 
 
-def _clip(normalization: dict[str, Any]) -> tuple[list[float], list[float]] | None:
-    if normalization.get("low") is None:
-        return None
-    return list(normalization["low"]), list(normalization["high"])
+def _check_baseline(fields: dict[str, Any], path: Path) -> None:
+    """The baseline's trees are well formed (see :class:`~geoseg.baseline.TreeEnsemble`)."""
+    from geoseg.baseline import PickledBaselineError, TreeEnsemble
+
+    try:
+        TreeEnsemble.from_tensors(fields["state_dict"], 4 * len(fields["bands"]), len(fields["classes"]))
+    except PickledBaselineError as exc:
+        raise CheckpointError(f"{path} {exc}") from None
+    except ValueError as exc:
+        raise ModelFieldError(str(exc)) from None
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.atomic import atomic_output
-from geoseg.classes import ClassSchema
 from geoseg.errors import CheckpointError
 from geoseg.fingerprint import cache_key, file_identity
 from geoseg.hardware import vector_isa
-from geoseg.models import Checkpoint
+from geoseg.models import REBUILD, Checkpoint, checkpoint_from_fields
 
 
 def checkpoint_from_onnx(path: str | os.PathLike) -> Checkpoint:
@@ -46,19 +45,23 @@ def _checkpoint_from_onnx(path: str, identity: str) -> Checkpoint:
     if "geoseg" not in meta:
         raise CheckpointError(f"{path} is an ONNX model without geoseg's metadata; export it with geoseg "
                               "export CKPT -o model.onnx")
-    fields = json.loads(meta["geoseg"])
-    fields["classes"] = ClassSchema.from_dict(fields["classes"])
-    fields["clip"] = tuple(fields["clip"]) if fields.get("clip") else None
-    return Checkpoint(state_dict={}, path=Path(path), **fields)
+    try:
+        fields = json.loads(meta["geoseg"])
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path} is not a usable geoseg model: its geoseg metadata is not JSON; "
+                              f"{REBUILD}") from None
+    return checkpoint_from_fields(fields, Path(path), weights=False)
 
 
 class OnnxModel:
     """An exported model run by ONNX Runtime: normalised chips [n, bands, h, w] (float32) in, class
     probabilities out."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, bands: int | None = None,
+                 classes: int | None = None):
         self.session = onnx_session(Path(path), threads)
         self.outputs = [o.name for o in self.session.get_outputs()]
+        _check_signature(self.session, Path(path), bands, classes)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"input": np.ascontiguousarray(x, np.float32)})[0]
@@ -71,6 +74,24 @@ class OnnxModel:
         logits = self.logits(x)
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+
+
+def _check_signature(session, path: Path, bands: int | None, classes: int | None) -> None:
+    """The graph takes ``input`` [batch, bands, height, width] and gives ``logits`` (or ``probabilities``)
+    [batch, classes, height, width], as its metadata says: a graph that does not is one sentence."""
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    shape_in = inputs.get("input")
+    shape_out = outputs.get("logits", outputs.get("probabilities"))
+
+    def fits(shape, size):
+        return shape is not None and len(shape) == 4 and (size is None or not isinstance(shape[1], int)
+                                                          or shape[1] == size)
+
+    if len(inputs) != 1 or not fits(shape_in, bands) or not fits(shape_out, classes):
+        raise CheckpointError(f"{path} is not a usable geoseg model: its graph must take 'input' [batch, "
+                              f"{bands}, height, width] and give 'logits' [batch, {classes}, height, width] "
+                              f"as its metadata says; {REBUILD}")
 
 
 def onnx_session(path: Path, threads: int | None = None):

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 from rasterio.windows import Window
 
-from geoseg.errors import InputError
+from geoseg.errors import ClusterError, InputError
 from geoseg.grid import GeoGrid, GridBlock
 from geoseg.hardware import cuda_available
 from geoseg.inference import BlockTask, FinishedBlock, accumulate_block, finish_block, model_for
@@ -110,7 +110,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
             client = Client(scheduler, timeout="20s")
         except OSError as exc:
             raise InputError(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
-        with client:
+        with client, _cluster_faults(scheduler):
             yield client
         return
     dashboard = ":0" if _has_bokeh() else None
@@ -126,6 +126,28 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
             yield client
     finally:
         cluster.close()
+
+
+@contextlib.contextmanager
+def _cluster_faults(scheduler: str) -> Iterator[None]:
+    """A scheduler that went away, or a task that killed worker after worker, as one sentence. Workers that
+    die are survived without a word: dask reruns their tasks elsewhere, and finished blocks are written by
+    this process (a scene of a region is written under a partial name and promoted only when complete)."""
+    import concurrent.futures
+
+    from distributed import KilledWorker
+    from distributed.comm import CommClosedError
+
+    try:
+        yield
+    except KilledWorker:
+        raise ClusterError(f"a task killed dask worker after worker on {scheduler} (out of memory?); give "
+                           "the workers more memory or use fewer --block-chips, and rerun with --resume") \
+            from None
+    except (concurrent.futures.CancelledError, CommClosedError, TimeoutError) as exc:
+        raise ClusterError(f"lost the dask scheduler at {scheduler} while predicting "
+                           f"({type(exc).__name__}); the finished blocks are kept: start it again and rerun "
+                           "the same command with --resume") from None
 
 
 def _has_bokeh() -> bool:

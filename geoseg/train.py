@@ -24,12 +24,12 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, default_collate
 
-from geoseg import distributed
+from geoseg import distributed, model_fields
 from geoseg.atomic import atomic_write_text
 from geoseg.averaging import WeightAverage
 from geoseg.baseline import ARCHITECTURE as BASELINE
-from geoseg.baseline import classifier_tensor, fit_baseline
 from geoseg.baseline import describe as describe_baseline
+from geoseg.baseline import fit_baseline
 from geoseg.budget import (
     BudgetPlan,
     Deadline,
@@ -244,7 +244,18 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
 
     def restore(self, state: dict[str, Any]) -> Progress:
-        """Continue from a ``last.ckpt``: weights, optimizer, schedule, scaler, counters and random state."""
+        """Continue from a ``last.ckpt``: weights, optimizer, schedule, scaler, counters and random state
+        (checked by :func:`geoseg.model_fields.training_state`; torch checks what it loads, and any value it
+        refuses is one sentence)."""
+        try:
+            return self._restore(state)
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            detail = (str(exc).splitlines() or [""])[0][:120]
+            raise CheckpointError(f"the training state of the checkpoint being resumed does not fit this run "
+                                  f"({type(exc).__name__}: {detail}); resume from an intact last.ckpt of the "
+                                  "same config") from None
+
+    def _restore(self, state: dict[str, Any]) -> Progress:
         self.model.load_state_dict(state.get("live_model") or state["model"])
         if self.average is not None:
             if not state.get("average"):
@@ -450,7 +461,7 @@ def train_baseline(cfg: RunConfig, output: str | Path | None = None) -> tuple[Pa
     say(describe_baseline(result, cfg.classes.names, evaluated))
     grid = train_scenes[0].grid
     resolution = grid.ground_resolution * train_scenes[0].scale if grid.ground_resolution else None
-    ckpt = Checkpoint(BASELINE, {}, {"classifier": classifier_tensor(result.classifier)}, cfg.classes,
+    ckpt = Checkpoint(BASELINE, {}, result.ensemble.to_tensors(), cfg.classes,
                       list(cfg.bands), list(mean), list(std), cfg.chip_size, resolution,
                       {**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, 0,
                       {f"val_{k}": v for k, v in result.scores.items()}, None, clip,
@@ -598,6 +609,10 @@ def _resume_state(path: str | Path, cfg: RunConfig) -> dict[str, Any]:
     if not ckpt.training_state:
         raise CheckpointError(f"{path} holds no training state (best.ckpt has none); resume from the run's "
                               "last.ckpt")
+    try:
+        model_fields.training_state(ckpt.training_state)
+    except model_fields.ModelFieldError as exc:
+        raise CheckpointError(f"{path} cannot be resumed: {exc}; resume from an intact last.ckpt") from None
     if ckpt.classes != cfg.classes:
         raise ConfigError(f"checkpoint {path} was trained on classes {', '.join(ckpt.classes.names)} but the "
                           "config "

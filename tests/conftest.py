@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +131,69 @@ def cell_area(lon0, lat0, lon1, lat1):
 
 
 __all__ = ["cell_area", "WGS84_E2", "write_raster", "deepglobe_folder", "UTM", "TINY_MODEL", "NODATA"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaskCluster:
+    """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1, each in its own process group
+    (so a test can SIGKILL one), all stopped on exit."""
+
+    def __init__(self, folder: Path, workers: int = 2, port: int | None = None):
+        self.folder, self.workers = Path(folder), workers
+        self.port = port or free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.scheduler: subprocess.Popen | None = None
+        self.worker_procs: list[subprocess.Popen] = []
+
+    def _start(self, args: list[str], log: str) -> subprocess.Popen:
+        env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+        logs = self.folder / "dask-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args],
+                                stdout=open(logs / log, "a"), stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+
+    def __enter__(self) -> "DaskCluster":
+        self.scheduler = self._start(["scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                                      "--no-dashboard"], "scheduler.log")
+        for k in range(self.workers):
+            self.add_worker(f"w{k}")
+        self.wait_for_workers(self.workers)
+        return self
+
+    def add_worker(self, name: str) -> subprocess.Popen:
+        proc = self._start(["worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+                            "--name", name, "--local-directory", str(self.folder / name)], f"{name}.log")
+        self.worker_procs.append(proc)
+        return proc
+
+    def wait_for_workers(self, n: int, seconds: float = 90) -> None:
+        from distributed import Client
+
+        deadline = time.monotonic() + seconds
+        with Client(self.address, timeout="60s") as client:
+            while len(client.scheduler_info()["workers"]) < n:
+                assert time.monotonic() < deadline, f"{n} dask workers did not start within {seconds} s"
+                time.sleep(0.2)
+
+    @staticmethod
+    def kill(proc: subprocess.Popen) -> None:
+        """SIGKILL a process and everything it started (a worker's nanny and its worker process)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def __exit__(self, *exc) -> None:
+        for p in [self.scheduler, *self.worker_procs]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in [self.scheduler, *self.worker_procs]:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import rasterio
 import torch
 
+from geoseg.baseline import TreeEnsemble
 from geoseg.config import parse_config
 from geoseg.models import load_checkpoint
 from geoseg.predict import PredictOptions, predict_scene
@@ -75,5 +77,52 @@ def test_labels_of_one_class_give_a_baseline_of_that_class():
     x = torch.rand(1, 3, 16, 16)
     features = pixel_features(x)[0].reshape(12, -1).T.numpy()
     classifier = HistGradientBoostingClassifier(max_iter=5).fit(features, np.full(len(features), 2))
-    logp = PixelBaselineModel(classifier, 4)(x)
+    logp = PixelBaselineModel(TreeEnsemble.from_classifier(classifier, 12), 4)(x)
     assert logp.shape == (1, 4, 16, 16) and (logp.argmax(1) == 2).all()
+
+
+@pytest.mark.parametrize("labels", [2, 3, 5])
+def test_the_trees_rebuilt_from_the_checkpoints_arrays_give_scikit_learns_probabilities(labels):
+    """The baseline is stored as arrays, not a pickle: rebuilt from them (through the checks), it answers
+    exactly what the fitted classifier answers, for two classes (one tree an iteration) and more."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(labels)
+    x = rng.normal(size=(3000, 12))
+    x[rng.random(x.shape) < 0.01] = np.nan  # missing values take the side the tree learnt
+    y = np.digitize(x[:, 0] + 0.5 * np.nan_to_num(x[:, 1]), np.linspace(-1, 1, labels - 1)) * 2
+    classifier = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(x, y)
+    saved = TreeEnsemble.from_classifier(classifier, 12).to_tensors()
+    rebuilt = TreeEnsemble.from_tensors(saved, 12, 2 * labels)
+    fresh = rng.normal(size=(500, 12))
+    fresh[::7, 3] = np.nan
+    assert np.allclose(rebuilt.predict_proba(fresh), classifier.predict_proba(fresh), rtol=0, atol=1e-12)
+    assert list(rebuilt.classes) == list(classifier.classes_)
+
+
+def tree_arrays():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 12))
+    classifier = HistGradientBoostingClassifier(max_iter=3).fit(x, (x[:, 0] > 0) + (x[:, 1] > 0))
+    return TreeEnsemble.from_classifier(classifier, 12).to_tensors()
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda t: t["nodes.left"].fill_(0), "nodes.left must point to a later node"),
+    (lambda t: t["nodes.right"].add_(10_000), "nodes.right must point to a later node"),
+    (lambda t: t["nodes.feature_idx"].fill_(12), "feature_idx must be below 12"),
+    (lambda t: t["nodes.is_leaf"].fill_(7), "must be 0 or 1"),
+    (lambda t: t["classes"].fill_(9), "increasing class indices below 3"),
+    (lambda t: t.update(tree_sizes=t["tree_sizes"] + 1), "must hold the"),
+    (lambda t: t.update(baseline=t["baseline"].float()), "state_dict.baseline must be a torch.float64"),
+    (lambda t: t.pop("nodes.value"), "exactly the tensors"),
+])
+def test_damaged_tree_arrays_are_refused_before_any_tree_is_built(damage, says):
+    """Cycles, out-of-range children or features would make scikit-learn's compiled walk loop or read out of
+    bounds: each is refused with the field's name."""
+    arrays = tree_arrays()
+    damage(arrays)
+    with pytest.raises(ValueError, match=says):
+        TreeEnsemble.from_tensors(arrays, 12, 3)

@@ -4,11 +4,8 @@ gloo)."""
 import csv
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,51 +18,16 @@ from geoseg.records import read_manifest
 from geoseg.samplers import RandomChipSampler
 from geoseg.scenes import scene_infos
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, DaskCluster, free_port
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def dask_cluster(tmp_path):
     """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1, stopped after the test."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    logs = tmp_path / "dask-logs"
-    logs.mkdir()
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=open(logs / "scheduler.log", "w"),
-                              stderr=subprocess.STDOUT, env=env, start_new_session=True)]
-    for k in range(2):
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers",
-                                       "1", "--no-dashboard", "--name", f"w{k}", "--local-directory",
-                                       str(tmp_path / f"w{k}")],
-                                      stdout=open(logs / f"worker{k}.log", "w"), stderr=subprocess.STDOUT,
-                                      env=env, start_new_session=True))
-    try:
-        from distributed import Client
-        deadline = time.monotonic() + 90
-        with Client(address, timeout="60s") as client:
-            while len(client.scheduler_info()["workers"]) < 2:
-                assert time.monotonic() < deadline, "the dask workers did not start within 90 s"
-                time.sleep(0.2)
-        yield address
-    finally:
-        for p in procs:
-            with __import__("contextlib").suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+    with DaskCluster(tmp_path, workers=2) as cluster:
+        yield cluster.address
 
 
 def test_predict_on_an_external_dask_cluster_matches_the_local_run(tmp_path, rgb_scene, tiny_checkpoint,
