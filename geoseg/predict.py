@@ -44,6 +44,7 @@ from geoseg.grid import ChipGrid, GeoGrid, blocks, grid_blocks
 from geoseg.inference import GDAL_CACHE_MB
 from geoseg.measures import pixel_ground_area
 from geoseg.models import Checkpoint
+from geoseg.output_lock import output_lock
 from geoseg.progress import bar, say
 from geoseg.raster import open_raster, resolve_bands
 from geoseg.registry import resolve_model
@@ -219,8 +220,15 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
     """
     checkpoint_path = resolve_model(model)
     paths = output_paths(output, raster, options, overwrite, {"input scene": scene, "model": checkpoint_path})
+    with output_lock(paths.vector or paths.raster):  # one run at a time writes these outputs
+        return _predict_outputs(scene, checkpoint_path, paths, options, vector, resume, model is None)
+
+
+def _predict_outputs(scene: str | os.PathLike, checkpoint_path: Path, paths: OutputPaths,
+                     options: PredictOptions, vector: VectorOptions, resume: bool,
+                     implicit: bool) -> PredictOutputs:
     checkpoint = checkpoint_for_prediction(checkpoint_path, options.engine, options.precision)
-    if model is None:
+    if implicit:
         _name_the_implicit_model(checkpoint)
     result = _predict_rasters(scene, checkpoint, paths, options, resume, vector.min_area)
     count, rows = 0, []

@@ -31,6 +31,7 @@ from geoseg.errors import InputError, OutputError
 from geoseg.fingerprint import file_identity
 from geoseg.formats import VECTOR_FORMATS
 from geoseg.models import load_checkpoint
+from geoseg.output_lock import output_lock
 from geoseg.progress import bar, say
 from geoseg.raster import open_raster
 from geoseg.registry import resolve_model
@@ -45,6 +46,10 @@ class RegionOutputs:
     chips: int
     seconds: float
     summary: list[dict]
+
+
+#: Options that say where and how often the work runs, not what it computes: a resumed job may change them.
+WHERE_IT_RUNS = ("commit_seconds", "scheduler", "workers", "threads", "processes")
 
 
 def predict_region(scenes: Sequence[str | os.PathLike], output: str | os.PathLike,
@@ -72,8 +77,16 @@ def predict_region(scenes: Sequence[str | os.PathLike], output: str | os.PathLik
     rasters = _scene_rasters(scenes, folder)
     state_path = output.with_name(f".{output.stem}.geoseg-job.json")
     fingerprint = {"checkpoint": file_identity(checkpoint_path), "scenes": [str(s) for s in scenes],
-                   "options": {k: v for k, v in asdict(options).items() if k != "commit_seconds"},
+                   "options": {k: v for k, v in asdict(options).items() if k not in WHERE_IT_RUNS},
                    "aoi": file_identity(options.aoi) if options.aoi else None, "geoseg_version": __version__}
+    with output_lock(output):  # one run at a time writes this region and its job file
+        return _predict_region(scenes, output, checkpoint_path, ckpt, options, vector, overwrite, resume,
+                               vector_path, mosaic, folder, rasters, state_path, fingerprint)
+
+
+def _predict_region(scenes, output: Path, checkpoint_path: Path, ckpt, options, vector, overwrite: bool,
+                    resume: bool, vector_path: Path | None, mosaic: Path, folder: Path, rasters: dict,
+                    state_path: Path, fingerprint: dict) -> RegionOutputs:
     done = _finished_scenes(state_path, fingerprint) if resume else {}
     todo = [s for s in scenes if str(s) not in done or not rasters[str(s)].exists()]
     folder.mkdir(exist_ok=True)
