@@ -23,7 +23,7 @@ def run_cli(capsys, args) -> tuple[int, str]:
     return exit_.value.code, capsys.readouterr().err
 
 
-def big_scene(path, size=1280):
+def big_scene(path, size=768):
     y, x = np.mgrid[0:size, 0:size]
     data = np.stack([(x * 1.1) % 255, (y * 0.7) % 255, ((x + y) * 0.3) % 255]).astype(np.uint8) + 1
     return write_raster(path, data)
@@ -31,7 +31,7 @@ def big_scene(path, size=1280):
 
 def test_a_second_run_to_the_same_output_is_refused_while_the_first_writes(tmp_path, capsys, tiny_checkpoint):
     scene = big_scene(tmp_path / "big.tif")
-    out = tmp_path / "lc.gpkg"
+    out = tmp_path / "lc.tif"
     first = subprocess.Popen([sys.executable, "-m", "geoseg", "predict", str(scene), "-o", str(out),
                               "--model", str(tiny_checkpoint), "--quiet"], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -46,7 +46,7 @@ def test_a_second_run_to_the_same_output_is_refused_while_the_first_writes(tmp_p
     assert first.returncode == 0, first_err
     assert not lock_path(out).exists()
     with rasterio.open(tmp_path / "lc.tif") as ds:
-        assert ds.read(1).shape == (1280, 1280)
+        assert ds.read(1).shape == (768, 768)
 
 
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path, capsys, rgb_scene, tiny_checkpoint):
