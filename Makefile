@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.geoseg-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint clean
 
 # Python writes the bytecode of what the targets import (see the install step)
 unexport PYTHONDONTWRITEBYTECODE
@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 	@# process would compile torch, timm and torchvision's imports again (import 3.4 s and model 8.4 s instead
 	@# of 1.9 s and 3.8 s before the first chip); so the modules geoseg imports are compiled once, here
 	@# (the unexport above lets this write them)
-	@$(BIN)/python -c "import geoseg.cli, geoseg.train, geoseg.predict, \
-	  geoseg.evaluate, geoseg.export, geoseg.baseline, segmentation_models_pytorch, onnxruntime, onnx, \
-	  sklearn.ensemble, dask.distributed, wandb"
+	@# (every geoseg module, and the libraries its functions import when they run)
+	@$(BIN)/python -c "import importlib, pkgutil, geoseg; \
+	  [importlib.import_module(m.name) for m in pkgutil.walk_packages(geoseg.__path__, 'geoseg.') \
+	   if not m.name.endswith('__main__')]; \
+	  import segmentation_models_pytorch, onnxruntime, onnx, sklearn.ensemble, dask.distributed, wandb"
 	@touch $(STAMP)
 
 install: $(STAMP)

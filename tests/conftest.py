@@ -21,8 +21,8 @@ from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
 
-from geoseg.classes import DEEPGLOBE, NODATA
-from geoseg.models import Checkpoint, build_model, save_checkpoint
+from geoseg.io.classes import DEEPGLOBE, NODATA
+from geoseg.models.checkpoint import Checkpoint, build_model, save_checkpoint
 
 UTM = CRS.from_epsg(32633)
 TINY_MODEL = {"classes": 7, "encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3,
@@ -84,7 +84,7 @@ def tiny_checkpoint(tmp_path) -> Path:
 @pytest.fixture
 def sample_dir(tmp_path_factory) -> Path:
     """Synthetic sample scenes (train, val, test) of 160 px from geoseg's own generator."""
-    from geoseg.sampledata import make_sample_data
+    from geoseg.data.sample_data import make_sample_data
 
     out = tmp_path_factory.mktemp("sample")
     make_sample_data(out, size=160, seed=43, splits=("train", "val", "test"))

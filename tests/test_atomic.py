@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from geoseg.atomic import atomic_output, atomic_write_text, check_output_path, temporary_path
 from geoseg.errors import OutputError
+from geoseg.io.atomic import atomic_output, atomic_write_text, check_output_path, temporary_path
 
 
 def test_success_renames_the_file_and_its_sidecars(tmp_path):

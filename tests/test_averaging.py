@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from geoseg.averaging import WeightAverage
 from geoseg.errors import CheckpointError
-from geoseg.models import load_checkpoint
-from geoseg.train import train
+from geoseg.models.checkpoint import load_checkpoint
+from geoseg.training.averaging import WeightAverage
+from geoseg.training.trainer import train
 
 from test_train import config
 

@@ -10,11 +10,11 @@ import pytest
 import rasterio
 import torch
 
-from geoseg.baseline import TreeEnsemble
-from geoseg.config import parse_config
-from geoseg.models import load_checkpoint
-from geoseg.predict import PredictOptions, predict_scene
-from geoseg.train import train, train_baseline
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.models.baseline import TreeEnsemble
+from geoseg.models.checkpoint import load_checkpoint
+from geoseg.training.config import parse_config
+from geoseg.training.trainer import train, train_baseline
 
 from conftest import TINY_MODEL, write_raster
 
@@ -72,7 +72,7 @@ def test_labels_of_one_class_give_a_baseline_of_that_class():
     """Training chips labelled with a single class (a first digitising session): the baseline predicts it."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from geoseg.baseline import PixelBaselineModel, pixel_features
+    from geoseg.models.baseline import PixelBaselineModel, pixel_features
 
     x = torch.rand(1, 3, 16, 16)
     features = pixel_features(x)[0].reshape(12, -1).T.numpy()

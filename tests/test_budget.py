@@ -6,9 +6,9 @@ import time
 import pytest
 import yaml
 
-from geoseg.budget import Speeds, format_seconds, parse_budget, plan_budget
 from geoseg.errors import ConfigError
-from geoseg.train import train
+from geoseg.training.budget import Speeds, format_seconds, parse_budget, plan_budget
+from geoseg.training.trainer import train
 
 from test_train import config
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.chips import ChipDataset, ChipSpec, augment
-from geoseg.classes import DEEPGLOBE, IGNORE_INDEX
-from geoseg.grid import GeoGrid
-from geoseg.records import SceneRecord
-from geoseg.scenes import SceneInfo
+from geoseg.data.chips import ChipDataset, ChipSpec, augment
+from geoseg.data.scenes import SceneInfo
+from geoseg.io.classes import DEEPGLOBE, IGNORE_INDEX
+from geoseg.io.grid import GeoGrid
+from geoseg.io.manifest import SceneRecord
 
 from conftest import write_raster
 

@@ -6,15 +6,15 @@ import pytest
 import rasterio
 from affine import Affine
 
-from geoseg.class_raster import (
+from geoseg.io.classes import NODATA, ClassSchema, LandClass
+from geoseg.io.grid import GeoGrid
+from geoseg.outputs.class_raster import (
     class_raster_profile,
     finish_raster,
     probability_raster_profile,
     styled_class_raster,
     write_categories,
 )
-from geoseg.classes import NODATA, ClassSchema, LandClass
-from geoseg.grid import GeoGrid
 
 from conftest import UTM
 

@@ -10,7 +10,7 @@ import rasterio
 import yaml
 from rasterio.features import rasterize
 
-from geoseg.classes import NODATA
+from geoseg.io.classes import NODATA
 
 from conftest import TINY_MODEL
 

@@ -111,8 +111,8 @@ def test_a_worker_killed_while_writing_a_regions_scene_loses_nothing(tmp_path, t
 
 def test_resume_after_the_scheduler_died_completes_the_rest(tmp_path, tiny_checkpoint):
     from geoseg.errors import GeoSegError
-    from geoseg.predict import PredictOptions, predict_scene
-    from geoseg.resume import state_path
+    from geoseg.inference.predict import PredictOptions, predict_scene
+    from geoseg.inference.resume import state_path
 
     big = scene(tmp_path / "big.tif", 1536)
     (tmp_path / "ref").mkdir()

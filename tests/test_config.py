@@ -1,8 +1,8 @@
 import pytest
 import yaml
 
-from geoseg.config import load_config, parse_config
 from geoseg.errors import ConfigError
+from geoseg.training.config import load_config, parse_config
 
 REFERENCE = """
 batch_size: 6

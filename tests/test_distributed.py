@@ -13,10 +13,10 @@ import pytest
 import rasterio
 import yaml
 
-from geoseg.metrics import mean_iou
-from geoseg.records import read_manifest
-from geoseg.samplers import RandomChipSampler
-from geoseg.scenes import scene_infos
+from geoseg.data.samplers import RandomChipSampler
+from geoseg.data.scenes import scene_infos
+from geoseg.io.manifest import read_manifest
+from geoseg.training.metrics import mean_iou
 
 from conftest import TINY_MODEL, DaskCluster, free_port
 
@@ -46,7 +46,7 @@ def test_predict_on_an_external_dask_cluster_matches_the_local_run(tmp_path, rgb
     # both workers ran blocks, and each loaded the model exactly once
     from distributed import Client
     with Client(dask_cluster) as client:
-        loads = client.run(lambda: len(__import__("geoseg.inference", fromlist=["_MODELS"])._MODELS))
+        loads = client.run(lambda: len(__import__("geoseg.inference.blocks", fromlist=["_MODELS"])._MODELS))
     assert sorted(loads.values()) == [1, 1]
 
 
@@ -96,14 +96,14 @@ def test_ddp_training_with_two_cpu_processes(tmp_path, sample_dir):
     assert row["val_miou"] == pytest.approx(mean_iou(cm, [0, 1, 2, 3, 4, 5]))
     # …and that matrix covers every validation chip: its truth counts equal a single process's
     single = dict(cfg, run_name="single", output_dir=str(tmp_path / "single"))
-    from geoseg.config import parse_config
-    from geoseg.train import train
+    from geoseg.training.config import parse_config
+    from geoseg.training.trainer import train
     one = train(parse_config(single, tmp_path))
     assert (cm.sum(1) == np.array(one.history[0]["val_confusion"]).sum(1)).all()
 
 
 def test_a_worker_that_cannot_read_the_inputs_is_named(tmp_path, rgb_scene, tiny_checkpoint):
-    from geoseg.schedule import access_problem
+    from geoseg.inference.schedule import access_problem
     assert access_problem(str(rgb_scene), str(tiny_checkpoint)) is None
     assert access_problem(str(tmp_path / "gone.tif"), str(tiny_checkpoint)) == (
         f"cannot read the scene {tmp_path / 'gone.tif'} ({tmp_path / 'gone.tif'} does not exist)")

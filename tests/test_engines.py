@@ -8,9 +8,9 @@ import pytest
 import rasterio
 import torch
 
-from geoseg.engines import choose_engine, engine_folder
-from geoseg.models import autocast_dtype, load_checkpoint, save_checkpoint
-from geoseg.predict import PredictOptions, predict_scene
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.models.checkpoint import autocast_dtype, load_checkpoint, save_checkpoint
+from geoseg.models.engines import choose_engine, engine_folder
 
 
 def classes(path) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_auto_says_which_engine_it_chose(rgb_scene, tiny_checkpoint, tmp_path, c
 
 def test_an_exports_optimised_graph_is_saved_once_and_gives_the_same_logits(rgb_scene, tiny_checkpoint,
                                                                              tmp_path):
-    from geoseg.onnx_model import onnx_session, optimised_copy
+    from geoseg.models.onnx_runtime import onnx_session, optimised_copy
 
     exported = choose_engine(load_checkpoint(tiny_checkpoint), "onnx", "auto", rgb_scene).checkpoint.path
     saved = optimised_copy(exported)
@@ -89,7 +89,7 @@ def test_an_exports_optimised_graph_is_saved_once_and_gives_the_same_logits(rgb_
 #: Run in a fresh process: predict, then list the torch modules imported.
 TORCH_FREE = """
 import json, sys
-from geoseg.predict import PredictOptions, predict_scene
+from geoseg.inference.predict import PredictOptions, predict_scene
 result = predict_scene(sys.argv[1], sys.argv[2], sys.argv[3], PredictOptions(engine=sys.argv[4]))
 torch = sorted(m for m in sys.modules if m.split(".")[0] == "torch")
 print(json.dumps({"engine": result.engine, "torch": torch}))
@@ -120,7 +120,7 @@ def test_a_cached_export_predicts_without_importing_torch(engine, rgb_scene, tin
 
 
 def test_auto_needs_no_torch_only_where_the_cpu_certainly_lacks_bf16(rgb_scene, tiny_checkpoint, tmp_path):
-    from geoseg.hardware import may_have_bf16, may_have_gpu
+    from geoseg.models.hardware import may_have_bf16, may_have_gpu
 
     _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "first.tif", "onnx")  # cached
     auto = _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "auto.tif", "auto")

@@ -9,9 +9,9 @@ import pytest
 import rasterio
 from affine import Affine
 
-from geoseg.classes import DEEPGLOBE, ClassSchema, LandClass
-from geoseg.metrics import bootstrap_miou, class_report, confusion_matrix, mean_iou
-from geoseg.scoring import evaluate_raster
+from geoseg.evaluation.scoring import evaluate_raster
+from geoseg.io.classes import DEEPGLOBE, ClassSchema, LandClass
+from geoseg.training.metrics import bootstrap_miou, class_report, confusion_matrix, mean_iou
 
 from conftest import write_raster
 

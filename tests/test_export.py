@@ -15,9 +15,9 @@ import rasterio
 import torch
 
 from geoseg.errors import CheckpointError
-from geoseg.export import export_onnx
-from geoseg.models import load_checkpoint, save_checkpoint
-from geoseg.predict import PredictOptions, predict_scene
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.models.checkpoint import load_checkpoint, save_checkpoint
+from geoseg.models.export import export_onnx
 
 
 @pytest.fixture

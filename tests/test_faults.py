@@ -50,8 +50,8 @@ def reference(setup):
 
 
 def _tiny_checkpoint(folder):
-    from geoseg.classes import DEEPGLOBE
-    from geoseg.models import Checkpoint, build_model, save_checkpoint
+    from geoseg.io.classes import DEEPGLOBE
+    from geoseg.models.checkpoint import Checkpoint, build_model, save_checkpoint
     torch.manual_seed(0)
     model = build_model("Unet", TINY_MODEL)
     return save_checkpoint(Checkpoint("Unet", dict(TINY_MODEL), model.state_dict(), DEEPGLOBE, [1, 2, 3],

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geoseg.grid import ChipGrid, GeoGrid, blocks, grid_blocks, span_window
+from geoseg.io.grid import ChipGrid, GeoGrid, blocks, grid_blocks, span_window
 
 from conftest import UTM
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from geoseg import hardware
+from geoseg.models import hardware
 
 
 def test_the_cpu_check_is_never_less_cautious_than_torchs(monkeypatch):

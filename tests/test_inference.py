@@ -5,8 +5,7 @@ import pytest
 import torch
 from rasterio.windows import Window
 
-from geoseg.classes import DEEPGLOBE, NODATA
-from geoseg.inference import (
+from geoseg.inference.blocks import (
     _MODELS,
     BlockAccumulation,
     blend_weights,
@@ -15,7 +14,8 @@ from geoseg.inference import (
     predict_probabilities,
     top_class,
 )
-from geoseg.models import load_checkpoint
+from geoseg.io.classes import DEEPGLOBE, NODATA
+from geoseg.models.checkpoint import load_checkpoint
 
 
 def test_blend_weights_are_positive_and_cross_fade():
@@ -93,7 +93,7 @@ def test_probabilities_sum_to_one(tiny_checkpoint, tta):
 
 
 def test_an_exported_model_gives_the_same_probabilities_with_and_without_flips(tiny_checkpoint, tmp_path):
-    from geoseg.export import export_onnx
+    from geoseg.models.export import export_onnx
 
     model = load_checkpoint(tiny_checkpoint).build()
     onnx_model = load_checkpoint(export_onnx(tiny_checkpoint, tmp_path / "m.onnx")).build()

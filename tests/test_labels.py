@@ -5,10 +5,10 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 
-from geoseg.classes import DEEPGLOBE, ClassSchema
 from geoseg.errors import GeoSegWarning, LabelError, RasterError
-from geoseg.grid import GeoGrid
-from geoseg.labels import LabelReader, decode_ids, decode_rgb
+from geoseg.io.classes import DEEPGLOBE, ClassSchema
+from geoseg.io.grid import GeoGrid
+from geoseg.io.labels import LabelReader, decode_ids, decode_rgb
 
 from conftest import UTM, write_raster
 

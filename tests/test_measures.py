@@ -9,7 +9,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geoseg.measures import ground_measures, pixel_ground_area
+from geoseg.outputs.measures import ground_measures, pixel_ground_area
 
 from conftest import WGS84_E2, cell_area
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from geoseg.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy, summarize
+from geoseg.training.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy, summarize
 
 
 def test_confusion_matrix_by_hand():

@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geoseg.cli import main
-from geoseg.config import parse_config
 from geoseg.errors import CheckpointError, GeoSegError
-from geoseg.export import export_onnx
-from geoseg.models import load_checkpoint
-from geoseg.train import train, train_baseline
+from geoseg.models.checkpoint import load_checkpoint
+from geoseg.models.export import export_onnx
+from geoseg.training.config import parse_config
+from geoseg.training.trainer import train, train_baseline
 
 from conftest import TINY_MODEL, write_raster
 

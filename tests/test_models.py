@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from geoseg.classes import DEEPGLOBE
 from geoseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
-from geoseg.models import build_model, load_checkpoint
+from geoseg.io.classes import DEEPGLOBE
+from geoseg.models.checkpoint import build_model, load_checkpoint
 
 from conftest import TINY_MODEL
 
@@ -60,7 +60,7 @@ def test_fp16_is_for_gpus_only():
     import torch
 
     from geoseg.errors import ConfigError
-    from geoseg.models import autocast_dtype
+    from geoseg.models.checkpoint import autocast_dtype
     with pytest.raises(ConfigError, match="precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU"):
         autocast_dtype(torch.device("cpu"), "fp16")
     assert autocast_dtype(torch.device("cpu"), "fp32") is None
@@ -70,9 +70,9 @@ def test_fp16_is_for_gpus_only():
 # --- encoder weights from a local file (offline, air-gapped) ---------------------------------------------
 
 def test_encoder_weights_from_a_local_state_dict(tmp_path):
-    from geoseg.config import parse_config
     from geoseg.errors import ConfigError
-    from geoseg.models import build_model
+    from geoseg.models.checkpoint import build_model
+    from geoseg.training.config import parse_config
 
     from conftest import TINY_MODEL
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.config import parse_config
 from geoseg.errors import RasterError
-from geoseg.models import load_checkpoint
-from geoseg.predict import PredictOptions, predict_scene
-from geoseg.raster import read_padded, resolve_bands
-from geoseg.train import train
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.io.raster import read_padded, resolve_bands
+from geoseg.models.checkpoint import load_checkpoint
+from geoseg.training.config import parse_config
+from geoseg.training.trainer import train
 
 from conftest import TINY_MODEL, write_raster
 

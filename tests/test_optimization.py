@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from geoseg.classes import IGNORE_INDEX
-from geoseg.config import parse_config
 from geoseg.errors import ConfigError
-from geoseg.optimization import (
+from geoseg.io.classes import IGNORE_INDEX
+from geoseg.training.config import parse_config
+from geoseg.training.optimization import (
     LOSSES,
     OPTIMIZERS,
     SCHEDULES,

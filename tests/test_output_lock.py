@@ -12,7 +12,7 @@ import pytest
 import rasterio
 
 from geoseg.cli import main
-from geoseg.output_lock import lock_path
+from geoseg.io.output_lock import lock_path
 
 from conftest import write_raster
 

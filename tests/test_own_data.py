@@ -17,7 +17,7 @@ import yaml
 from affine import Affine
 from test_multispectral import l2a_scene
 
-from geoseg.project import loader_workers
+from geoseg.data.project import loader_workers
 
 from conftest import UTM, write_raster
 

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.classes import NODATA
 from geoseg.errors import OutputError, RasterError
-from geoseg.inference import blend_weights
-from geoseg.predict import PredictOptions, predict_scene
+from geoseg.inference.blocks import blend_weights
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.io.classes import NODATA
 
 from conftest import write_raster
 
@@ -80,9 +80,9 @@ def _reference_prediction(scene, ckpt_path, overlap, tta="none"):
     import torch
     from rasterio.windows import Window
 
-    from geoseg.grid import ChipGrid
-    from geoseg.models import load_checkpoint
-    from geoseg.raster import open_raster, read_padded
+    from geoseg.io.grid import ChipGrid
+    from geoseg.io.raster import open_raster, read_padded
+    from geoseg.models.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(ckpt_path)
     model = ckpt.build()
@@ -170,14 +170,14 @@ def test_one_predict_loads_the_checkpoint_once_and_checks_each_output_once(rgb_s
 
     import torch
 
-    import geoseg.atomic
-    import geoseg.predict
-    from geoseg.inference import _MODELS
-    from geoseg.predict import VectorOptions, predict
+    import geoseg.inference.predict
+    import geoseg.io.atomic
+    from geoseg.inference.blocks import _MODELS
+    from geoseg.inference.predict import VectorOptions, predict
 
     _MODELS.clear()
     loads, checks = [], []
-    real_load, real_check = torch.load, geoseg.atomic.check_output_path
+    real_load, real_check = torch.load, geoseg.io.atomic.check_output_path
 
     def load(f, *args, **kwargs):
         loads.append(Path(f).name)
@@ -188,8 +188,8 @@ def test_one_predict_loads_the_checkpoint_once_and_checks_each_output_once(rgb_s
         return real_check(path, overwrite)
 
     monkeypatch.setattr(torch, "load", load)
-    monkeypatch.setattr(geoseg.atomic, "check_output_path", check)
-    monkeypatch.setattr(geoseg.predict, "check_output_path", check)
+    monkeypatch.setattr(geoseg.io.atomic, "check_output_path", check)
+    monkeypatch.setattr(geoseg.inference.predict, "check_output_path", check)
     predict(rgb_scene, tmp_path / "lc.gpkg", tiny_checkpoint, options=PredictOptions(**FP32, confidence=True),
             vector=VectorOptions(min_area=1.0))
     assert loads == ["tiny.ckpt"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from geoseg.classes import DEEPGLOBE
-from geoseg.vector_output import write_polygons
+from geoseg.io.classes import DEEPGLOBE
+from geoseg.outputs.polygons import write_polygons
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -30,9 +30,9 @@ pytestmark = pytest.mark.skipif(not _has_qgis(), reason="QGIS (python3-qgis) is 
 def test_qgis_opens_both_outputs_styled_by_class(tmp_path, vector):
     """The polygons and the class raster beside them, named as ``geoseg predict -o <vector>`` names them,
     each open with their own style: neither .qml overwrites the other."""
-    from geoseg.class_raster import styled_class_raster
-    from geoseg.grid import GeoGrid
-    from geoseg.predict import output_paths
+    from geoseg.inference.predict import output_paths
+    from geoseg.io.grid import GeoGrid
+    from geoseg.outputs.class_raster import styled_class_raster
 
     from conftest import UTM
 

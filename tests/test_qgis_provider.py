@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.qgis_plugin import install_plugin, plugin_source
+from geoseg.cli.qgis_plugin import install_plugin, plugin_source
 
 from conftest import write_raster
 

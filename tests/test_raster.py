@@ -5,7 +5,7 @@ import pytest
 from rasterio.windows import Window
 
 from geoseg.errors import RasterError
-from geoseg.raster import check_bands, open_raster, read_boundless, read_padded
+from geoseg.io.raster import check_bands, open_raster, read_boundless, read_padded
 
 from conftest import write_raster
 

@@ -16,9 +16,9 @@ import rasterio
 from affine import Affine
 from rasterio.control import GroundControlPoint
 
-from geoseg.class_raster import class_raster_profile
-from geoseg.classes import NODATA
-from geoseg.grid import GeoGrid
+from geoseg.io.classes import NODATA
+from geoseg.io.grid import GeoGrid
+from geoseg.outputs.class_raster import class_raster_profile
 
 from conftest import UTM, write_raster
 
@@ -152,7 +152,7 @@ def test_cog_with_min_area_is_still_a_cog(tmp_path, rgb_scene, tiny_checkpoint):
 
 def test_a_finished_raster_is_no_larger_than_one_written_in_one_go(tmp_path, tiny_checkpoint):
     """Blocks not aligned to the tiles and a commit after every block once left a file 5× too large."""
-    from geoseg.predict import PredictOptions, predict_scene
+    from geoseg.inference.predict import PredictOptions, predict_scene
     scene = _scene(tmp_path, size=(3, 450, 470))
     out = tmp_path / "lc.tif"
     predict_scene(scene, tiny_checkpoint, out, PredictOptions(block_chips=1, commit_seconds=0.0))
@@ -167,7 +167,7 @@ def test_a_finished_raster_is_no_larger_than_one_written_in_one_go(tmp_path, tin
 
 
 def test_large_outputs_get_overviews_and_bigtiff_when_needed(tmp_path, tiny_checkpoint):
-    from geoseg.predict import PredictOptions, predict_scene
+    from geoseg.inference.predict import PredictOptions, predict_scene
     scene = _scene(tmp_path, size=(3, 600, 1100))
     predict_scene(scene, tiny_checkpoint, tmp_path / "lc.tif", PredictOptions(block_chips=8))
     with rasterio.open(tmp_path / "lc.tif") as ds:

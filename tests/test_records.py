@@ -3,7 +3,7 @@
 import pytest
 
 from geoseg.errors import ConfigError
-from geoseg.records import SceneRecord, read_deepglobe, read_manifest, read_records
+from geoseg.io.manifest import SceneRecord, read_deepglobe, read_manifest, read_records
 
 from conftest import deepglobe_folder
 

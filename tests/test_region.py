@@ -15,9 +15,9 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from geoseg.errors import RasterError
-from geoseg.grid import ChipGrid
-from geoseg.predict import PredictOptions, predict_scene
-from geoseg.region import predict_region
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.inference.region import predict_region
+from geoseg.io.grid import ChipGrid
 
 from conftest import UTM, write_raster
 

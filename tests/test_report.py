@@ -3,7 +3,7 @@
 import numpy as np
 import rasterio
 
-from geoseg.panels import scene_limits, stretch
+from geoseg.outputs.panels import scene_limits, stretch
 
 from conftest import write_raster
 

@@ -8,10 +8,10 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from geoseg.class_raster import class_raster_profile
 from geoseg.errors import GeoSegWarning, InputError
-from geoseg.grid import GeoGrid
-from geoseg.resume import partial_path, resumable_rasters, state_path
+from geoseg.inference.resume import partial_path, resumable_rasters, state_path
+from geoseg.io.grid import GeoGrid
+from geoseg.outputs.class_raster import class_raster_profile
 
 from conftest import UTM
 

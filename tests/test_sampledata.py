@@ -3,9 +3,9 @@ import numpy as np
 import rasterio
 from rasterio.features import rasterize
 
-from geoseg.classes import DEEPGLOBE, IGNORE_INDEX
-from geoseg.labels import decode_rgb
-from geoseg.synth import make_landscape, render
+from geoseg.data.synth import make_landscape, render
+from geoseg.io.classes import DEEPGLOBE, IGNORE_INDEX
+from geoseg.io.labels import decode_rgb
 
 
 def test_render_is_the_same_whole_or_in_blocks():
@@ -49,7 +49,7 @@ def test_class_frequencies_look_like_deepglobe():
     """Over many landscapes agriculture is the largest class and water the rarest of the six."""
     from scipy.spatial import cKDTree
 
-    from geoseg.synth import labels
+    from geoseg.data.synth import labels
     total = np.zeros(7)
     y, x = np.mgrid[0:1024:16, 0:1024:16].astype(float) + 0.5
     for seed in range(12):

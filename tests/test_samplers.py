@@ -3,12 +3,12 @@
 import numpy as np
 import rasterio
 
-from geoseg.chips import ChipSpec
-from geoseg.grid import GeoGrid
-from geoseg.records import SceneRecord
-from geoseg.samplers import GridChipSampler, RandomChipSampler
-from geoseg.scenes import SceneInfo
-from geoseg.statistics import median_frequency_weights
+from geoseg.data.chips import ChipSpec
+from geoseg.data.samplers import GridChipSampler, RandomChipSampler
+from geoseg.data.scenes import SceneInfo
+from geoseg.data.statistics import median_frequency_weights
+from geoseg.io.grid import GeoGrid
+from geoseg.io.manifest import SceneRecord
 
 from conftest import write_raster
 

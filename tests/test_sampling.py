@@ -12,11 +12,11 @@ import torch
 from affine import Affine
 from rasterio.windows import Window
 
-from geoseg.classes import DEEPGLOBE
-from geoseg.grid import GeoGrid
-from geoseg.models import Checkpoint, build_model, load_checkpoint, save_checkpoint
-from geoseg.predict import PredictOptions, predict_scene
-from geoseg.sampling import axis_taps, model_scale, resampled_block
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.inference.resample import axis_taps, model_scale, resampled_block
+from geoseg.io.classes import DEEPGLOBE
+from geoseg.io.grid import GeoGrid
+from geoseg.models.checkpoint import Checkpoint, build_model, load_checkpoint, save_checkpoint
 
 from conftest import TINY_MODEL, write_raster
 

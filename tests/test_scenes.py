@@ -6,9 +6,9 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from geoseg.data.scenes import scene_infos, tiled_copies
 from geoseg.errors import ConfigError
-from geoseg.records import SceneRecord
-from geoseg.scenes import scene_infos, tiled_copies
+from geoseg.io.manifest import SceneRecord
 
 from conftest import write_raster
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from geoseg.sieve import sieve_raster
+from geoseg.outputs.sieve import sieve_raster
 
 from conftest import write_raster
 

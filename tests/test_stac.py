@@ -18,9 +18,9 @@ from pystac.extensions.classification import ClassificationExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import RasterExtension
 
-from geoseg.grid import GeoGrid
-from geoseg.predict import PredictOptions, predict
-from geoseg.stac import footprint
+from geoseg.inference.predict import PredictOptions, predict
+from geoseg.io.grid import GeoGrid
+from geoseg.outputs.stac import footprint
 
 from conftest import write_raster
 

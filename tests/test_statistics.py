@@ -4,18 +4,18 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.classes import DEEPGLOBE
-from geoseg.errors import RasterError
-from geoseg.grid import GeoGrid
-from geoseg.records import SceneRecord
-from geoseg.scenes import SceneInfo
-from geoseg.statistics import (
+from geoseg.data.scenes import SceneInfo
+from geoseg.data.statistics import (
     BandMoments,
     band_statistics,
     class_cell_counts,
     median_frequency_weights,
     sample_band_statistics,
 )
+from geoseg.errors import RasterError
+from geoseg.io.classes import DEEPGLOBE
+from geoseg.io.grid import GeoGrid
+from geoseg.io.manifest import SceneRecord
 
 from conftest import write_raster
 

@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 import geopandas as gpd
 import shapely
 
-from geoseg.classes import DEEPGLOBE, ClassSchema, LandClass
-from geoseg.style import add_gpkg_default_style, category_aux_xml, raster_qml, vector_qml
+from geoseg.io.classes import DEEPGLOBE, ClassSchema, LandClass
+from geoseg.outputs.style import add_gpkg_default_style, category_aux_xml, raster_qml, vector_qml
 
 CODES = ClassSchema((LandClass(10, "tree cover", (0, 100, 0)), LandClass(80, "water & ice", (0, 100, 200))))
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.classes import DEEPGLOBE
-from geoseg.config import parse_config
 from geoseg.errors import ConfigError
-from geoseg.train import train
+from geoseg.io.classes import DEEPGLOBE
+from geoseg.training.config import parse_config
+from geoseg.training.trainer import train
 
 from conftest import TINY_MODEL, deepglobe_folder, write_raster
 
@@ -42,7 +42,7 @@ def test_training_on_a_deepglobe_folder_warns_once_about_missing_georeferencing(
     assert messages[0].startswith("5 scenes have no CRS (e.g. ") and messages[0].endswith(
         "_sat.jpg); they are used for training as they are (pixel grid only)")
     assert result.history[0]["val_miou"] >= 0
-    from geoseg.models import load_checkpoint
+    from geoseg.models.checkpoint import load_checkpoint
     assert load_checkpoint(result.best).resolution is None  # pixels without a ground size
 
 
@@ -148,7 +148,7 @@ def sparse_config(tmp_path, manifest, **changes):
 
 
 def test_sparse_labels_draw_chips_where_labels_are(tmp_path):
-    from geoseg.train import Trainer
+    from geoseg.training.trainer import Trainer
 
     manifest, _ = sparse_polygons(tmp_path)
     for share in (0.0, 0.5):

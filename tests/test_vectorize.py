@@ -7,10 +7,10 @@ import shapely
 from affine import Affine
 from rasterio.features import rasterize
 
-from geoseg.classes import DEEPGLOBE
 from geoseg.errors import OutputError
-from geoseg.vector_output import write_polygons
-from geoseg.vectorize import Region, iter_regions, merge_edge_regions, vectorize_block
+from geoseg.io.classes import DEEPGLOBE
+from geoseg.outputs.polygons import write_polygons
+from geoseg.outputs.vectorize import Region, iter_regions, merge_edge_regions, vectorize_block
 
 from conftest import UTM, cell_area, write_raster
 
@@ -167,7 +167,7 @@ def test_areas_and_summary_are_geodesic_in_any_crs(tmp_path, crs, transform, lon
 
 
 def test_simplify_keeps_a_clean_coverage(tmp_path):
-    from geoseg.synth import make_landscape, render
+    from geoseg.data.synth import make_landscape, render
     _, cls, _ = render(make_landscape(160, 160, 5), (0, 160), (0, 160))
     t = Affine(0.5, 0, 500000, 0, -0.5, 5000000)
     src = write_raster(tmp_path / "c.tif", cls, t, nodata=255)
@@ -198,7 +198,7 @@ def test_dissolve_gives_one_multipolygon_per_class(tmp_path):
 
 
 def test_sieve_removes_small_regions_and_keeps_nodata(tmp_path):
-    from geoseg.sieve import sieve_raster
+    from geoseg.outputs.sieve import sieve_raster
     src, a, t = _scene_classes(tmp_path)
     out = tmp_path / "sieved.tif"
     sieve_raster(src, out, min_pixels=4, block=8)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-import geoseg.inference as inference
-from geoseg.models import load_checkpoint
-from geoseg.predict import PredictOptions, predict_scene
+import geoseg.inference.blocks as inference
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.models.checkpoint import load_checkpoint
 
 BANDS = (16, 32, 64)
 

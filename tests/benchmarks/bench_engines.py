@@ -25,16 +25,16 @@ from pathlib import Path
 import rasterio
 import torch
 
-from geoseg.classes import DEEPGLOBE
-from geoseg.models import Checkpoint, build_model, save_checkpoint
+from geoseg.io.classes import DEEPGLOBE
+from geoseg.models.checkpoint import Checkpoint, build_model, save_checkpoint
 
 MODEL = {"classes": 7, "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 3}
 
 SPEED = """
 import json, statistics, sys, time
 import numpy as np, torch
-from geoseg.engines import choose_engine
-from geoseg.models import load_checkpoint
+from geoseg.models.engines import choose_engine
+from geoseg.models.checkpoint import load_checkpoint
 engine, ckpt_path, scene = sys.argv[1:4]
 chips, repeats = int(sys.argv[4]), int(sys.argv[5])
 ckpt = load_checkpoint(ckpt_path)
@@ -73,7 +73,7 @@ def speed_checkpoint(work: Path) -> Path:
 
 
 def agreement(model: Path, scene: Path, work: Path, engines: list[str]) -> dict[str, float]:
-    from geoseg.predict import PredictOptions, predict_scene
+    from geoseg.inference.predict import PredictOptions, predict_scene
 
     rasters = {}
     for engine in ["torch-fp32", *engines]:
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--agreement-only", action="store_true", help="skip the speeds (e.g. a second model)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    from geoseg.models import autocast_dtype
+    from geoseg.models.checkpoint import autocast_dtype
 
     bf16 = autocast_dtype(torch.device("cpu"), "auto") is not None
     engines = ["torch-nchw", "torch-cl"] + (["torch-bf16"] if bf16 else []) + ["onnx", "int8"]

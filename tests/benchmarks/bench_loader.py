@@ -29,14 +29,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from geoseg.chips import ChipDataset
-from geoseg.classes import DEEPGLOBE
-from geoseg.models import autocast_dtype, build_model
-from geoseg.records import SceneRecord
-from geoseg.sampledata import write_scene
-from geoseg.samplers import RandomChipSampler
-from geoseg.scenes import scene_infos, tiled_copies
-from geoseg.statistics import band_statistics
+from geoseg.data.chips import ChipDataset
+from geoseg.data.sample_data import write_scene
+from geoseg.data.samplers import RandomChipSampler
+from geoseg.data.scenes import scene_infos, tiled_copies
+from geoseg.data.statistics import band_statistics
+from geoseg.io.classes import DEEPGLOBE
+from geoseg.io.manifest import SceneRecord
+from geoseg.models.checkpoint import autocast_dtype, build_model
 
 MODEL = {"classes": 7, "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 3}
 

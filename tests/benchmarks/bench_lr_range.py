@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import torch
 
-from geoseg.config import load_config
-from geoseg.train import Trainer
+from geoseg.training.config import load_config
+from geoseg.training.trainer import Trainer
 from tests.benchmarks.bench_train_step import cpu_name
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def child(scene: str, ckpt: str, out: str) -> None:
-    from geoseg.predict import PredictOptions, predict_scene
+    from geoseg.inference.predict import PredictOptions, predict_scene
     start = time.perf_counter()
     res = predict_scene(scene, ckpt, out, PredictOptions(), overwrite=True)
     print(json.dumps({"scene": scene, "chips": res.chips, "seconds": time.perf_counter() - start,

@@ -18,9 +18,9 @@ from pathlib import Path
 import rasterio
 import torch
 
-from geoseg.classes import NODATA
-from geoseg.inference import model_for
-from geoseg.predict import PredictOptions, predict_scene
+from geoseg.inference.blocks import model_for
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.io.classes import NODATA
 
 
 def fp32_nchw_seconds(ckpt: str, n_chips: int, chip: int) -> float:
@@ -70,7 +70,7 @@ def main() -> None:
         valid = outs["fp32"] != NODATA
         agree += int((outs["auto"][valid] == outs["fp32"][valid]).sum())
         total += int(valid.sum())
-    from geoseg.models import load_checkpoint
+    from geoseg.models.checkpoint import load_checkpoint
     chip = load_checkpoint(args.model).chip_size
     fwd32 = [fp32_nchw_seconds(args.model, 64, chip) for _ in range(2)]
     fwd16 = [bf16_seconds(args.model, 64, chip) for _ in range(2)]

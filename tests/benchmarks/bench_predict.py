@@ -27,13 +27,13 @@ import numpy as np
 import rasterio
 import torch
 
-from geoseg.classes import DEEPGLOBE
-from geoseg.engines import choose_engine
-from geoseg.inference import model_for
-from geoseg.models import Checkpoint, autocast_dtype, build_model, load_checkpoint, save_checkpoint
-from geoseg.onnx_model import OnnxModel
-from geoseg.predict import PredictOptions, predict_scene
-from geoseg.sampledata import write_scene
+from geoseg.data.sample_data import write_scene
+from geoseg.inference.blocks import model_for
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.io.classes import DEEPGLOBE
+from geoseg.models.checkpoint import Checkpoint, autocast_dtype, build_model, load_checkpoint, save_checkpoint
+from geoseg.models.engines import choose_engine
+from geoseg.models.onnx_runtime import OnnxModel
 
 MODEL = {"classes": 7, "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 3}
 

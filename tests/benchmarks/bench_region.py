@@ -26,16 +26,16 @@ import rasterio
 import torch
 from affine import Affine
 
-from geoseg.classes import DEEPGLOBE
-from geoseg.models import Checkpoint, build_model, save_checkpoint
+from geoseg.io.classes import DEEPGLOBE
+from geoseg.models.checkpoint import Checkpoint, build_model, save_checkpoint
 
 MODEL = {"classes": 7, "encoder_name": "resnet18", "encoder_weights": None, "in_channels": 3}
 
 RUN = """
 import json, sys, time
 from pathlib import Path
-from geoseg.predict import PredictOptions, predict_scene
-from geoseg.region import predict_region
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.inference.region import predict_region
 kind, ckpt, out, workers, *scenes = sys.argv[1:]
 options = PredictOptions(workers=int(workers))
 t = time.perf_counter()

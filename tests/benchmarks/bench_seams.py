@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from geoseg.classes import NODATA
-from geoseg.grid import ChipGrid
-from geoseg.models import load_checkpoint
-from geoseg.predict import PredictOptions, predict_scene
+from geoseg.inference.predict import PredictOptions, predict_scene
+from geoseg.io.classes import NODATA
+from geoseg.io.grid import ChipGrid
+from geoseg.models.checkpoint import load_checkpoint
 
 
 def edge_positions(length: int, grid: ChipGrid) -> set[int]:

@@ -31,8 +31,8 @@ def mark(name):
     marks.setdefault(name, time.perf_counter() - T0)
 import geoseg.cli
 mark("import geoseg.cli")
-import geoseg.predict, geoseg.inference
-mark("import geoseg.predict")
+import geoseg.inference.predict, geoseg.inference.blocks
+mark("import geoseg.inference.predict")
 def wrap(module, name, stage, after=False):
     original = getattr(module, name)
     def wrapped(*args, **kwargs):
@@ -43,10 +43,10 @@ def wrap(module, name, stage, after=False):
             mark(stage)
         return out
     setattr(module, name, wrapped)
-wrap(geoseg.predict, "checkpoint_for_prediction", "checkpoint loaded", after=True)
-wrap(geoseg.inference, "model_for", "model built", after=True)
-wrap(geoseg.inference, "predict_probabilities", "first chip starts")
-wrap(geoseg.inference, "predict_probabilities", "first chip done", after=True)
+wrap(geoseg.inference.predict, "checkpoint_for_prediction", "checkpoint loaded", after=True)
+wrap(geoseg.inference.blocks, "model_for", "model built", after=True)
+wrap(geoseg.inference.blocks, "predict_probabilities", "first chip starts")
+wrap(geoseg.inference.blocks, "predict_probabilities", "first chip done", after=True)
 try:
     geoseg.cli.main(sys.argv[2:])
 except SystemExit:

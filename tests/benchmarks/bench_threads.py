@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from geoseg.inference import model_for
+from geoseg.inference.blocks import model_for
 from tests.benchmarks.bench_predict import prepare
 
 

@@ -1,8 +1,8 @@
 """The training loop against the raw training step: what reading chips, loader processes and bookkeeping cost.
 
 One process, one model: the raw step (forward, backward, optimizer step on one batch already in memory) and
-the real loop (``geoseg.train``'s epoch over the sampler's chips through the DataLoader) alternate, for
-``num_workers`` 0 and 1; medians of chips/s and the loop's share of the raw speed.
+the real loop (``geoseg.training.trainer``'s epoch over the sampler's chips through the DataLoader)
+alternate, for ``num_workers`` 0 and 1; medians of chips/s and the loop's share of the raw speed.
 
     python -m tests.benchmarks.bench_train_loop --config pipelines/sample.yaml --chips 48 --repeats 3
 """
@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import torch
 
-from geoseg.config import load_config
-from geoseg.train import Trainer, _loader, _train_epoch
+from geoseg.training.config import load_config
+from geoseg.training.trainer import Trainer, _loader, _train_epoch
 from tests.benchmarks.bench_train_step import cpu_name
 
 

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from geoseg.models import autocast_dtype, build_model
-from geoseg.optimization import make_loss, make_optimizer
+from geoseg.models.checkpoint import autocast_dtype, build_model
+from geoseg.training.optimization import make_loss, make_optimizer
 
 DEFAULT = ["resnet34:Unet", "resnet18:Unet", "resnet18:Unet:small", "efficientnet-b0:Unet",
            "mobilenet_v2:Unet", "timm-mobilenetv3_large_100:Unet", "resnet18:FPN"]

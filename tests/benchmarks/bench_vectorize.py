@@ -26,11 +26,11 @@ def make_classes(path: Path, size: int, seed: int = 4343) -> None:
     import rasterio
     from scipy.spatial import cKDTree
 
-    from geoseg.class_raster import class_raster_profile, write_class_metadata
-    from geoseg.classes import DEEPGLOBE
-    from geoseg.grid import blocks
-    from geoseg.sampledata import scene_grid
-    from geoseg.synth import labels, make_landscape
+    from geoseg.data.sample_data import scene_grid
+    from geoseg.data.synth import labels, make_landscape
+    from geoseg.io.classes import DEEPGLOBE
+    from geoseg.io.grid import blocks
+    from geoseg.outputs.class_raster import class_raster_profile, write_class_metadata
 
     land = make_landscape(size, size, seed)
     tree = cKDTree(land.seeds_xy)
@@ -44,8 +44,8 @@ def make_classes(path: Path, size: int, seed: int = 4343) -> None:
 
 
 def run_blockwise(raster: str, out: str, block: int) -> int:
-    from geoseg.classes import DEEPGLOBE
-    from geoseg.vector_output import write_polygons
+    from geoseg.io.classes import DEEPGLOBE
+    from geoseg.outputs.polygons import write_polygons
     return write_polygons(raster, out, DEEPGLOBE, block=block, summary=False).polygons
 
 

@@ -1,0 +1,122 @@
+"""The chip dataset: one chip of image and labels per :class:`ChipSpec`, read with windowed reads.
+
+Data, sampling and training stay apart (as in TorchGeo): the dataset knows how to
+read one chip; a sampler (:mod:`geoseg.data.samplers`) decides which chips; the
+training loop knows neither. Rasters are opened lazily in each DataLoader worker.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+from torch.utils.data import Dataset
+
+from geoseg.data.model_input import normalise
+from geoseg.data.scenes import SceneInfo
+from geoseg.errors import ConfigError
+from geoseg.io.classes import IGNORE_INDEX, ClassSchema, ignore_lut
+from geoseg.io.grid import GeoGrid
+from geoseg.io.labels import LabelReader
+from geoseg.io.raster import finite_pixels, open_raster, read_boundless, to_physical
+
+
+class ChipSpec(NamedTuple):
+    """Which chip to read: scene index, top-left in the scene's *sampling* grid, augmentation."""
+
+    scene: int
+    row: int
+    col: int
+    aug: int = 0
+    gain: float = 1.0
+    band_gains: tuple[float, ...] = ()  # a colour shift: one gain per band (empty: none)
+
+
+class ChipDataset(Dataset):
+    """Chips of ``chip`` × ``chip`` sampled pixels with their labels, read with windowed reads."""
+
+    def __init__(self, scenes: Sequence[SceneInfo], schema: ClassSchema, bands: Sequence[int], chip: int,
+                 mean: Sequence[float], std: Sequence[float], ignored: Sequence[int] = (),
+                 label_field: str = "class_id", clip: tuple[Sequence[float], Sequence[float]] | None = None):
+        self.scenes = list(scenes)
+        self.schema = schema
+        self.bands = list(bands)
+        self.chip = chip
+        self.mean, self.std, self.clip = list(mean), list(std), clip  # applied by model_input.normalise
+        self.ignore_lut = ignore_lut(ignored)
+        self.label_field = label_field
+        self._open: dict[int, tuple] = {}
+        self._pid = None
+
+    def __len__(self) -> int:
+        """The number of chip positions on a non-overlapping grid over the sampled scenes (indexing is by
+        :class:`ChipSpec`, which the samplers draw)."""
+        return sum(-(-h // self.chip) * -(-w // self.chip) for h, w in (s.sampled_shape for s in self.scenes))
+
+    def _handles(self, i: int):
+        if self._pid != os.getpid():  # lazily, once per worker process
+            self._open, self._pid = {}, os.getpid()
+        if i not in self._open:
+            info = self.scenes[i]
+            if info.record.label is None:
+                raise ConfigError(f"scene {info.record.image} has no label in the manifest")
+            self._open[i] = (open_raster(info.record.image),
+                             LabelReader(info.record.label, info.grid, self.schema, self.label_field,
+                                         name=info.label_name))
+        return self._open[i]
+
+    def read(self, spec: ChipSpec) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised image [bands, chip, chip] and label indices [chip, chip] for one spec."""
+        info = self.scenes[spec.scene]
+        src, labels = self._handles(spec.scene)
+        s = info.scale
+        window = Window(spec.col * s, spec.row * s, self.chip * s, self.chip * s)
+        shape = (self.chip, self.chip)
+        resampling = Resampling.nearest if s == 1 else Resampling.bilinear
+        bands = info.bands or self.bands
+        image = read_boundless(src, bands, window, (len(bands), *shape), 0, resampling)
+        image = to_physical(image, src, bands)
+        valid = _dataset_valid(src, window, shape) & finite_pixels(image)
+        label = self.ignore_lut[labels.read(window, shape)]
+        label[~valid] = IGNORE_INDEX
+        image = image * spec.gain
+        if spec.band_gains:
+            image = image * np.asarray(spec.band_gains, np.float32)[:, None, None]
+        image = normalise(np.asarray(image, np.float32), valid, self.mean, self.std, self.clip)
+        return augment(image, spec.aug), augment(label, spec.aug)
+
+    def __getitem__(self, spec: ChipSpec) -> dict[str, torch.Tensor]:
+        image, label = self.read(spec)
+        return {"image": torch.from_numpy(np.ascontiguousarray(image)),
+                "mask": torch.from_numpy(np.ascontiguousarray(label)).long()}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_open"], state["_pid"] = {}, None
+        return state
+
+
+def _dataset_valid(src, window: Window, shape: tuple[int, int]) -> np.ndarray:
+    """The dataset-wide validity mask (nodata, alpha, mask band) for a boundless window."""
+    grid = GeoGrid.from_dataset(src)
+    inner = grid.clip(Window(math.floor(window.col_off), math.floor(window.row_off),
+                             math.ceil(window.width), math.ceil(window.height)))
+    if inner.width == 0 or inner.height == 0:
+        return np.zeros(shape, bool)
+    mask = read_boundless(src, None, window, shape, mask=True)
+    return mask > 0
+
+
+def augment(a: np.ndarray, code: int) -> np.ndarray:
+    """One of the 8 dihedral transforms (rotations by 90° and a flip), safe for imagery."""
+    if code == 0:
+        return a
+    a = np.rot90(a, k=code % 4, axes=(-2, -1))
+    if code >= 4:
+        a = a[..., ::-1]
+    return a

@@ -1,0 +1,306 @@
+"""Model factory over segmentation-models-pytorch, checkpoints, and precision.
+
+A checkpoint is one file holding everything ``predict`` needs: the factory's
+arguments, weights, class schema, bands, normalisation, chip size and
+resolution, plus the training config and metrics. It is read as data: torch's
+``weights_only`` loader (tensors and plain values, no code), then every field
+checked by :mod:`geoseg.models.fields` before a model is built from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geoseg import __version__
+from geoseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
+from geoseg.io.atomic import atomic_output
+from geoseg.io.classes import ClassSchema
+from geoseg.models.fields import ModelFieldError, checkpoint_fields
+
+if TYPE_CHECKING:  # torch is imported where it is used: prediction with ONNX Runtime runs without it
+    import torch
+
+    from geoseg.models.onnx_runtime import OnnxModel
+
+CHECKPOINT_FORMAT = "geoseg-checkpoint"
+#: 2: the baseline's trees as arrays instead of a pickle (version 1 files of networks load as before).
+CHECKPOINT_VERSION = 2
+#: The one advice for a model file that fails a check.
+REBUILD = "export or train it again, or ask whoever sent it for an intact copy"
+
+
+def build_model(architecture: str, model_config: dict[str, Any], pretrained: bool = True) -> torch.nn.Module:
+    """Create an smp model from ``model_architecture`` and ``model_config`` (the reference keys).
+
+    With ``pretrained=False`` the encoder is built without downloading weights
+    (for loading a checkpoint). Missing pretrained weights raise one clear sentence.
+    """
+    import segmentation_models_pytorch as smp
+
+    kwargs = dict(model_config)
+    weights = kwargs.pop("encoder_weights", None)
+    try:
+        with _quiet():
+            model = smp.create_model(architecture, encoder_weights=None, **kwargs)
+    except KeyError as exc:
+        raise ConfigError("model_architecture/encoder not available in segmentation-models-pytorch: "
+                          f"{_first_clause(exc)}") from None
+    except (TypeError, ValueError, RuntimeError, AttributeError, IndexError, ZeroDivisionError) as exc:
+        raise ConfigError(f"model_config is not accepted by {architecture}: {_first_clause(exc)}") from None
+    if not pretrained or weights is None:
+        return model
+    if is_weights_file(weights):
+        return load_encoder_weights(model, weights, kwargs.get("encoder_name"))
+    try:
+        with _quiet():
+            return smp.create_model(architecture, encoder_weights=weights, **kwargs)
+    except Exception as exc:  # network, cache or hub failures all mean the same to the user
+        raise WeightsUnavailableError(
+            f"pretrained '{weights}' weights for encoder '{kwargs.get('encoder_name')}' could not be "
+            "downloaded "
+            f"or found in the local cache ({type(exc).__name__}); connect to the internet once, copy them "
+            "into "
+            f"the torch/Hugging Face cache, or set model_config.encoder_weights: null"
+        ) from None
+
+
+def _first_clause(exc: Exception) -> str:
+    """The first line of a library's message, without the list of choices smp appends."""
+    text = (str(exc).strip("\"' ").splitlines() or [type(exc).__name__])[0]
+    return text.split(", supported")[0][:200]
+
+
+#: File suffixes of weights brought from elsewhere (``encoder_weights: /path/to/weights.pth``).
+WEIGHT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+
+
+def is_weights_file(weights: str) -> bool:
+    """Whether ``encoder_weights`` names a file rather than a pretrained set such as ``imagenet``."""
+    return Path(weights).suffix.lower() in WEIGHT_SUFFIXES or "/" in weights or os.sep in weights
+
+
+def load_encoder_weights(model: torch.nn.Module, path: str, encoder: str | None) -> torch.nn.Module:
+    """Load encoder weights from a local file: a state dict of the encoder, of a whole smp model (its
+    ``encoder.`` part is taken) or a geoseg checkpoint; shapes must fit exactly."""
+    import torch
+
+    if not Path(path).is_file():
+        raise ConfigError(f"model_config.encoder_weights: {path} does not exist; give a state dict saved "
+                          "with torch.save, or 'imagenet' or null")
+    try:
+        if path.lower().endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file means the same to the user
+        raise ConfigError(f"model_config.encoder_weights: {path} is not a readable state dict "
+                          f"({type(exc).__name__})") from None
+    if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        state = state["state_dict"]
+    elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"model_config.encoder_weights: {path} does not hold a state dict of tensors")
+    if any(k.startswith("encoder.") for k in state):
+        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    own = model.encoder.state_dict()
+    missing = sorted(set(own) - set(state))
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        what = (f"{len(missing)} of its tensors are missing (e.g. {missing[0]})" if missing else
+                f"{len(wrong)} tensors have other shapes (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} "
+                f"instead of {tuple(own[wrong[0]].shape)})")
+        raise ConfigError(f"model_config.encoder_weights: {path} does not fit encoder '{encoder}': {what}; "
+                          "use weights saved from the same encoder")
+    model.encoder.load_state_dict({k: state[k] for k in own})
+    return model
+
+
+@contextlib.contextmanager
+def _quiet():
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to rebuild a trained model and apply it to a scene."""
+
+    architecture: str
+    model_config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    classes: ClassSchema
+    bands: list[int]
+    mean: list[float]
+    std: list[float]
+    chip_size: int
+    resolution: float | None = None
+    train_config: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training_state: dict[str, Any] | None = None
+    clip: tuple[list[float], list[float]] | None = None  # per-band value range inputs are clipped to first
+    data: dict[str, Any] = field(default_factory=dict)  # what it was trained on: scenes, synthetic or not
+    path: Path | None = field(default=None, compare=False)  # the file it was loaded from (not saved)
+
+    def build(self, threads: int | None = None) -> torch.nn.Module | OnnxModel:
+        """The model with this checkpoint's weights, in eval mode (for an exported ``.onnx`` model, an
+        :class:`~geoseg.models.onnx_runtime.OnnxModel` using ``threads`` threads)."""
+        if self.path is not None and self.path.suffix.lower() == ".onnx":
+            from geoseg.models.onnx_runtime import OnnxModel
+
+            return OnnxModel(self.path, threads, bands=len(self.bands), classes=len(self.classes))
+        if self.architecture == "PixelBaseline":
+            from geoseg.models.baseline import PixelBaselineModel, TreeEnsemble
+
+            ensemble = TreeEnsemble.from_tensors(self.state_dict, 4 * len(self.bands), len(self.classes))
+            return PixelBaselineModel(ensemble, len(self.classes))
+        self._check_weights_fit()
+        model = build_model(self.architecture, self.model_config, pretrained=False)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint weights do not fit {self.architecture}: "
+                                  f"{str(exc).splitlines()[0]}") from None
+        return model.eval()
+
+    def _check_weights_fit(self) -> None:
+        """The weights have exactly the names and shapes of the model the config describes: checked on a
+        model built on torch's ``meta`` device (no memory, no initialisation), so a file cannot make geoseg
+        allocate a model larger than its own weights."""
+        import torch
+
+        where = self.path or "the checkpoint"
+        with torch.device("meta"):
+            try:
+                expected = build_model(self.architecture, self.model_config, pretrained=False).state_dict()
+            except ConfigError as exc:
+                raise CheckpointError(f"{where} describes a model geoseg cannot build ({exc}); {REBUILD}") \
+                    from None
+        names = set(expected)
+        if names != set(self.state_dict):
+            odd = sorted(names ^ set(self.state_dict))[0]
+            raise CheckpointError(f"{where} holds weights that do not fit its {self.architecture} (e.g. "
+                                  f"{odd[:80]!r} is missing or unexpected); {REBUILD}")
+        for name, t in expected.items():
+            if tuple(self.state_dict[name].shape) != tuple(t.shape):
+                raise CheckpointError(f"{where} holds weights that do not fit its {self.architecture} "
+                                      f"({name}: {tuple(self.state_dict[name].shape)} instead of "
+                                      f"{tuple(t.shape)}); {REBUILD}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "geoseg_version": __version__,
+            "architecture": self.architecture, "model_config": self.model_config,
+            "state_dict": self.state_dict, "classes": self.classes.to_dict(), "bands": self.bands,
+            "normalization": {"mean": self.mean, "std": self.std,
+                              **({"low": self.clip[0], "high": self.clip[1]} if self.clip else {})},
+            "chip_size": self.chip_size,
+            "resolution": self.resolution, "train_config": self.train_config, "epoch": self.epoch,
+            "metrics": self.metrics, "training_state": self.training_state, "data": self.data,
+        }
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
+    """Write a checkpoint atomically."""
+    import torch
+
+    with atomic_output(path) as tmp:
+        torch.save(ckpt.to_dict(), tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint, refusing anything that is not a complete geoseg checkpoint."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
+    if p.suffix.lower() == ".onnx":
+        from geoseg.models.onnx_runtime import checkpoint_from_onnx
+
+        return checkpoint_from_onnx(p)
+    import torch
+
+    try:
+        d = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # weights read lazily
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable geoseg checkpoint (truncated or corrupt: "
+                              f"{type(exc).__name__})") from None
+    if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a geoseg checkpoint")
+    version = d.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path} is not a usable geoseg model: format_version must be a positive "
+                              f"integer; {REBUILD}")
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer geoseg ({str(d.get('geoseg_version'))[:20]}); "
+                              "upgrade geoseg")
+    return checkpoint_from_fields(d, p, weights=True)
+
+
+def checkpoint_from_fields(raw: Any, path: Path, weights: bool) -> Checkpoint:
+    """A :class:`Checkpoint` from a model file's fields, each checked first (:mod:`geoseg.models.fields`);
+    any field that is wrong is one sentence naming the file and the field."""
+    try:
+        fields = checkpoint_fields(raw, weights=weights)
+        if weights and fields["architecture"] == "PixelBaseline":
+            _check_baseline(fields, path)
+    except (ModelFieldError, RecursionError) as exc:
+        what = exc if isinstance(exc, ModelFieldError) else "its fields are nested too deeply"
+        raise CheckpointError(f"{path} is not a usable geoseg model: {what}; {REBUILD}") from None
+    if not weights:
+        fields["state_dict"] = {}
+    return Checkpoint(**fields, path=path)
+
+
+def _check_baseline(fields: dict[str, Any], path: Path) -> None:
+    """The baseline's trees are well formed (see :class:`~geoseg.models.baseline.TreeEnsemble`)."""
+    from geoseg.models.baseline import PickledBaselineError, TreeEnsemble
+
+    try:
+        TreeEnsemble.from_tensors(fields["state_dict"], 4 * len(fields["bands"]), len(fields["classes"]))
+    except PickledBaselineError as exc:
+        raise CheckpointError(f"{path} {exc}") from None
+    except ValueError as exc:
+        raise ModelFieldError(str(exc)) from None
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None means fp32.
+
+    'auto': bf16 where the device supports it (CPUs with AVX-512 BF16/AMX, Ampere+ GPUs), fp16 on older
+    GPUs (training then uses a GradScaler), else fp32. 'fp16' is for GPUs only.
+    """
+    import torch
+
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+        return torch.float16
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        mkldnn = torch.backends.mkldnn.is_available()
+        supported = bool(mkldnn and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if precision == "bf16":
+        return torch.bfloat16
+    if supported:
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else None
+
+
+def default_device() -> torch.device:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
