@@ -152,7 +152,8 @@ def test_sparse_labels_draw_chips_where_labels_are(tmp_path):
 
     manifest, _ = sparse_polygons(tmp_path)
     for share in (0.0, 0.5):
-        trainer = Trainer(sparse_config(tmp_path, manifest, chips_per_epoch=200, unlabelled_chips=share))
+        trainer = Trainer(sparse_config(tmp_path, manifest, chips_per_epoch=200,
+                                        unlabelled_chips=share)).setup()
         dataset = trainer.train_loader.dataset
         empty = [not (dataset.read(spec)[1] != 255).any() for spec in trainer.train_sampler.epoch_chips()]
         if share == 0:

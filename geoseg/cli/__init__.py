@@ -13,6 +13,8 @@ import click
 
 from geoseg import __version__
 from geoseg.errors import GeoSegError, GeoSegWarning
+from geoseg.inference.options import PredictOptions, VectorOptions
+from geoseg.inference.options import declared as options_of
 from geoseg.progress import set_quiet
 
 _debug = False
@@ -150,6 +152,31 @@ def init(images, labels, label_field, out, config_name, overwrite) -> None:
     click.echo(f"next: geoseg train --config {project.config}")
 
 
+def declared_options(command):
+    """``geoseg predict``'s options, made from their declarations in :mod:`geoseg.inference.options`."""
+    for cls in (VectorOptions, PredictOptions):
+        for name, default, meta in reversed(options_of(cls)):
+            if meta["flag"]:
+                command = click.option(meta["flag"], name, default=default, help=meta["help"],
+                                       show_default=meta["show_default"], **_click_type(meta))(command)
+    return command
+
+
+def _click_type(meta: dict) -> dict:
+    kind, low = meta["kind"], meta["minimum"]
+    if meta["choices"]:
+        return {"type": click.Choice(list(meta["choices"]))}
+    if kind == "flag":
+        return {"is_flag": True}
+    if kind == "int":
+        return {"type": int if low is None else click.IntRange(int(low))}
+    if kind == "float":
+        return {"type": float if low is None else click.FloatRange(min=low)}
+    if kind == "file":
+        return {"type": click.Path(dir_okay=False)}
+    return {"metavar": meta["metavar"]} if meta["metavar"] else {}
+
+
 @cli.command()
 @click.argument("scenes", nargs=-1, required=True, type=click.Path())
 @click.option("--output", "-o", required=True, type=click.Path(),
@@ -158,65 +185,21 @@ def init(images, labels, label_field, out, config_name, overwrite) -> None:
                    "region.gpkg or region.vrt, with one raster per scene in region_scenes/.")
 @model_option
 @click.option("--raster", type=click.Path(), default=None, help="Where to write the class GeoTIFF.")
-@click.option("--overlap", type=int, default=None,
-              help="Pixels shared by neighbouring chips (default chip/8).")
-@click.option("--batch-size", type=click.IntRange(1), default=None,
-              help="Chips per forward pass (default 1 on CPU, 8 on GPU).")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="torch's precision: bf16 autocast where the CPU or GPU has it (auto), or as given.")
-@click.option("--engine", type=click.Choice(["auto", "torch", "onnx", "int8"]), default="auto",
-              show_default=True,
-              help="auto: torch with bf16 where the CPU has it, else ONNX Runtime fp32; onnx; int8 (ONNX "
-                   "Runtime static quantization, calibrated on training chips). Exported models are cached "
-                   "beside the checkpoint.")
-@click.option("--workers", type=int, default=None, help="dask workers of the local cluster (default 1).")
-@click.option("--threads", type=int, default=None,
-              help="torch threads per worker (default: cores / workers).")
-@click.option("--block-chips", type=int, default=4, show_default=True,
-              help="Output block side in chip strides.")
-@click.option("--scheduler", default=None, help="Address of an existing dask.distributed scheduler.")
-@click.option("--tta", type=click.Choice(["none", "flips"]), default="none", show_default=True,
-              help="Test-time augmentation: average over flips (4× the compute).")
-@click.option("--confidence", is_flag=True,
-              help="Also write <raster>_confidence.tif (max probability, 0–100).")
-@click.option("--probabilities", type=click.Choice(["uint8", "float16"]), default=None,
-              help="Also write <raster>_probabilities.tif, one band per class.")
-@click.option("--cog", is_flag=True, help="Write Cloud-Optimized GeoTIFFs.")
-@click.option("--min-area", type=click.FloatRange(min=0), default=None,
-              help="Minimum mapping unit in m²: smaller regions are absorbed by a neighbour (raster and "
-                   "polygons).")
-@click.option("--simplify", type=click.FloatRange(min=0), default=None,
-              help="Simplify polygons with this tolerance (CRS units), keeping shared edges shared.")
-@click.option("--dissolve", is_flag=True, help="One multipolygon per class.")
-@click.option("--layer", default="landcover", show_default=True, help="GeoPackage layer name.")
-@click.option("--bands", default=None, metavar="3,2,1",
-              help="Scene bands for the model's inputs, in order, by number (1-based) or description "
-                   "(B04,B03,B02); default: the bands it was trained on.")
-@click.option("--sampling", type=click.Choice(["model", "native"]), default="model", show_default=True,
-              help="model: read the scene at the pixel size the model was trained at (resolution: or "
-                   "downsize_res:) and write the outputs on the scene's own grid; native: feed its pixels as "
-                   "they are.")
-@click.option("--aoi", type=click.Path(dir_okay=False), default=None,
-              help="Area of interest (polygons, any CRS): only chips touching it run; outputs are masked "
-                   "to it.")
+@declared_options
 @overwrite_option
 @click.option("--resume", is_flag=True,
               help="Complete an interrupted run of the same command, keeping its finished blocks.")
 @quiet_option
-def predict(scenes, output, model, raster, overlap, batch_size, precision, engine, workers, threads,
-            block_chips, scheduler, tta, confidence, probabilities, cog, min_area, simplify, dissolve, layer,
-            bands, sampling, aoi, overwrite, resume, quiet) -> None:
+def predict(scenes, output, model, raster, overwrite, resume, quiet, **declared) -> None:
     """Predict land cover of SCENES (one scene, several, a folder or a glob) into class GeoTIFFs and
     land-cover polygons."""
-    from geoseg.inference.predict import PredictOptions, VectorOptions, scene_inputs
     from geoseg.inference.predict import predict as run_prediction
+    from geoseg.inference.predict import scene_inputs
 
     set_quiet(quiet)
-    options = PredictOptions(overlap=overlap, block_chips=block_chips, batch_size=batch_size,
-                             precision=precision, engine=engine, tta=tta, workers=workers, threads=threads,
-                             scheduler=scheduler, confidence=confidence, probabilities=probabilities, cog=cog,
-                             bands=_parse_bands(bands), sampling=sampling, aoi=aoi)
-    vector = VectorOptions(min_area=min_area, simplify=simplify, dissolve=dissolve, layer=layer)
+    declared["bands"] = _parse_bands(declared["bands"])
+    options, vector = (cls(**{name: declared[name] for name, _, meta in options_of(cls) if meta["flag"]})
+                       for cls in (PredictOptions, VectorOptions))
     found = scene_inputs(scenes)
     if len(found) > 1:
         from geoseg.inference.region import predict_region

@@ -11,6 +11,7 @@ from typing import Sequence
 import rasterio
 from rasterio.enums import MaskFlags, Resampling
 
+from geoseg.data.model_input import sampling_scale
 from geoseg.errors import ConfigError, GeoSegWarning
 from geoseg.io.atomic import atomic_output
 from geoseg.io.fingerprint import cache_key, file_identity
@@ -62,12 +63,9 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int | str], down
             synthetic = SYNTHETIC_TAG in src.tags() or _synthetic_label(rec.label)
         if grid.crs is None:
             no_crs[str(rec.image)] = None
-        if downsize_res:
-            scale = max(grid.width, grid.height) / downsize_res
-        elif resolution:
-            scale = resolution / _ground_resolution(rec.image, grid)
-        else:
-            scale = 1.0
+        scale = sampling_scale(grid, downsize_res, resolution)
+        if scale is None:
+            raise _no_ground_size(rec.image, grid)
         infos.append(SceneInfo(rec, grid, scale, bands=numbers, synthetic=synthetic))
     no_crs = list(no_crs)
     if len(no_crs) == 1:
@@ -89,16 +87,14 @@ def _synthetic_label(label: Path | None) -> bool:
         return src.tags().get("source", "").startswith("geoseg synthetic scene")
 
 
-def _ground_resolution(image: Path, grid: GeoGrid) -> float:
-    """The scene's pixel size in metres, for sampling it at a ground resolution."""
+def _no_ground_size(image: Path, grid: GeoGrid) -> ConfigError:
+    """Why a scene cannot be sampled at a ground resolution in metres."""
     if grid.crs is None:
-        raise ConfigError(f"config key 'resolution' needs georeferenced scenes, but {image} has no CRS; "
-                          f"use downsize_res instead")
-    if grid.ground_resolution is None:
-        raise ConfigError(f"config key 'resolution' is in metres, but {image} is in the geographic CRS "
-                          f"{grid.crs}; "
-                          f"reproject it to a projected CRS (e.g. its UTM zone) or use downsize_res")
-    return grid.ground_resolution
+        return ConfigError(f"config key 'resolution' needs georeferenced scenes, but {image} has no CRS; "
+                           f"use downsize_res instead")
+    return ConfigError(f"config key 'resolution' is in metres, but {image} is in the geographic CRS "
+                       f"{grid.crs}; "
+                       f"reproject it to a projected CRS (e.g. its UTM zone) or use downsize_res")
 
 
 def tiled_copies(scenes: Sequence[SceneInfo], cache_dir: Path) -> list[SceneInfo]:

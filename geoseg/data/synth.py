@@ -192,7 +192,24 @@ def render(land: Landscape, window_rows: tuple[int, int], window_cols: tuple[int
     water = np.where((river_dist >= 1)[..., None], _color(38, 68, 56), water)
     water *= (1 + 0.06 * (fbm(x, y, 40, s + 71, 2) - 0.5))[..., None]
 
-    # Urban: a rotated road grid, lots with roofs, shadows and gardens.
+    urban = _urban(land, x, y, s)
+
+    for k, layer in ((AGRICULTURE, ag), (FOREST, forest), (RANGELAND, rangeland),
+                     (BARREN, barren), (WATER, water), (URBAN, urban)):
+        img = np.where((cls == k)[..., None], layer, img)
+
+    img = _sensor(land, img, x, y, s)
+    # The slanted footprint outside which there is no data.
+    fu, fv = _rotate(x - land.width / 2, y - land.height / 2, land.footprint_angle)
+    valid = (np.abs(fu) < land.width * 0.5) & (np.abs(fv) < land.height * 0.5)
+    rgb = np.clip(np.rint(img), 1, 255).astype(np.uint8)
+    rgb[~valid] = 0
+    cls = np.where(valid, cls, 255).astype(np.uint8)
+    return np.moveaxis(rgb, -1, 0), cls, valid
+
+
+def _urban(land: Landscape, x: np.ndarray, y: np.ndarray, s: int) -> np.ndarray:
+    """Urban colours: a rotated road grid, lots with roofs, shadows and gardens."""
     u, v = _rotate(x, y, land.road_angle)
     road = ((u % 80) < 8) | ((v % 96) < 8)
     lot_u, lot_v = np.floor((u % 80 - 8) / 36), np.floor((v % 96 - 8) / 44)
@@ -209,21 +226,15 @@ def render(land: Landscape, window_rows: tuple[int, int], window_cols: tuple[int
     urban = np.where((building & ~is_garden)[..., None], roof, garden)
     urban = np.where(shadow[..., None], _color(50, 52, 55), urban)
     urban = np.where(road[..., None], _color(115, 112, 108), urban)
+    return urban
 
-    for k, layer in ((AGRICULTURE, ag), (FOREST, forest), (RANGELAND, rangeland),
-                     (BARREN, barren), (WATER, water), (URBAN, urban)):
-        img = np.where((cls == k)[..., None], layer, img)
 
-    # Sensor: illumination gradient, haze, noise; slanted footprint outside which there is no data.
+def _sensor(land: Landscape, img: np.ndarray, x: np.ndarray, y: np.ndarray, s: int) -> np.ndarray:
+    """What the sensor adds: an illumination gradient, haze, a per-scene colour shift and noise."""
     lu_, _ = _rotate(x - land.width / 2, y - land.height / 2, land.light_angle)
     gain = 1 + 0.12 * lu_ / max(land.width, land.height) * 2 + 0.06 * (fbm(x, y, 500, s + 91, 2) - 0.5)
     img = img * gain[..., None]
     for b in range(3):
         band_gain = 1 + 0.16 * (hash01(b, 0, s + 95) - 0.5)  # per-scene sensor/season colour shift
         img[..., b] = img[..., b] * band_gain + 5.0 * gaussian(x, y, s + 100 + 10 * b)
-    fu, fv = _rotate(x - land.width / 2, y - land.height / 2, land.footprint_angle)
-    valid = (np.abs(fu) < land.width * 0.5) & (np.abs(fv) < land.height * 0.5)
-    rgb = np.clip(np.rint(img), 1, 255).astype(np.uint8)
-    rgb[~valid] = 0
-    cls = np.where(valid, cls, 255).astype(np.uint8)
-    return np.moveaxis(rgb, -1, 0), cls, valid
+    return img

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from geoseg.data.model_input import normalise
 from geoseg.io.aoi import area_mask, touches_window
 from geoseg.io.classes import NODATA
+from geoseg.io.fingerprint import cache_key, file_identity
 from geoseg.io.grid import ChipGrid, GridBlock, span_window
 from geoseg.io.raster import open_raster, read_padded
 from geoseg.models.checkpoint import Checkpoint, load_checkpoint
@@ -86,18 +87,20 @@ def blend_weights(chip: int, overlap: int) -> np.ndarray:
 #: A model prediction runs: a torch module or an exported model (no torch needed).
 Model = Any
 
-_MODELS: dict[tuple[str, float, int | None], tuple[Checkpoint, Model]] = {}
+_MODELS: dict[tuple[str, int | None], tuple[Checkpoint, Model]] = {}
 _MODELS_LOCK = threading.Lock()
 _MODELS_KEPT = 2
 
 
 def model_for(path: str | os.PathLike, threads: int | None = None,
               checkpoint: Checkpoint | None = None) -> tuple[Checkpoint, Model]:
-    """The model of checkpoint ``path``, built at most once per process (keyed by path and modification time).
+    """The model of checkpoint ``path``, built at most once per process and version of the file (keyed by
+    :func:`~geoseg.io.fingerprint.file_identity`: path, size, modification time and a content sample, so a
+    checkpoint replaced by another with the same time is not mistaken for it).
 
     ``checkpoint``: the checkpoint already loaded from ``path``, so it is not read again.
     """
-    key = (os.path.abspath(path), os.path.getmtime(path), threads)
+    key = (cache_key(file_identity(path)), threads)
     with _MODELS_LOCK:
         if key in _MODELS:
             return _MODELS[key]

@@ -29,8 +29,17 @@ from geoseg import __version__
 from geoseg.data.statistics import sample_band_statistics
 from geoseg.errors import GeoSegWarning, InputError, OutputError
 from geoseg.inference.blocks import GDAL_CACHE_MB
+from geoseg.inference.options import (
+    PROBABILITY_TYPES,
+    SAMPLINGS,
+    TTA_MODES,
+    PredictOptions,
+    VectorOptions,
+    declared,
+    described,
+)
 from geoseg.inference.resample import describe_sampling, model_scale, resampled_block, sampled_copy
-from geoseg.inference.resume import COMMIT_SECONDS, resumable_rasters
+from geoseg.inference.resume import resumable_rasters
 from geoseg.inference.schedule import (
     block_tasks,
     check_workers,
@@ -43,7 +52,7 @@ from geoseg.inference.schedule import (
 from geoseg.io.aoi import read_area
 from geoseg.io.atomic import check_not_input, check_output_path
 from geoseg.io.fingerprint import file_identity
-from geoseg.io.formats import DEFAULT_LAYER, RASTER_SUFFIXES, VECTOR_FORMATS, is_remote
+from geoseg.io.formats import RASTER_SUFFIXES, VECTOR_FORMATS, is_remote
 from geoseg.io.grid import ChipGrid, GeoGrid, blocks, grid_blocks
 from geoseg.io.output_lock import output_lock
 from geoseg.io.raster import open_raster, resolve_bands
@@ -65,45 +74,8 @@ from geoseg.progress import bar, say
 __all__ = ["PredictOptions", "VectorOptions", "PredictResult", "PredictOutputs", "OutputPaths", "predict",
            "predict_scene", "output_paths"]
 
-TTA_MODES = ("none", "flips")
-SAMPLINGS = ("model", "native")
-PROBABILITY_TYPES = ("uint8", "float16")
 #: Side of the blocks in which probabilities predicted at the model's sampling are taken back to the scene.
 RESAMPLE_BLOCK = 1024
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """How to run prediction; ``None`` picks a default from the checkpoint or the machine."""
-
-    overlap: int | None = None      # pixels shared by neighbouring chips (default: chip size / 8)
-    block_chips: int = 4            # output block side, in chip strides
-    batch_size: int | None = None   # chips per forward (default: 1 on CPU, where it is as fast, 8 on GPU)
-    precision: str = "auto"         # auto | bf16 | fp32 (torch)
-    engine: str = "auto"            # auto | torch | onnx | int8 (see geoseg.models.engines)
-    tta: str = "none"               # none | flips
-    workers: int | None = None      # dask workers of the local cluster (default 1)
-    threads: int | None = None      # torch threads per worker (default: cores / workers)
-    processes: bool | None = None   # local workers as processes (default: only when workers > 1)
-    scheduler: str | None = None    # address of an existing dask.distributed scheduler
-    confidence: bool = False        # also write max probability (uint8 0–100)
-    probabilities: str | None = None  # also write per-class probabilities: 'uint8' or 'float16'
-    cog: bool = False               # write Cloud-Optimized GeoTIFFs
-    bands: tuple[int | str, ...] | None = None  # scene bands for the model's inputs, by number or description
-    # (default: the checkpoint's)
-    sampling: str = "model"         # model: read the scene at the model's training sampling; native: as it is
-    aoi: str | None = None          # polygons: only chips touching them run, outputs are masked to them
-    commit_seconds: float = COMMIT_SECONDS  # how often finished blocks are committed for --resume
-
-
-@dataclass(frozen=True)
-class VectorOptions:
-    """Cartographic options for the polygons (and, for ``min_area``, the class raster too)."""
-
-    min_area: float | None = None     # square metres: smaller regions are absorbed by a neighbour
-    simplify: float | None = None     # tolerance in CRS units, topology kept between neighbours
-    dissolve: bool = False            # one multipolygon per class
-    layer: str = DEFAULT_LAYER
 
 
 @dataclass
@@ -245,18 +217,9 @@ def _predict_outputs(scene: str | os.PathLike, checkpoint_path: Path, paths: Out
         say(f"wrote {count} polygons → {paths.vector}")
         say(summary_table(rows))
     write_stac_item(paths.raster, result.grid, checkpoint.classes, scene=str(scene),
-                    checkpoint=checkpoint.path.resolve(), options=_described(options, vector),
+                    checkpoint=checkpoint.path.resolve(), options=described(options, vector),
                     vector=paths.vector, extra=result.extra)
     return PredictOutputs(paths.raster, paths.vector, count, result, rows)
-
-
-def _described(options: PredictOptions, vector: VectorOptions) -> dict:
-    """The options that shaped the outputs, for their metadata."""
-    keep = ("overlap", "block_chips", "batch_size", "precision", "engine", "tta", "bands", "sampling", "aoi",
-            "probabilities", "confidence", "cog")
-    described = {k: getattr(options, k) for k in keep}
-    described.update({k: getattr(vector, k) for k in ("min_area", "simplify", "dissolve", "layer")})
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in described.items() if v is not None}
 
 
 def scene_inputs(inputs) -> list[str]:
@@ -377,15 +340,14 @@ def _fingerprint(scene: str | os.PathLike, ckpt: Checkpoint, grid: GeoGrid, band
                  options: PredictOptions, paths: OutputPaths, engine: str) -> dict:
     """What a run's partial rasters were made from (``engine``: the engine that ran, as ``auto`` chose it):
     ``--resume`` continues only the same."""
+    resolved = {"overlap": overlap, "engine": engine, "bands": list(bands),
+                "aoi": file_identity(options.aoi) if options.aoi else None}
+    fingerprinted = {name: resolved.get(name, getattr(options, name))
+                     for name, _, meta in declared(PredictOptions) if meta["resume"] == "fingerprint"}
     return {"scene": file_identity(scene), "checkpoint": file_identity(ckpt.path),
             "grid": [grid.width, grid.height, list(grid.transform)[:6],
                      grid.crs.to_wkt() if grid.crs else None],
-            "options": {"chip": ckpt.chip_size, "overlap": overlap, "block_chips": options.block_chips,
-                        "batch_size": options.batch_size, "precision": options.precision, "tta": options.tta,
-                        "engine": engine,
-                        "outputs": sorted(paths.rasters), "bands": list(bands),
-                        "probabilities": options.probabilities,
-                        "aoi": file_identity(options.aoi) if options.aoi else None},
+            "options": {"chip": ckpt.chip_size, "outputs": sorted(paths.rasters), **fingerprinted},
             "geoseg_version": __version__}
 
 

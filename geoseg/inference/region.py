@@ -18,13 +18,14 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape
 
 from geoseg import __version__
 from geoseg.errors import InputError, OutputError
+from geoseg.inference.options import declared
 from geoseg.io.atomic import atomic_write_text, check_output_path
 from geoseg.io.classes import NODATA, ClassSchema
 from geoseg.io.fingerprint import file_identity
@@ -46,10 +47,6 @@ class RegionOutputs:
     chips: int
     seconds: float
     summary: list[dict]
-
-
-#: Options that say where and how often the work runs, not what it computes: a resumed job may change them.
-WHERE_IT_RUNS = ("commit_seconds", "scheduler", "workers", "threads", "processes")
 
 
 def predict_region(scenes: Sequence[str | os.PathLike], output: str | os.PathLike,
@@ -77,7 +74,8 @@ def predict_region(scenes: Sequence[str | os.PathLike], output: str | os.PathLik
     rasters = _scene_rasters(scenes, folder)
     state_path = output.with_name(f".{output.stem}.geoseg-job.json")
     fingerprint = {"checkpoint": file_identity(checkpoint_path), "scenes": [str(s) for s in scenes],
-                   "options": {k: v for k, v in asdict(options).items() if k not in WHERE_IT_RUNS},
+                   "options": {name: getattr(options, name) for name, _, meta in declared(type(options))
+                               if meta["resume"] != "where"},  # a resumed job may run elsewhere
                    "aoi": file_identity(options.aoi) if options.aoi else None, "geoseg_version": __version__}
     with output_lock(output):  # one run at a time writes this region and its job file
         return _predict_region(scenes, output, checkpoint_path, ckpt, options, vector, overwrite, resume,

@@ -26,6 +26,7 @@ import rasterio
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
 
+from geoseg.data.model_input import sampling_scale
 from geoseg.errors import GeoSegWarning
 from geoseg.inference.blocks import FinishedBlock, encode_block, top_class
 from geoseg.io.aoi import area_mask
@@ -46,18 +47,12 @@ def model_scale(ckpt: Checkpoint, grid: GeoGrid, scene: str | os.PathLike) -> fl
     """Scene pixels per model pixel for ``scene`` (1 when the model was trained on native pixels, or when the
     scene's pixel size in metres is unknown; a warning says so)."""
     config = ckpt.train_config
-    if config.get("downsize_res"):
-        scale = max(grid.width, grid.height) / config["downsize_res"]
-    elif config.get("resolution"):
-        size = grid.ground_resolution
-        if size is None:
-            where = "has no CRS" if grid.crs is None else f"is in the geographic CRS {grid.crs}"
-            warnings.warn(f"the model was trained at {config['resolution']:g} m pixels but {scene} {where}, "
-                          "so it is predicted at its own pixels; reproject it to a projected CRS (e.g. its "
-                          "UTM zone) to predict at the model's sampling", GeoSegWarning)
-            return 1.0
-        scale = config["resolution"] / size
-    else:
+    scale = sampling_scale(grid, config.get("downsize_res"), config.get("resolution"))
+    if scale is None:
+        where = "has no CRS" if grid.crs is None else f"is in the geographic CRS {grid.crs}"
+        warnings.warn(f"the model was trained at {config['resolution']:g} m pixels but {scene} {where}, "
+                      "so it is predicted at its own pixels; reproject it to a projected CRS (e.g. its "
+                      "UTM zone) to predict at the model's sampling", GeoSegWarning)
         return 1.0
     return 1.0 if abs(scale - 1) <= SAME_SAMPLING else scale
 

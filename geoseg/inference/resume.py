@@ -25,12 +25,10 @@ import rasterio
 from rasterio.windows import Window
 
 from geoseg.errors import GeoSegWarning, InputError, WriteError
+from geoseg.inference.options import COMMIT_SECONDS
 from geoseg.io.atomic import atomic_write_text, discard, promote
 from geoseg.outputs.class_raster import verify_raster
 from geoseg.progress import say
-
-#: Seconds between commits of the finished blocks to disk.
-COMMIT_SECONDS = 2.0
 
 BlockKey = tuple[int, int]
 

@@ -148,7 +148,7 @@ def exported_model(ckpt: Checkpoint) -> Path:
         from geoseg.models.export import export_onnx  # torch: only to make the export
 
         target.parent.mkdir(exist_ok=True)
-        export_onnx(ckpt.path, target, overwrite=True)
+        export_onnx(ckpt if ckpt.state_dict else ckpt.path, target, overwrite=True)  # weights loaded once
     return target
 
 

@@ -45,14 +45,15 @@ class _WithProbabilities(torch.nn.Module):
         return torch.softmax(logits, dim=1), logits
 
 
-def export_onnx(checkpoint: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False,
-                overlap: int | None = None) -> Path:
-    """Write ``checkpoint`` as an ONNX model at ``output`` (atomically) with Deepness's and geoseg's
-    metadata; ``overlap`` (pixels, default chip/8) becomes Deepness's ``tiles_overlap`` in percent."""
+def export_onnx(checkpoint: Checkpoint | str | os.PathLike, output: str | os.PathLike,
+                overwrite: bool = False, overlap: int | None = None) -> Path:
+    """Write ``checkpoint`` (a loaded checkpoint, or its path) as an ONNX model at ``output`` (atomically)
+    with Deepness's and geoseg's metadata; ``overlap`` (pixels, default chip/8) becomes Deepness's
+    ``tiles_overlap`` in percent."""
     import onnx
 
     output = check_output_path(output, overwrite)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     model = _WithProbabilities(ckpt.build()).eval()
     x = torch.zeros(1, len(ckpt.bands), ckpt.chip_size, ckpt.chip_size)
     axes = {0: "batch", 2: "height", 3: "width"}

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from geoseg.errors import ConfigError
+from geoseg.training.step import training_step
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([hms])")
@@ -150,12 +151,7 @@ def measure_speeds(model: torch.nn.Module, optimizer_factory: Callable, loss_fn:
     y = batch["mask"].to(device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = probe(x)
-        loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(probe, x, y, loss_fn, optimizer, amp)
 
     step()  # first-call set-up (allocations, kernel choice) is not the speed
     step()

@@ -169,7 +169,18 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     if unknown:
         raise ConfigError(f"unknown config key '{unknown[0]}' in {source}; valid keys are "
                           f"{', '.join(sorted(known))}")
-    kw: dict[str, Any] = dict(raw)
+    kw = _with_classes(dict(raw), base_dir)
+    cfg = RunConfig(**kw, base_dir=base_dir or Path.cwd())
+    _check_counts(cfg)
+    _check_sampling(cfg)
+    _check_learning(cfg)
+    _check_data(cfg)
+    _check_model(cfg)
+    return cfg
+
+
+def _with_classes(kw: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """``kw`` with its ``classes`` made a :class:`ClassSchema` (DeepGlobe's, from the labels, or listed)."""
     if "classes" in kw:
         c = kw["classes"]
         if c == "deepglobe" or c is None:
@@ -182,9 +193,10 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
             _check(isinstance(c, list), "classes", c,
                    "'deepglobe', 'from_labels' or a list of {code, name, color, ignore}")
             kw["classes"] = ClassSchema.from_dict(c)
-    cfg = RunConfig(**kw, base_dir=base_dir or Path.cwd())
-    n = len(cfg.classes)
+    return kw
 
+
+def _check_counts(cfg: RunConfig) -> None:
     for key in ("batch_size", "epochs", "chip_size", "chips_per_epoch"):
         v = getattr(cfg, key)
         _check(_is_int(v) and v >= 1, key, v, "a positive integer")
@@ -200,6 +212,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
                "a number from 0 to 1")
     lookup(SCHEDULES, "lr_schedule", cfg.lr_schedule)
     parse_budget(cfg.budget)
+
+
+def _check_sampling(cfg: RunConfig) -> None:
     _check(cfg.early_stopping is None or (_is_int(cfg.early_stopping) and cfg.early_stopping >= 1),
            "early_stopping", cfg.early_stopping, "a positive number of epochs or null")
     _check(cfg.resolution is None or (_is_number(cfg.resolution) and cfg.resolution > 0), "resolution",
@@ -213,6 +228,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
            cfg.val_chips, "a positive integer or null")
     _check(cfg.downsize_res is None or (_is_int(cfg.downsize_res) and cfg.downsize_res >= 16), "downsize_res",
            cfg.downsize_res, "an integer ≥ 16 or null")
+
+
+def _check_learning(cfg: RunConfig) -> None:
     _check(_is_number(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "a positive number")
     _check(_is_number(cfg.weight_decay) and cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay,
            "a number ≥ 0")
@@ -227,6 +245,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
     _check(_is_number(cfg.band_jitter) and 0 <= cfg.band_jitter < 1, "band_jitter", cfg.band_jitter,
            "a number from 0 to below 1 (e.g. 0.08: gains from 0.92 to 1.08)")
     _check(isinstance(cfg.baseline, bool), "baseline", cfg.baseline, "true or false")
+
+
+def _check_data(cfg: RunConfig) -> None:
     _check(isinstance(cfg.model_architecture, str), "model_architecture", cfg.model_architecture, "a string")
     _check(isinstance(cfg.output_dir, str), "output_dir", cfg.output_dir, "a path")
     _check(cfg.manifest is None or isinstance(cfg.manifest, str), "manifest", cfg.manifest, "a path")
@@ -238,6 +259,10 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
            "bands", cfg.bands, "a list of 1-based band numbers or band descriptions (e.g. [B04, B03, B02])")
     _check(_valid_normalization(cfg.normalization), "normalization", cfg.normalization,
            "mean_std or 'percentile LOW HIGH' with 0 <= LOW < HIGH <= 100 (e.g. percentile 2 98)")
+
+
+def _check_model(cfg: RunConfig) -> None:
+    n = len(cfg.classes)
     if cfg.ce_weights is not None and cfg.ce_weights != "auto":
         _check(isinstance(cfg.ce_weights, list) and all(_is_number(w) and w >= 0 for w in cfg.ce_weights),
                "ce_weights", cfg.ce_weights, "a list of non-negative numbers or null")
@@ -250,7 +275,6 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None, source: str 
         cfg.model_config["encoder_weights"] = str((cfg.base_dir / weights).resolve())
     _check(cfg.model_config["in_channels"] == len(cfg.bands), "model_config.in_channels",
            cfg.model_config["in_channels"], f"equal to the number of bands ({len(cfg.bands)})")
-    return cfg
 
 
 def _classes_from_labels(raw: dict[str, Any], base_dir: Path) -> ClassSchema:

@@ -74,6 +74,7 @@ from geoseg.training.optimization import (
     retarget_schedule,
     steps_per_batch,
 )
+from geoseg.training.step import training_step
 from geoseg.training.tracking import LocalLog, WandbLog
 
 IMAGENET_MEAN = [123.675, 116.28, 103.53]
@@ -122,16 +123,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class EpochTraining:
+    """What an epoch's training steps leave: loss sum and count, the confusion matrix of the training chips,
+    the step counter after it, one row per step, and when the first step ended (``time.perf_counter()``: the
+    epoch's speed without its first-call set-up)."""
+
+    loss_sums: np.ndarray
+    confusion: np.ndarray
+    step: int
+    steps: list[dict[str, Any]]
+    first_step_done: float | None
+
+
 class Trainer:
     """One training run, set up step by step in the order the steps consume random numbers."""
 
     def __init__(self, cfg: RunConfig, device: torch.device | None = None, resume: str | Path | None = None):
+        """Nothing is read, fitted or measured here: :meth:`setup` (called by :meth:`fit`) does that."""
         self.started = time.perf_counter()  # a budget counts from here
-        self.cfg = cfg
+        self.cfg, self._device, self._resume = cfg, device, resume
+        self._ready = False
+
+    def setup(self) -> "Trainer":
+        """Scenes, normalisation, model, data (and the baseline yardstick), budget, optimization and logs, in
+        the order these steps consume random numbers; once."""
+        if self._ready:
+            return self
+        cfg, resume = self.cfg, self._resume
         state = _resume_state(resume, cfg) if resume else None
         seed_everything(cfg.seed)
         # under torchrun: one process per rank
-        self.rank, self.world, self.device = distributed.setup(device or default_device())
+        self.rank, self.world, self.device = distributed.setup(self._device or default_device())
         self.main = self.rank == 0
         if not self.main:
             set_quiet(True)  # rank 0 reports, logs and writes checkpoints
@@ -140,6 +163,7 @@ class Trainer:
         self.configure_model(pretrained=state is None)
         self.run_dir = _run_folder(cfg, resume, self.main)
         self.configure_data()
+        self.configure_baseline()
         self.deadline = self.configure_budget(state)
         if self.main:  # the config as this run uses it (a budget's chips per epoch too), to train again with
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.resolved(), sort_keys=False))
@@ -150,6 +174,8 @@ class Trainer:
         self.local = LocalLog(self.run_dir, self.progress.history, self.progress.step) if self.main else None
         self.wandb = (WandbLog(self.run_dir, self.run_dir.name, cfg.to_dict(), run_id=self.progress.wandb_id)
                       if cfg.logger == "wandb" and self.main else None)
+        self._ready = True
+        return self
 
     def configure_model(self, pretrained: bool) -> None:
         cfg = self.cfg
@@ -181,11 +207,15 @@ class Trainer:
                                            self.world, val_counts, cell)
         self.train_loader = _loader(train_ds, self.train_sampler, cfg)
         self.val_loader = _loader(val_ds, self.val_sampler, cfg)
+
+    def configure_baseline(self) -> None:
+        """The per-pixel yardstick, fitted on the first epoch's chips (its own random stream)."""
+        cfg = self.cfg
         self.baseline = None
-        if cfg.baseline and self.main:  # the yardstick, fitted on the first epoch's chips (its own RNG)
-            self.baseline = fit_baseline(train_ds, list(self.train_sampler.epoch_chips()), val_ds,
-                                         self.val_sampler.all_specs, cfg.classes.names, self.evaluated,
-                                         cfg.seed)
+        if cfg.baseline and self.main:
+            self.baseline = fit_baseline(self.train_ds, list(self.train_sampler.epoch_chips()),
+                                         self.val_loader.dataset, self.val_sampler.all_specs,
+                                         cfg.classes.names, self.evaluated, cfg.seed)
             say(describe_baseline(self.baseline, cfg.classes.names, self.evaluated))
 
     def configure_budget(self, state: dict[str, Any] | None) -> Deadline | None:
@@ -286,7 +316,9 @@ class Trainer:
                                                          find_unused_parameters=unused)
 
     def fit(self, until_epoch: int | None = None) -> TrainResult:
-        """Run the epochs left (up to ``until_epoch``), then the final checkpoint and the logger's end."""
+        """Set up, run the epochs left (up to ``until_epoch``), then the final checkpoint and the logger's
+        end."""
+        self.setup()
         cfg, progress = self.cfg, self.progress
         self._announce()
         for epoch in range(progress.first_epoch, min(cfg.epochs, until_epoch or cfg.epochs) + 1):
@@ -329,9 +361,9 @@ class Trainer:
             _log_rank_chips(self.run_dir, self.rank, epoch, self.train_sampler)
         deadline = self.deadline.for_epoch(epoch, t0) if self.deadline else None
         first_step = self.progress.step
-        train_sums, train_cm, self.progress.step, steps, self.first_step_done = _train_epoch(
-            self.net, self.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device, self.amp,
-            n, epoch, cfg.epochs, self.progress.step, self.scaler, deadline, self.average)
+        trained_epoch = self.train_epoch(epoch, deadline)
+        train_sums, train_cm, steps = trained_epoch.loss_sums, trained_epoch.confusion, trained_epoch.steps
+        self.progress.step, self.first_step_done = trained_epoch.step, trained_epoch.first_step_done
         t1 = self.train_end = time.perf_counter()
         trained = min(len(self.train_sampler), (self.progress.step - first_step) * cfg.batch_size)
         if trained < len(self.train_sampler):
@@ -358,6 +390,42 @@ class Trainer:
                "val_chips_per_s": len(self.val_sampler.all_specs) / (t2 - t1), "val_seconds": t2 - t1,
                "val_confusion": val_cm.tolist()}
         return row, steps, samples
+
+    def train_epoch(self, epoch: int, deadline: float | None = None) -> EpochTraining:
+        """One pass over the sampler's chips (ending early at ``deadline``, a ``time.perf_counter()``), each
+        batch one :func:`~geoseg.training.step.training_step`; the weight average follows each step."""
+        model, loader, optimizer, scheduler = self.net, self.train_loader, self.optimizer, self.scheduler
+        n_classes = len(self.cfg.classes)
+        model.train()
+        total, batches, ema, step, first_done = 0.0, 0, None, self.progress.step, None
+        cm = np.zeros((n_classes, n_classes), np.int64)
+        steps = []
+        per_batch = steps_per_batch(scheduler)
+        with bar(len(loader.sampler), f"train {epoch}/{self.cfg.epochs}", unit="chip") as pbar:
+            for batch in loader:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    break
+                x = batch["image"].to(self.device, non_blocking=True).contiguous(
+                    memory_format=torch.channels_last)
+                y = batch["mask"].to(self.device, non_blocking=True)
+                loss, logits = training_step(model, x, y, self.loss_fn, optimizer, self.amp, self.scaler)
+                if self.average is not None:
+                    self.average.update(model.module if hasattr(model, "module") else model)
+                lr = optimizer.param_groups[0]["lr"]
+                if per_batch:
+                    scheduler.step()
+                value = float(loss.detach())
+                if math.isfinite(value):
+                    total += value
+                    batches += 1
+                    ema = value if ema is None else 0.9 * ema + 0.1 * value
+                cm += confusion_matrix(y, logits.detach().argmax(1), n_classes)
+                step += 1
+                steps.append({"step": step, "epoch": epoch, "batch_loss": value, "loss_ema": ema, "lr": lr})
+                pbar.set_postfix(loss=f"{ema if ema is not None else float('nan'):.3f}")
+                pbar.update(len(x))
+                first_done = first_done or time.perf_counter()
+        return EpochTraining(np.array([total, batches], np.float64), cm, step, steps, first_done)
 
     def log_epoch(self, epoch: int, row: dict[str, Any], steps: list[dict], samples: tuple | None) -> None:
         """Sample panel (its cost logged too), CSV/JSON and W&B."""
@@ -646,55 +714,6 @@ def _restore_rng(state: dict[str, Any]) -> None:
 
 def _tuples(v):
     return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
-
-
-def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, amp, n_classes, epoch, epochs, step,
-                 scaler=None, deadline=None, average=None):
-    """One pass over the sampler's chips (ending early at ``deadline``, a ``time.perf_counter()``); returns
-    mean loss, confusion matrix, step, per-step rows and when the first step ended (``time.perf_counter()``:
-    the epoch's speed without its first-call set-up). ``average``, a :class:`WeightAverage`, follows each
-    step."""
-    model.train()
-    total, batches = 0.0, 0
-    cm = np.zeros((n_classes, n_classes), np.int64)
-    ema = None
-    steps = []
-    first_done = None
-    per_batch = steps_per_batch(scheduler)
-    with bar(len(loader.sampler), f"train {epoch}/{epochs}", unit="chip") as pbar:
-        for batch in loader:
-            if deadline is not None and time.perf_counter() >= deadline:
-                break
-            x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            y = batch["mask"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:  # fp16: scale the loss so small gradients survive
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            if average is not None:
-                average.update(model.module if hasattr(model, "module") else model)
-            lr = optimizer.param_groups[0]["lr"]
-            if per_batch:
-                scheduler.step()
-            value = float(loss.detach())
-            if math.isfinite(value):
-                total += value
-                batches += 1
-                ema = value if ema is None else 0.9 * ema + 0.1 * value
-            cm += confusion_matrix(y, logits.detach().argmax(1), n_classes)
-            step += 1
-            steps.append({"step": step, "epoch": epoch, "batch_loss": value, "loss_ema": ema, "lr": lr})
-            pbar.set_postfix(loss=f"{ema if ema is not None else float('nan'):.3f}")
-            pbar.update(len(x))
-            first_done = first_done or time.perf_counter()
-    return np.array([total, batches], np.float64), cm, step, steps, first_done
 
 
 @torch.no_grad()

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config, {"baseline": False, "logger": "csv", "budget": None,
                                     "output_dir": tempfile.mkdtemp()}, args.settings)
     cfg = replace(cfg, chips_per_epoch=args.steps * cfg.batch_size)
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg).setup()
     print(cpu_name(), f"{cfg.model_config['encoder_name']}, {cfg.optimizer}, {cfg.loss_fn}, "
           f"{cfg.chip_size} px, batch {cfg.batch_size}, rates {args.low:g}–{args.high:g} over "
           f"{args.steps} steps")

@@ -18,7 +18,7 @@ from dataclasses import replace
 import torch
 
 from geoseg.training.config import load_config
-from geoseg.training.trainer import Trainer, _loader, _train_epoch
+from geoseg.training.trainer import Trainer, _loader
 from tests.benchmarks.bench_train_step import cpu_name
 
 
@@ -39,8 +39,8 @@ def raw_chips_per_second(trainer: Trainer, batch: dict, steps: int) -> float:
 
 def loop_chips_per_second(trainer: Trainer, loader) -> float:
     t = time.perf_counter()
-    _train_epoch(trainer.model, loader, trainer.loss_fn, trainer.optimizer, None, trainer.device, trainer.amp,
-                 len(trainer.cfg.classes), 1, 1, 0)
+    trainer.train_loader, trainer.scheduler = loader, None
+    trainer.train_epoch(1)
     return len(loader.sampler) / (time.perf_counter() - t)
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, {"chips_per_epoch": args.chips, "baseline": False, "logger": "csv",
                                     "budget": None, "output_dir": tempfile.mkdtemp()}, args.settings)
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg).setup()
     print(cpu_name(), f"precision {'bf16' if trainer.amp else 'fp32'}, {cfg.model_config['encoder_name']}, "
           f"{cfg.chip_size} px, batch {cfg.batch_size}")
     loaders = {n: _loader(trainer.train_ds, trainer.train_sampler, replace(cfg, num_workers=n))
