@@ -197,3 +197,16 @@ class DaskCluster:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+def run_config(tmp_path, manifest, **changes):
+    """A tiny U-Net run on ``manifest``: 64 px chips, 6 a epoch, 2 epochs, CSV logs in ``tmp_path``."""
+    from geoseg.training.config import parse_config
+
+    raw = {"batch_size": 2, "ce_weights": [1, 1, 1, 1, 1, 1, 0], "downsize_res": None, "epochs": 2,
+           "loss_fn": "CrossEntropyLoss", "lr": 0.001, "model_architecture": "Unet",
+           "model_config": TINY_MODEL, "num_workers": 0, "optimizer": "Adam", "manifest": str(manifest),
+           "chip_size": 64, "chips_per_epoch": 6, "val_chips": 4, "output_dir": str(tmp_path / "runs"),
+           "seed": 3, "logger": "csv"}
+    raw.update(changes)
+    return parse_config(raw, tmp_path)

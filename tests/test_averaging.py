@@ -8,7 +8,7 @@ from geoseg.models.checkpoint import load_checkpoint
 from geoseg.training.averaging import WeightAverage
 from geoseg.training.trainer import train
 
-from test_train import config
+from conftest import run_config as config
 
 
 def _filled(model: torch.nn.Module, value: float) -> None:

@@ -10,7 +10,7 @@ from geoseg.errors import ConfigError
 from geoseg.training.budget import Speeds, format_seconds, parse_budget, plan_budget
 from geoseg.training.trainer import train
 
-from test_train import config
+from conftest import run_config as config
 
 # real runs held to their time: alone on the machine (make test runs them after the parallel part)
 pytestmark = pytest.mark.serial

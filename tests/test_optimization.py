@@ -43,6 +43,34 @@ def test_every_optimizer_steps(name):
     assert (p < 1).all()
 
 
+@pytest.mark.parametrize("name, loss_type, parts", [
+    ("CrossEntropyLoss", "CrossEntropyLoss", None), ("DiceLoss", "DiceLoss", None),
+    ("FocalLoss", "FocalLoss", None), ("LovaszLoss", "LovaszLoss", None),
+    ("CE+Dice", "SumOfLosses", ["CrossEntropyLoss", "DiceLoss"])])
+def test_each_loss_name_builds_that_loss(name, loss_type, parts):
+    loss = make_loss(name, [1.0] * 6 + [0.0], list(range(6)), torch.device("cpu"))
+    assert type(loss).__name__ == loss_type
+    if parts:
+        assert [type(p).__name__ for p in loss.parts] == parts
+
+
+@pytest.mark.parametrize("name, kind, settings", [
+    ("Adam", torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.001}),
+    ("AdamW", torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.001}),
+    ("SGD", torch.optim.SGD, {"lr": 0.01, "weight_decay": 0.001, "momentum": 0.9})])
+def test_each_optimizer_name_builds_that_optimizer_with_the_configs_rates(name, kind, settings):
+    opt = make_optimizer(name, [torch.nn.Parameter(torch.ones(3))], 0.01, 0.001)
+    assert type(opt) is kind
+    assert {k: opt.param_groups[0][k] for k in settings} == settings
+
+
+@pytest.mark.parametrize("name, kind", [("cosine", "CosineAnnealingLR"), ("onecycle", "OneCycleLR"),
+                                        ("plateau", "ReduceLROnPlateau")])
+def test_each_schedule_name_builds_that_schedule(name, kind):
+    p = torch.nn.Parameter(torch.ones(1))
+    assert type(make_schedule(name, torch.optim.SGD([p], lr=1.0), 1.0, 10)).__name__ == kind
+
+
 def test_schedules():
     p = torch.nn.Parameter(torch.ones(1))
     assert make_schedule("none", torch.optim.SGD([p], lr=1.0), 1.0, 10) is None

@@ -10,6 +10,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import rasterio.features
 import shapely
 from affine import Affine
 from rasterio.features import rasterize
@@ -59,9 +60,23 @@ def test_region_polygons_match_the_scene_rasters_and_cross_scene_edges(tmp_path,
     for i, j in zip(*tree.query(polygons.geometry.to_numpy(), predicate="intersects")):
         if i < j and polygons.class_id[i] == polygons.class_id[j]:
             assert polygons.geometry[i].intersection(polygons.geometry[j]).length == 0
-    edge = shapely.LineString([(500048, 5000000), (500048, 4999904)])  # between the left and right scenes
-    crossing = polygons[polygons.geometry.crosses(edge)]
-    assert len(crossing) > 0
+    # the polygons are the whole mosaic's regions, vectorized in one piece here (4-connected, as rasterio's
+    # own shapes): the same number, the same class areas, and the regions crossing the seam between the
+    # left and right scenes are single polygons
+    with rasterio.open(out.mosaics[0]) as mosaic:
+        found = rasterio.features.shapes(whole, mask=whole != 255, connectivity=4, transform=mosaic.transform)
+        expected = [(shapely.geometry.shape(g), int(v)) for g, v in found]
+    assert len(polygons) == len(expected)
+    for code in np.unique(whole[whole != 255]):
+        ours = shapely.union_all(polygons.geometry[polygons.class_id == code].to_numpy())
+        theirs = shapely.union_all([g for g, v in expected if v == code])
+        assert ours.symmetric_difference(theirs).area < 1e-6
+    edge = shapely.LineString([(500048, 5000000), (500048, 4999904)])
+    crossing = [g for g, _ in expected if g.crosses(edge)]
+    assert crossing
+    for region in crossing:  # one polygon is exactly that region, not pieces of it
+        candidates = polygons.geometry[polygons.geometry.intersects(region.representative_point())]
+        assert len(candidates) == 1 and candidates.iloc[0].symmetric_difference(region).area < 1e-6
     assert np.unique(whole).size > 1
 
 

@@ -9,22 +9,12 @@ import rasterio
 
 from geoseg.errors import ConfigError
 from geoseg.io.classes import DEEPGLOBE
-from geoseg.training.config import parse_config
 from geoseg.training.trainer import train
 
 from conftest import TINY_MODEL, deepglobe_folder, write_raster
+from conftest import run_config as config
 
 TIMING = ("train_chips_per_s", "val_chips_per_s", "val_seconds", "image_logging_seconds")
-
-
-def config(tmp_path, manifest, **changes):
-    raw = {"batch_size": 2, "ce_weights": [1, 1, 1, 1, 1, 1, 0], "downsize_res": None, "epochs": 2,
-           "loss_fn": "CrossEntropyLoss", "lr": 0.001, "model_architecture": "Unet",
-           "model_config": TINY_MODEL, "num_workers": 0, "optimizer": "Adam", "manifest": str(manifest),
-           "chip_size": 64, "chips_per_epoch": 6, "val_chips": 4, "output_dir": str(tmp_path / "runs"),
-           "seed": 3, "logger": "csv"}
-    raw.update(changes)
-    return parse_config(raw, tmp_path)
 
 
 def without_timing(rows):
