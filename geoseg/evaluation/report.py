@@ -169,17 +169,16 @@ def markdown_report(ev: Evaluation, intervals: dict[str, tuple[float, float]], f
     lines += ["", "| class | IoU | precision | recall | F1 | support (px) |",
               "| --- | --- | --- | --- | --- | --- |"]
     for name, c in r["classes"].items():
-        lines.append(f"| {name} | {c['iou']:.4f} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} "
-                     "| "
-                     f"{c['support']:,} |")
+        lines.append(f"| {name} | {c['iou']:.4f} | {c['precision']:.4f} | {c['recall']:.4f} "
+                     f"| {c['f1']:.4f} | {c['support']:,} |")
     if worst:
         lines += ["", f"## Worst chips ({label})", "", "| scene | col | row | size | " + label + " |",
                   "| --- | --- | --- | --- | --- |"]
         for chip, value in worst:
             w = chip.window
-            lines.append(f"| {Path(chip.image or chip.prediction).name} | {int(w.col_off)} | "
-                         f"{int(w.row_off)} | "
-                         f"{int(w.width)}×{int(w.height)} | {value:.4f} |")
+            name = Path(chip.image or chip.prediction).name
+            lines.append(f"| {name} | {int(w.col_off)} | {int(w.row_off)} | {int(w.width)}×{int(w.height)} "
+                         f"| {value:.4f} |")
     lines += ["", "## Files", ""] + [f"- {k}: `{v.name}`" for k, v in files.items()]
     return "\n".join(lines) + "\n"
 

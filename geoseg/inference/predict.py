@@ -471,8 +471,8 @@ def _check_resolution(scene, grid: GeoGrid, ckpt: Checkpoint) -> None:
         return
     if not 0.8 <= size / ckpt.resolution <= 1.25:
         warnings.warn(f"{scene} has {size:g} m pixels but the model was trained on {ckpt.resolution:g} m "
-                      "pixels; "
-                      f"expect worse results (resample the scene to {ckpt.resolution:g} m)", GeoSegWarning)
+                      f"pixels; expect worse results (resample the scene to {ckpt.resolution:g} m)",
+                      GeoSegWarning)
 
 
 def _check_value_range(src, scene, bands: list[int], ckpt: Checkpoint) -> None:
@@ -486,10 +486,8 @@ def _check_value_range(src, scene, bands: list[int], ckpt: Checkpoint) -> None:
     scale = (np.abs(means) + stds) / (np.abs(ref_mean) + ref_std)  # ~1 for the same kind of imagery
     if (np.abs(means - ref_mean) / ref_std > 4).any() or (scale > 10).any() or (scale < 0.1).any():
         warnings.warn(f"{scene}'s values (band means {', '.join(f'{m:.4g}' for m in means)}) are far from "
-                      "those "
-                      f"the model was trained on (means {', '.join(f'{m:.4g}' for m in ckpt.mean)}); check "
-                      "the bit "
-                      f"depth and scaling of the imagery", GeoSegWarning)
+                      f"those the model was trained on (means {', '.join(f'{m:.4g}' for m in ckpt.mean)}); "
+                      "check the bit depth and scaling of the imagery", GeoSegWarning)
 
 
 def _area(options: PredictOptions, scene, grid: GeoGrid) -> bytes | None:

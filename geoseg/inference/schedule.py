@@ -193,9 +193,8 @@ def check_workers(client, scene: str, checkpoint: str) -> None:
     for worker, problem in sorted(client.run(access_problem, scene, checkpoint).items()):
         if problem:
             raise InputError(f"dask worker {worker} {problem}; the scene and the checkpoint must be "
-                             "reachable "
-                             "from every worker (a shared path, or a /vsicurl/ or /vsis3/ URL for the "
-                             "scene)")
+                             "reachable from every worker (a shared path, or a /vsicurl/ or /vsis3/ URL for "
+                             "the scene)")
 
 
 def block_tasks(layout: list[list[GridBlock]], grid: GeoGrid, *, scene: str, checkpoint: str, chip: int,

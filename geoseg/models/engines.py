@@ -2,18 +2,16 @@
 Runtime fp32 and ONNX Runtime int8 (static quantization).
 
 ``--engine auto`` (unless ``GEOSEG_ENGINE`` pins another) takes torch with bf16 on CPUs with AVX-512 BF16
-or AMX (5.4 against 2.5 chips/s fp32 channels_last for U-Net resnet34 at 512 px), and ONNX Runtime fp32
-elsewhere (AVX2 CPUs: 2.29 against 2.09 chips/s, the same class raster to float rounding; measured figures
-in the README). int8 is never chosen by ``auto``: it is faster still on AVX2 (3.44 chips/s; 2.1× fp32 in
-``bench_engines``) but its class raster agrees with fp32 torch's on 99.72 % of the sample model's held-out
-scene and only 98.5–99.0 % on a model trained on the korea_s2 Sentinel-2 scenes, short of the 99.5 % asked
-of a default; ask for it with ``--engine int8``.
+or AMX, where it is the fastest engine that agrees with fp32, and ONNX Runtime fp32 elsewhere, the faster
+fp32 engine with the same class raster to float rounding (the measurements are in the README). int8 is
+never chosen by ``auto``: it is faster still, but its class raster does not agree with fp32's closely enough
+on every reference model to be a default; ask for it with ``--engine int8``.
 
 Exported and quantized models are made once and cached beside the checkpoint in ``.<name>.engines/``, named
 by the checkpoint's content; the int8 model's calibration chips (drawn from the checkpoint's training scenes,
 or from the scene being predicted when those are not reachable) are kept with it.
 
-A prediction whose engine is such a cached model never imports torch (2–3 s of a cold start on a 2-core
+A prediction whose engine is such a cached model never imports torch (most of a cold start on a small
 CPU): :func:`checkpoint_for_prediction` reads the checkpoint's fields from the export's metadata, and
 ``auto`` decides from the CPU's flags (:mod:`geoseg.models.hardware`) where they certainly rule out bf16 and
 a GPU, asking torch only where they do not.

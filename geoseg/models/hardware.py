@@ -1,4 +1,4 @@
-"""What this machine's processor offers, read without importing torch (2–3 s on a 2-core CPU).
+"""What this machine's processor offers, read without importing torch (seconds on a small CPU).
 
 Prediction with an ONNX Runtime engine needs no torch at all; these checks let
 ``--engine auto`` take that engine on a CPU that certainly has neither bf16 nor

@@ -24,8 +24,8 @@ from geoseg.models.hardware import vector_isa
 def checkpoint_from_onnx(path: str | os.PathLike) -> Checkpoint:
     """The checkpoint an exported model was made from (without weights: :meth:`Checkpoint.build` gives an
     :class:`OnnxModel`). The metadata is read by ONNX Runtime, unoptimised: importing the ``onnx`` package
-    alone takes longer (1.7 s on a 2-core CPU against 0.16 s). Read once per version of the file (a
-    prediction asks for it more than once)."""
+    alone takes ten times longer. Read once per version of the file (a prediction asks for it more than
+    once)."""
     cached = _checkpoint_from_onnx(str(path), cache_key(file_identity(path)))
     return replace(copy.deepcopy(cached), path=Path(path))  # the caller's own copy
 

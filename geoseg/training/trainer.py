@@ -345,10 +345,9 @@ class Trainer:
     def _announce(self) -> None:
         cfg, world = self.cfg, self.world
         say(f"run folder {self.run_dir}  ({len(self.train_scenes)} train / {len(self.val_scenes)} val "
-            "scenes, "
-            f"{cfg.chips_per_epoch} train + {len(self.val_sampler.all_specs)} val chips of {cfg.chip_size} "
-            "px per "
-            f"epoch, precision {'bf16' if self.amp else 'fp32'}, device {self.device.type}"
+            f"scenes, {cfg.chips_per_epoch} train + {len(self.val_sampler.all_specs)} val chips of "
+            f"{cfg.chip_size} px per epoch, precision {'bf16' if self.amp else 'fp32'}, device "
+            f"{self.device.type}"
             + (f", {world} processes" if world > 1 else "") + ")"
             + (f"; resuming after epoch {self.progress.first_epoch - 1}" if self.resumed else ""))
 
@@ -690,12 +689,10 @@ def _resume_state(path: str | Path, cfg: RunConfig) -> dict[str, Any]:
         raise CheckpointError(f"{path} cannot be resumed: {exc}; resume from an intact last.ckpt") from None
     if ckpt.classes != cfg.classes:
         raise ConfigError(f"checkpoint {path} was trained on classes {', '.join(ckpt.classes.names)} but the "
-                          "config "
-                          f"lists {', '.join(cfg.classes.names)}")
+                          f"config lists {', '.join(cfg.classes.names)}")
     if (ckpt.architecture, ckpt.model_config) != (cfg.model_architecture, cfg.model_config):
         raise ConfigError(f"checkpoint {path} is a {ckpt.architecture} {ckpt.model_config} but the config "
-                          "asks for "
-                          f"a {cfg.model_architecture} {cfg.model_config}")
+                          f"asks for a {cfg.model_architecture} {cfg.model_config}")
     return {**ckpt.training_state, "model": ckpt.state_dict}
 
 
