@@ -20,17 +20,17 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path, top_level_only: bool = False) -> list[tuple[int, str]]:
-    """(line, geoseg module) of every import in ``path``; with ``top_level_only`` those run at import time."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    nodes = tree.body if top_level_only else ast.walk(tree)
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, geoseg module) of every import in ``path``, also those inside functions."""
     found = []
-    for node in nodes:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "geoseg":
             names = [f"{node.module}.{a.name}" for a in node.names] if node.module == "geoseg" else []
             found += [(node.lineno, m) for m in [node.module, *names]]
         elif isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "geoseg"]
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "geoseg":
+            found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names if node.module != "geoseg"]
     return found
 
 
@@ -62,10 +62,9 @@ def test_every_module_belongs_to_a_layer():
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == set(LAYERS)
 
 
-def test_no_import_cycle_between_modules():
+def test_no_import_cycle_between_modules_also_through_imports_inside_functions():
     modules = {module_name(p): p for p in sources()}
-    edges = {m: {t for _, t in imports(p, top_level_only=True) if t in modules and t != m}
-             for m, p in modules.items()}
+    edges = {m: {t for _, t in imports(p) if t in modules and t != m} for m, p in modules.items()}
     visiting, done, cycles = set(), set(), []
 
     def visit(m, trail):

@@ -14,7 +14,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from geoseg import __version__
 from geoseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
@@ -24,8 +24,6 @@ from geoseg.models.fields import ModelFieldError, checkpoint_fields
 
 if TYPE_CHECKING:  # torch is imported where it is used: prediction with ONNX Runtime runs without it
     import torch
-
-    from geoseg.models.onnx_runtime import OnnxModel
 
 CHECKPOINT_FORMAT = "geoseg-checkpoint"
 #: 2: the baseline's trees as arrays instead of a pickle (version 1 files of networks load as before).
@@ -129,6 +127,20 @@ def _quiet():
         yield
 
 
+@dataclass(frozen=True)
+class ModelFormat:
+    """How to read a model file other than a torch checkpoint into a :class:`Checkpoint`, and how to build its
+    model. :mod:`geoseg.models.onnx_runtime` registers ``.onnx`` in :data:`MODEL_FORMATS` (the package
+    imports it), so this module imports none of the runtimes."""
+
+    read: Callable[[Path], Checkpoint]
+    build: Callable[[Checkpoint, int | None], Any]
+
+
+#: Model file formats by suffix, besides torch checkpoints.
+MODEL_FORMATS: dict[str, ModelFormat] = {}
+
+
 @dataclass
 class Checkpoint:
     """Everything needed to rebuild a trained model and apply it to a scene."""
@@ -150,13 +162,12 @@ class Checkpoint:
     data: dict[str, Any] = field(default_factory=dict)  # what it was trained on: scenes, synthetic or not
     path: Path | None = field(default=None, compare=False)  # the file it was loaded from (not saved)
 
-    def build(self, threads: int | None = None) -> torch.nn.Module | OnnxModel:
+    def build(self, threads: int | None = None) -> Any:
         """The model with this checkpoint's weights, in eval mode (for an exported ``.onnx`` model, an
         :class:`~geoseg.models.onnx_runtime.OnnxModel` using ``threads`` threads)."""
-        if self.path is not None and self.path.suffix.lower() == ".onnx":
-            from geoseg.models.onnx_runtime import OnnxModel
-
-            return OnnxModel(self.path, threads, bands=len(self.bands), classes=len(self.classes))
+        suffix = self.path.suffix.lower() if self.path is not None else ""
+        if suffix in MODEL_FORMATS:
+            return MODEL_FORMATS[suffix].build(self, threads)
         if self.architecture == "PixelBaseline":
             from geoseg.models.baseline import PixelBaselineModel, TreeEnsemble
 
@@ -224,10 +235,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if p.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory, not a file")
-    if p.suffix.lower() == ".onnx":
-        from geoseg.models.onnx_runtime import checkpoint_from_onnx
-
-        return checkpoint_from_onnx(p)
+    if p.suffix.lower() in MODEL_FORMATS:
+        return MODEL_FORMATS[p.suffix.lower()].read(p)
     import torch
 
     try:

@@ -17,7 +17,7 @@ import numpy as np
 from geoseg.errors import CheckpointError
 from geoseg.io.atomic import atomic_output
 from geoseg.io.fingerprint import cache_key, file_identity
-from geoseg.models.checkpoint import REBUILD, Checkpoint, checkpoint_from_fields
+from geoseg.models.checkpoint import MODEL_FORMATS, REBUILD, Checkpoint, ModelFormat, checkpoint_from_fields
 from geoseg.models.hardware import vector_isa
 
 
@@ -143,3 +143,10 @@ def optimised_copy(path: Path) -> Path | None:
 
     machine = f"{platform.machine()}-{vector_isa()}".lower()
     return path.with_name(f"{path.stem}.ort-{ort.__version__}-{machine}{path.suffix}")
+
+
+def _build(ckpt: Checkpoint, threads: int | None) -> OnnxModel:
+    return OnnxModel(ckpt.path, threads, bands=len(ckpt.bands), classes=len(ckpt.classes))
+
+
+MODEL_FORMATS[".onnx"] = ModelFormat(read=checkpoint_from_onnx, build=_build)
