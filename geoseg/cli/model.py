@@ -1,0 +1,35 @@
+"""Commands about model files: ``geoseg export`` and ``geoseg set-default-model``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geoseg.cli._app import cli, overwrite_option
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="model.onnx")
+@click.option("--overlap", type=int, default=None,
+              help="Chip overlap in pixels recorded for QGIS plugins (default chip/8).")
+@overwrite_option
+def export(checkpoint, output, overlap, overwrite) -> None:
+    """Export CHECKPOINT as an ONNX model (with Deepness's metadata) that QGIS plugins, ONNX Runtime and
+    geoseg predict --model run."""
+    from geoseg.models.export import export_onnx
+
+    click.echo(f"wrote {export_onnx(checkpoint, output, overwrite, overlap)}")
+
+
+@cli.command("set-default-model")
+@click.argument("checkpoint", type=click.Path())
+def set_default_model(checkpoint) -> None:
+    """Make CHECKPOINT the model predict uses when --model is not given."""
+    from geoseg.models.checkpoint import load_checkpoint
+    from geoseg.models.defaults import set_default
+
+    load_checkpoint(checkpoint)
+    set_default(checkpoint)
+    click.echo(f"default model: {Path(checkpoint).resolve()}")
