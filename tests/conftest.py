@@ -76,8 +76,9 @@ def tiny_checkpoint(tmp_path) -> Path:
     """A randomly initialised tiny U-Net saved as a geoseg checkpoint (64 px chips)."""
     torch.manual_seed(0)
     model = build_model("Unet", TINY_MODEL)
-    ckpt = Checkpoint("Unet", dict(TINY_MODEL), model.state_dict(), DEEPGLOBE, [1, 2, 3],
-                      [120.0, 120.0, 120.0], [60.0, 60.0, 60.0], 64, 0.5)
+    ckpt = Checkpoint(architecture="Unet", model_config=dict(TINY_MODEL), state_dict=model.state_dict(),
+                      classes=DEEPGLOBE, bands=[1, 2, 3], mean=[120.0] * 3, std=[60.0] * 3, chip_size=64,
+                      resolution=0.5)
     return save_checkpoint(ckpt, tmp_path / "tiny.ckpt")
 
 

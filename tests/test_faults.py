@@ -54,8 +54,10 @@ def _tiny_checkpoint(folder):
     from geoseg.models.checkpoint import Checkpoint, build_model, save_checkpoint
     torch.manual_seed(0)
     model = build_model("Unet", TINY_MODEL)
-    return save_checkpoint(Checkpoint("Unet", dict(TINY_MODEL), model.state_dict(), DEEPGLOBE, [1, 2, 3],
-                                      [120.0] * 3, [60.0] * 3, 64, 0.5), folder / "tiny.ckpt")
+    return save_checkpoint(Checkpoint(architecture="Unet", model_config=dict(TINY_MODEL),
+                                      state_dict=model.state_dict(), classes=DEEPGLOBE, bands=[1, 2, 3],
+                                      mean=[120.0] * 3, std=[60.0] * 3, chip_size=64, resolution=0.5),
+                           folder / "tiny.ckpt")
 
 
 def _long_scene(tmp_path):

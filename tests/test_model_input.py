@@ -38,7 +38,8 @@ def test_training_and_prediction_sample_a_scene_at_the_same_scale(scene_and_labe
     scene, labels = scene_and_labels
     record = SceneRecord(scene, labels, "train")
     training = scene_infos([record], [1, 2, 3], downsize_res, resolution)[0].scale
-    ckpt = Checkpoint("Unet", {}, {}, DEEPGLOBE, [1, 2, 3], [0.0] * 3, [1.0] * 3, 64,
+    ckpt = Checkpoint(architecture="Unet", model_config={}, state_dict={}, classes=DEEPGLOBE, bands=[1, 2, 3],
+                      mean=[0.0] * 3, std=[1.0] * 3, chip_size=64,
                       train_config={"downsize_res": downsize_res, "resolution": resolution})
     with rasterio.open(scene) as src:
         grid = GeoGrid.from_dataset(src)
@@ -51,8 +52,8 @@ def test_a_scene_without_a_ground_size_is_refused_for_training_and_predicted_nat
                          transform=Affine(0.001, 0, 10, 0, -0.001, 50))
     with pytest.raises(ConfigError, match="geographic CRS"):
         scene_infos([SceneRecord(scene, None, "train")], [1, 2, 3], None, 1.0)
-    ckpt = Checkpoint("Unet", {}, {}, DEEPGLOBE, [1, 2, 3], [0.0] * 3, [1.0] * 3, 64,
-                      train_config={"resolution": 1.0})
+    ckpt = Checkpoint(architecture="Unet", model_config={}, state_dict={}, classes=DEEPGLOBE, bands=[1, 2, 3],
+                      mean=[0.0] * 3, std=[1.0] * 3, chip_size=64, train_config={"resolution": 1.0})
     with rasterio.open(scene) as src, pytest.warns(UserWarning, match="predicted at its own pixels"):
         assert model_scale(ckpt, GeoGrid.from_dataset(src), scene) == 1.0
 

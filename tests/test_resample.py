@@ -69,8 +69,9 @@ def train_at_1m(path, kind: str, steps: int, config: dict) -> Checkpoint:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    ckpt = Checkpoint("Unet", dict(TINY_MODEL), model.eval().state_dict(), DEEPGLOBE, [1, 2, 3], [120.0] * 3,
-                      [40.0] * 3, 64, 1.0, train_config=config)
+    ckpt = Checkpoint(architecture="Unet", model_config=dict(TINY_MODEL),
+                      state_dict=model.eval().state_dict(), classes=DEEPGLOBE, bands=[1, 2, 3],
+                      mean=[120.0] * 3, std=[40.0] * 3, chip_size=64, resolution=1.0, train_config=config)
     return load_checkpoint(save_checkpoint(ckpt, path))
 
 

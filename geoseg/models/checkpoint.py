@@ -141,7 +141,7 @@ class ModelFormat:
 MODEL_FORMATS: dict[str, ModelFormat] = {}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Checkpoint:
     """Everything needed to rebuild a trained model and apply it to a scene."""
 

@@ -492,12 +492,11 @@ class Trainer:
             if self.average is not None:  # the checkpoint's weights are the average, the one validated
                 training_state["live_model"] = self.model.state_dict()
                 training_state["average"] = self.average.state_dict()
-        return Checkpoint(cfg.model_architecture, dict(cfg.model_config), self.validated_model.state_dict(),
-                          cfg.classes, list(cfg.bands), list(self.mean), list(self.std), cfg.chip_size,
-                          self.resolution, {**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, epoch, metrics,
-                          training_state, self.clip,
-                          {"train_scenes": len(self.train_scenes),
-                           "synthetic": all(s.synthetic for s in self.train_scenes)})
+        return run_checkpoint(cfg, self.train_scenes, architecture=cfg.model_architecture,
+                              model_config=dict(cfg.model_config),
+                              state_dict=self.validated_model.state_dict(),
+                              normalisation=(self.mean, self.std, self.clip), resolution=self.resolution,
+                              epoch=epoch, metrics=metrics, training_state=training_state)
 
     def _finish(self) -> TrainResult:
         history = self.progress.history
@@ -535,14 +534,28 @@ def train_baseline(cfg: RunConfig, output: str | Path | None = None) -> tuple[Pa
     say(describe_baseline(result, cfg.classes.names, evaluated))
     grid = train_scenes[0].grid
     resolution = grid.ground_resolution * train_scenes[0].scale if grid.ground_resolution else None
-    ckpt = Checkpoint(BASELINE, {}, result.ensemble.to_tensors(), cfg.classes,
-                      list(cfg.bands), list(mean), list(std), cfg.chip_size, resolution,
-                      {**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, 0,
-                      {f"val_{k}": v for k, v in result.scores.items()}, None, clip,
-                      {"train_scenes": len(train_scenes),
-                       "synthetic": all(s.synthetic for s in train_scenes)})
+    ckpt = run_checkpoint(cfg, train_scenes, architecture=BASELINE, model_config={},
+                          state_dict=result.ensemble.to_tensors(), normalisation=(mean, std, clip),
+                          resolution=resolution, epoch=0,
+                          metrics={f"val_{k}": v for k, v in result.scores.items()})
     path = save_checkpoint(ckpt, output or run_dir / "baseline.ckpt")
     return path, result
+
+
+def run_checkpoint(cfg: RunConfig, train_scenes: list[SceneInfo], *, architecture: str,
+                   model_config: dict[str, Any], state_dict: dict[str, Any],
+                   normalisation: tuple[list[float], list[float], Any], resolution: float | None, epoch: int,
+                   metrics: dict[str, Any], training_state: dict[str, Any] | None = None) -> Checkpoint:
+    """The checkpoint of a run on ``cfg``: the one place a training run's checkpoint is put together (the
+    network's and the baseline's alike)."""
+    mean, std, clip = normalisation
+    return Checkpoint(architecture=architecture, model_config=model_config, state_dict=state_dict,
+                      classes=cfg.classes, bands=list(cfg.bands), mean=list(mean), std=list(std),
+                      clip=clip, chip_size=cfg.chip_size, resolution=resolution,
+                      train_config={**cfg.to_dict(), "base_dir": str(cfg.base_dir)}, epoch=epoch,
+                      metrics=metrics, training_state=training_state,
+                      data={"train_scenes": len(train_scenes),
+                            "synthetic": all(s.synthetic for s in train_scenes)})
 
 
 def prepare_scenes(cfg: RunConfig) -> tuple[list[SceneInfo], list[SceneInfo]]:

@@ -67,8 +67,9 @@ def speed_checkpoint(work: Path) -> Path:
     if not path.exists():
         torch.manual_seed(0)
         weights = build_model("Unet", MODEL).state_dict()
-        save_checkpoint(Checkpoint("Unet", MODEL, weights, DEEPGLOBE, [1, 2, 3], [120.0] * 3, [60.0] * 3, 512,
-                                   0.5), path)
+        save_checkpoint(Checkpoint(architecture="Unet", model_config=MODEL, state_dict=weights,
+                                   classes=DEEPGLOBE, bands=[1, 2, 3], mean=[120.0] * 3, std=[60.0] * 3,
+                                   chip_size=512, resolution=0.5), path)
     return path
 
 

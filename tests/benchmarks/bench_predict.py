@@ -47,8 +47,9 @@ def prepare(work: Path, size: int, chip: int) -> tuple[Path, Path]:
     if not ckpt.exists():
         torch.manual_seed(0)
         model = build_model("Unet", MODEL)
-        save_checkpoint(Checkpoint("Unet", MODEL, model.state_dict(), DEEPGLOBE, [1, 2, 3], [120.0] * 3,
-                                   [60.0] * 3, chip, 0.5), ckpt)
+        save_checkpoint(Checkpoint(architecture="Unet", model_config=MODEL, state_dict=model.state_dict(),
+                                   classes=DEEPGLOBE, bands=[1, 2, 3], mean=[120.0] * 3, std=[60.0] * 3,
+                                   chip_size=chip, resolution=0.5), ckpt)
     return scene, ckpt
 
 

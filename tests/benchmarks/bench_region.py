@@ -73,8 +73,10 @@ def prepare(work: Path, size: int) -> tuple[list[Path], Path, Path]:
     ckpt = work / "unet_resnet18_256.ckpt"
     if not ckpt.exists():
         torch.manual_seed(0)
-        save_checkpoint(Checkpoint("Unet", MODEL, build_model("Unet", MODEL).state_dict(), DEEPGLOBE,
-                                   [1, 2, 3], [120.0] * 3, [60.0] * 3, 256, 0.5), ckpt)
+        save_checkpoint(Checkpoint(architecture="Unet", model_config=MODEL,
+                                   state_dict=build_model("Unet", MODEL).state_dict(), classes=DEEPGLOBE,
+                                   bands=[1, 2, 3], mean=[120.0] * 3, std=[60.0] * 3, chip_size=256,
+                                   resolution=0.5), ckpt)
     return tiles, whole, ckpt
 
 
