@@ -16,9 +16,9 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 
+from geoseg.errors import WriteError
 from geoseg.io.atomic import atomic_output, atomic_write_text
 from geoseg.io.classes import NODATA, ClassSchema
-from geoseg.errors import WriteError
 from geoseg.io.grid import GeoGrid
 from geoseg.outputs.style import category_aux_xml, raster_qml
 

@@ -22,13 +22,13 @@ import pyogrio
 import shapely
 
 from geoseg import __version__
+from geoseg.errors import OutputError
 from geoseg.io.atomic import atomic_output, atomic_write_text
 from geoseg.io.classes import NODATA, ClassSchema
-from geoseg.errors import OutputError
 from geoseg.io.formats import DEFAULT_LAYER, VECTOR_FORMATS
 from geoseg.io.grid import GeoGrid, blocks
-from geoseg.outputs.measures import ground_measures
 from geoseg.io.raster import open_raster
+from geoseg.outputs.measures import ground_measures
 from geoseg.outputs.style import add_gpkg_default_style, vector_qml
 from geoseg.outputs.vectorize import DEFAULT_BLOCK, Region, iter_regions, pixel_to_world
 

@@ -33,10 +33,10 @@ from scipy import ndimage, sparse
 from scipy.sparse.csgraph import connected_components
 
 from geoseg.io.atomic import atomic_output
-from geoseg.outputs.class_raster import copy_pam_sidecar
 from geoseg.io.classes import NODATA
 from geoseg.io.grid import blocks
 from geoseg.io.raster import open_raster
+from geoseg.outputs.class_raster import copy_pam_sidecar
 
 DEFAULT_BLOCK = 2048
 FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
