@@ -282,21 +282,12 @@ def loads_and_runs_or_one_sentence(path: Path) -> None:
         assert str(path) in message or "checkpoint" in message, message
 
 
+@pytest.mark.parametrize("source", ["last", "baseline"])  # a network with its training state, a baseline
 @FUZZ
 @given(change=mutations)
-def test_mutated_checkpoints_load_or_are_one_sentence(tmp_path, project, change):
-    d = mutate(raw(project / "last.ckpt"), *change)
+def test_mutated_checkpoints_load_or_are_one_sentence(tmp_path, project, source, change):
     path = tmp_path / "m.ckpt"
-    torch.save(d, path)
-    loads_and_runs_or_one_sentence(path)
-
-
-@FUZZ
-@given(change=mutations)
-def test_mutated_baseline_checkpoints_load_or_are_one_sentence(tmp_path, project, change):
-    d = mutate(raw(project / "baseline.ckpt"), *change)
-    path = tmp_path / "b.ckpt"
-    torch.save(d, path)
+    torch.save(mutate(raw(project / f"{source}.ckpt"), *change), path)
     loads_and_runs_or_one_sentence(path)
 
 
