@@ -307,7 +307,7 @@ def _config_text(scenes: list[_SceneFacts], schema: ClassSchema, label_field: st
     band_list = ", ".join(_yaml_text(b) if isinstance(b, str) else str(b) for b in bands)
     return f"""# Written by geoseg init: a run on your own scenes and polygon labels. Edit freely, then
 #   geoseg train --config THIS_FILE        (any key can be overridden: --set budget=30m)
-# The CPU recipe: a light U-Net trained from scratch for a fixed time (see the README, "Learning on a CPU").
+# The CPU recipe: a light U-Net trained from scratch for a fixed time (see docs/benchmarks.md, "On a CPU").
 batch_size: 4
 ce_weights: null               # or 'auto' (median-frequency balancing), or one weight per class
 downsize_res: null

@@ -3,7 +3,7 @@ Runtime fp32 and ONNX Runtime int8 (static quantization).
 
 ``--engine auto`` (unless ``GEOSEG_ENGINE`` pins another) takes torch with bf16 on CPUs with AVX-512 BF16
 or AMX, where it is the fastest engine that agrees with fp32, and ONNX Runtime fp32 elsewhere, the faster
-fp32 engine with the same class raster to float rounding (the measurements are in the README). int8 is
+fp32 engine with the same class raster to float rounding (the measurements are in docs/benchmarks.md). int8 is
 never chosen by ``auto``: it is faster still, but its class raster does not agree with fp32's closely enough
 on every reference model to be a default; ask for it with ``--engine int8``.
 

@@ -99,9 +99,9 @@ def onnx_session(path: Path, threads: int | None = None):
 
     For the exports geoseg caches beside a checkpoint (``.<name>.engines/``), the graph ONNX Runtime
     optimises for the first session is saved beside the export, and later sessions load it with optimisation
-    off, which starts them faster (figures in the README). The saved graph is specific to the CPU it was made
-    on (ONNX Runtime's blocked layouts follow its vector width), so its name carries ONNX Runtime's version
-    and the CPU's vector instruction set."""
+    off, which starts them faster (figures in docs/benchmarks.md). The saved graph is specific to the CPU it
+    was made on (ONNX Runtime's blocked layouts follow its vector width), so its name carries ONNX Runtime's
+    version and the CPU's vector instruction set."""
     import onnxruntime as ort
 
     def options(optimise: bool):
