@@ -1,9 +1,15 @@
 """The area of interest: polygons in any CRS, reprojected to the scene's; a pixel is in it where its centre
 is; faults are one sentence."""
 
+import re
+import subprocess
+import sys
+
 import geopandas as gpd
 import numpy as np
+import pyproj
 import pytest
+import rasterio
 import shapely
 from affine import Affine
 from pyproj import Transformer
@@ -36,3 +42,33 @@ def test_an_area_without_polygons_or_crs_is_one_sentence(tmp_path):
         read_area(tmp_path / "nocrs.gpkg", "EPSG:32633")
     with pytest.raises(InputError, match="does not exist"):
         read_area(tmp_path / "missing.gpkg", "EPSG:32633")
+
+
+def geoseg(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "geoseg", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_an_area_that_touches_no_scene_is_one_sentence_and_nothing_is_written(tmp_path, rgb_scene,
+                                                                            tiny_checkpoint):
+    """The usual cause: an AOI drawn in lon/lat but tagged with the scene's UTM CRS, so it lies near UTM's
+    origin. Exit 2 with the AOI's and the scene's bounds in degrees; no output, no lock left."""
+    with rasterio.open(rgb_scene) as src:
+        lon, lat = pyproj.Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform(
+            *src.xy(75, 100))
+    square = shapely.box(lon - 1e-4, lat - 1e-4, lon + 1e-4, lat + 1e-4)
+    gpd.GeoDataFrame(geometry=[square], crs="EPSG:32633").to_file(tmp_path / "wrong_tag.gpkg")
+    out = tmp_path / "out.gpkg"
+    result = geoseg("predict", rgb_scene, "-o", out, "--model", tiny_checkpoint, "--aoi",
+                    tmp_path / "wrong_tag.gpkg")
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "touches none of" in message and "EPSG:32633" in message and "Traceback" not in message
+    scene_part = message.split("touches none of")[1]
+    south, north = map(float, re.search(r"latitude (\S+)° to (\S+)°", scene_part).groups())
+    assert south - 1e-3 < lat < north + 1e-3  # the scene's footprint, in degrees
+    assert not out.exists() and not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))
+    gpd.GeoDataFrame(geometry=[square], crs="EPSG:4326").to_file(tmp_path / "right_tag.gpkg")
+    result = geoseg("predict", rgb_scene, "-o", out, "--model", tiny_checkpoint, "--aoi",
+                    tmp_path / "right_tag.gpkg")
+    assert result.returncode == 0, result.stderr

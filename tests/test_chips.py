@@ -27,7 +27,7 @@ def scene(tmp_path):
     img = write_raster(tmp_path / "s.tif", image, nodata=0)
     lbl = write_raster(tmp_path / "l.tif", labels)
     with rasterio.open(img) as src:
-        return SceneInfo(SceneRecord(img, lbl, "train"), GeoGrid.from_dataset(src), 1.0)
+        return SceneInfo(SceneRecord(img, lbl, "train"), GeoGrid.from_dataset(src), (1.0, 1.0))
 
 
 def test_a_chip_is_normalised_and_labelled_with_nodata_ignored(scene):
@@ -61,7 +61,7 @@ def test_chips_past_the_scene_edge_are_ignore(scene):
 
 def test_length_counts_the_chip_grid_over_the_sampled_scenes(scene):
     assert len(ChipDataset([scene], DEEPGLOBE, [1, 2, 3], 16, [0] * 3, [1] * 3)) == 3 * 4
-    coarse = SceneInfo(scene.record, scene.grid, 2.0)  # 20 × 25 sampled pixels
+    coarse = SceneInfo(scene.record, scene.grid, (2.0, 2.0))  # 20 × 25 sampled pixels
     assert len(ChipDataset([scene, coarse], DEEPGLOBE, [1, 2, 3], 16, [0] * 3, [1] * 3)) == 12 + 2 * 2
 
 
@@ -78,8 +78,8 @@ def test_nan_pixels_are_ignored_and_never_reach_the_model(tmp_path):
     img = write_raster(tmp_path / "f.tif", data)
     lbl = write_raster(tmp_path / "l.tif", np.ones((32, 32), np.uint8))
     with rasterio.open(img) as src:
-        scene = SceneInfo(SceneRecord(img, lbl, "train"), GeoGrid.from_dataset(src), 1.0)
-    for s in (scene, SceneInfo(scene.record, scene.grid, 2.0)):  # also resampled (bilinear spreads NaN)
+        scene = SceneInfo(SceneRecord(img, lbl, "train"), GeoGrid.from_dataset(src), (1.0, 1.0))
+    for s in (scene, SceneInfo(scene.record, scene.grid, (2.0, 2.0))):  # also resampled (NaN spreads)
         image, label = ChipDataset([s], DEEPGLOBE, [1, 2, 3], 16, [0] * 3, [1] * 3).read(ChipSpec(0, 0, 0))
         assert np.isfinite(image).all()
         assert (label == IGNORE_INDEX).any() and (label[image[0] == 0] == IGNORE_INDEX).all()

@@ -149,7 +149,7 @@ def test_scene_without_crs_and_at_another_resolution_is_one_warning_line(tmp_pat
     with rasterio.open(tmp_path / "out.tif") as ds:
         assert ds.crs is None and ds.transform == Affine(2, 0, 0, 0, -2, 80)
 
-    utm = write_raster(tmp_path / "coarse.tif", np.full((3, 40, 40), 100, np.uint8), Affine(2, 0, 0, 0, -2,
-                                                                                            80))
+    utm = write_raster(tmp_path / "coarse.tif", np.full((3, 40, 40), 100, np.uint8),
+                       Affine(2, 0, 500000, 0, -2, 5000080))
     r = geoseg("predict", utm, "-o", tmp_path / "out2.tif", "--model", tiny_checkpoint, "--quiet")
     assert r.returncode == 0 and "has 2 m pixels but the model was trained on 0.5 m pixels" in r.stderr

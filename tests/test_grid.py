@@ -1,4 +1,5 @@
 import numpy as np
+import pyproj
 import pytest
 from affine import Affine
 from hypothesis import given, settings
@@ -50,17 +51,24 @@ def test_geogrid_clip_and_zoom():
 def test_pixel_size_is_the_length_of_the_column_vectors():
     """A 90°-rotated grid has a = 0: the pixel size must still be 10 m, not 0."""
     rotated = GeoGrid(4, 4, Affine(0, 10, 500000, 10, 0, 5000000), UTM)
-    assert rotated.pixel_size == (10, 10) and rotated.ground_resolution == 10
+    assert rotated.pixel_size == (10, 10)
+    assert rotated.ground_resolution == pytest.approx(10 / 0.9996, rel=1e-5)  # UTM's scale taken out
     tilted = GeoGrid(4, 4, Affine.rotation(30) @ Affine.scale(2, -2), UTM)
     assert tilted.pixel_size == pytest.approx((2, 2))
 
 
 def test_ground_measures_by_crs():
+    """Ground pixel sizes are lengths on the ellipsoid: feet converted, the projection's scale factor (from
+    pyproj's own factors) taken out, degrees measured; nothing without a CRS."""
     feet = CRS.from_epsg(2263)  # NAD83 / New York Long Island (ftUS)
-    g = GeoGrid(4, 4, Affine(10, 0, 0, 0, -10, 0), feet)
-    assert g.ground_resolution == pytest.approx(10 * 0.3048006096)
+    x, y = 990000, 200000  # Manhattan
+    g = GeoGrid(4, 4, Affine(10, 0, x - 20, 0, -10, y + 20), feet)
+    lon, lat = pyproj.Transformer.from_crs(feet, "EPSG:4269", always_xy=True).transform(x, y)
+    k = pyproj.Proj(feet).get_factors(lon, lat).parallel_scale
+    assert g.ground_resolution == pytest.approx(10 * 0.3048006096 / k, rel=1e-5)
     geographic = GeoGrid(4, 4, Affine(0.001, 0, 10, 0, -0.001, 50), CRS.from_epsg(4326))
-    assert geographic.ground_resolution is None
+    width = pyproj.Geod(ellps="WGS84").inv(10.002, 49.998, 10.003, 49.998)[2]
+    assert geographic.ground_resolution == pytest.approx(width, rel=1e-9)
     assert GeoGrid(4, 4, Affine(2, 0, 0, 0, -2, 0), None).ground_resolution is None
 
 

@@ -98,3 +98,63 @@ def test_random_web_mercator_rectangles_match_the_closed_form(lon, lat, w, h):
     x1, y1 = to_merc.transform(lon + w, lat + h)
     area, _ = ground_measures(np.array([shapely.box(x0, y0, x1, y1)]), "EPSG:3857")
     assert area[0] == pytest.approx(cell_area(lon, lat, lon + w, lat + h), rel=1e-5)
+
+
+def wgs84_measures(polygon: shapely.Polygon, crs) -> tuple[float, float]:
+    """Area and perimeter of ``polygon`` (in ``crs``) the other way round: densified, taken to EPSG:4326 by
+    PROJ itself (prime meridian, angular units and datum handled by PROJ), measured on WGS84. Differences
+    of datum and ellipsoid move areas by parts in 10⁵, well inside the 0.05 % asked."""
+    to_wgs84 = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    lon, lat = to_wgs84.transform(*np.asarray(shapely.segmentize(polygon, polygon.length / 400).exterior.xy))
+    area, perimeter = pyproj.Geod(ellps="WGS84").polygon_area_perimeter(lon, lat)
+    return abs(area), perimeter
+
+
+def square_in(crs: pyproj.CRS, side_m: float, lon: float | None = None, lat: float | None = None):
+    """A square of ``side_m`` ground metres (in grid units) at (``lon``, ``lat``), by default the centre of
+    the CRS's area of use, or None where PROJ cannot place it."""
+    if lon is None:
+        area = crs.area_of_use
+        lon, lat = (area.west + area.east) / 2, (area.south + area.north) / 2
+        if area.west > area.east:  # across the antimeridian
+            lon = (area.west + area.east + 360) / 2
+    x, y = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    side = side_m / crs.axis_info[0].unit_conversion_factor
+    if not (np.isfinite(x) and np.isfinite(y)):
+        return None
+    return shapely.box(x - side / 2, y - side / 2, x + side / 2, y + side / 2)
+
+
+def test_lambert_ii_in_grads_from_paris_is_measured_on_the_ground():
+    """NTF (Paris) / Lambert zone II: the base CRS is in grads from the Paris meridian; a 10 km square is
+    about 99.9 km², not the 109.7 km² that grads read as degrees give."""
+    crs = pyproj.CRS.from_epsg(27572)
+    square = shapely.box(600000, 2200000, 610000, 2210000)
+    area, perimeter = ground_measures(np.array([square], dtype=object), crs)
+    expected_area, expected_perimeter = wgs84_measures(square, crs)
+    assert area[0] == pytest.approx(expected_area, rel=5e-4)
+    assert perimeter[0] == pytest.approx(expected_perimeter, rel=5e-4)
+
+
+PROJECTED = [c for c in pyproj.database.query_crs_info(auth_name="EPSG", pj_types="PROJECTED_CRS")
+             if not c.deprecated and c.area_of_use is not None]
+CHOSEN = ["27572", "27562", "2263", "2229", "3857", "3413", "3031", "32760", "3035", "5514", "2056", "3395",
+          "6933", "8857", "32661"]  # grads, ftUS, Web Mercator, polar, antimeridian, LAEA, Krovak, Swiss …
+SAMPLED = [PROJECTED[i].code for i in np.random.default_rng(29).choice(len(PROJECTED), 60, replace=False)]
+
+
+@pytest.mark.parametrize("code", CHOSEN + SAMPLED)
+def test_areas_in_any_projected_crs_are_geodesic(code):
+    """Property over projected CRSs from pyproj's database (chosen ones for their units, prime meridians and
+    projections, and 60 drawn at random): a 2 km square at the centre of the CRS's area of use measures
+    within 0.05 % of its geodesic area and perimeter computed through EPSG:4326."""
+    crs = pyproj.CRS.from_epsg(int(code))
+    square = square_in(crs, 2000.0)
+    if square is None or crs.get_geod() is None:
+        pytest.skip(f"EPSG:{code} cannot place its area of use's centre")
+    expected_area, expected_perimeter = wgs84_measures(square, crs)
+    if not (np.isfinite(expected_area) and expected_area > 0):
+        pytest.skip(f"PROJ cannot take EPSG:{code} to EPSG:4326 there")
+    area, perimeter = ground_measures(np.array([square], dtype=object), crs)
+    assert area[0] == pytest.approx(expected_area, rel=5e-4)
+    assert perimeter[0] == pytest.approx(expected_perimeter, rel=5e-4)

@@ -21,7 +21,7 @@ ALGORITHMS = Path(__file__).resolve().parents[1] / "qgis_plugin" / "geoseg_provi
 OTHER = {"overlap": 3, "block_chips": 2, "batch_size": 3, "precision": "fp32", "engine": "onnx",
          "tta": "flips", "workers": 2, "threads": 1, "processes": True, "scheduler": "tcp://127.0.0.1:1",
          "confidence": True, "probabilities": "uint8", "cog": True, "bands": (3, 2, 1), "sampling": "native",
-         "aoi": "aoi.gpkg", "commit_seconds": 9.0}
+         "aoi": "aoi.gpkg", "acquired": "2024-06-01", "commit_seconds": 9.0}
 
 
 def every_option():

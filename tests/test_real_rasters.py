@@ -13,21 +13,23 @@ import threading
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 from rasterio.control import GroundControlPoint
 
-from geoseg.io.classes import NODATA
+from geoseg.io.classes import DEEPGLOBE, NODATA
 from geoseg.io.grid import GeoGrid
+from geoseg.models.checkpoint import Checkpoint, build_model, save_checkpoint
 from geoseg.outputs.class_raster import class_raster_profile
 
-from conftest import UTM, write_raster
+from conftest import TINY_MODEL, UTM, write_raster
 
 
-def geoseg(*args, limit_bytes=None, cwd=None):
+def geoseg(*args, limit_bytes=None, cwd=None, timeout=300):
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
     return subprocess.run([sys.executable, "-m", "geoseg", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, preexec_fn=limit if limit_bytes else None, cwd=cwd)
+                          timeout=timeout, preexec_fn=limit if limit_bytes else None, cwd=cwd)
 
 
 def _scene(tmp_path, name="scene.tif", size=(3, 300, 400), seed=0, **profile):
@@ -198,3 +200,80 @@ def test_a_scene_behind_a_url_is_read_with_gdal(tmp_path, rgb_scene, tiny_checkp
                 assert ds.transform == src.transform and ds.tags()["scene"] == source
     finally:
         server.shutdown()
+
+
+# --- odd real rasters, as in rasterio's test data: each ends in seconds, with outputs or one sentence -------
+
+@pytest.fixture
+def one_metre_model(tmp_path):
+    """A tiny U-Net trained (as far as its file says) at 1 m pixels, like the sample model."""
+    torch.manual_seed(0)
+    ckpt = Checkpoint(architecture="Unet", model_config=dict(TINY_MODEL),
+                      state_dict=build_model("Unet", TINY_MODEL).state_dict(), classes=DEEPGLOBE,
+                      bands=[1, 2, 3], mean=[120.0] * 3, std=[60.0] * 3, chip_size=64, resolution=1.0,
+                      train_config={"resolution": 1.0})
+    return save_checkpoint(ckpt, tmp_path / "one_metre.ckpt")
+
+
+def _collar(size=(718, 791)):
+    """A Landsat-like scene with a rotated footprint inside a nodata collar (RGB.byte.tif's shape)."""
+    h, w = size
+    y, x = np.mgrid[0:h, 0:w]
+    inside = (np.abs((x - w / 2) * 0.9 + (y - h / 2) * 0.4) < w * 0.35) & (np.abs(y - h / 2) < h * 0.4)
+    data = (np.random.default_rng(0).integers(1, 255, (3, h, w)) * inside).astype(np.uint8)
+    return data, inside
+
+
+def odd_raster(kind: str, folder) -> tuple:
+    """(path, expected) for one odd raster: ``expected`` is "refused" or "outputs"."""
+    path = folder / f"{kind}.tif"
+    t = Affine(1.0, 0, 500000, 0, -1.0, 5000000)
+    rng = np.random.default_rng(1)
+    if kind == "collar_300m":
+        data, _ = _collar()
+        write_raster(path, data, Affine(300, 0, 101985, 0, -300, 2826915), crs="EPSG:32618", nodata=0)
+        return path, "refused"
+    if kind == "external_msk":
+        write_raster(path, rng.integers(1, 255, (3, 150, 200), dtype=np.uint8), t)
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False), rasterio.open(path, "r+") as ds:
+            mask = np.full((150, 200), 255, np.uint8)
+            mask[:40] = 0
+            ds.write_mask(mask)
+        assert (folder / f"{kind}.tif.msk").exists()
+        return path, "outputs"
+    if kind in ("rgba", "rgba_uint16"):
+        dtype = np.uint8 if kind == "rgba" else np.uint16
+        data = rng.integers(1, 200, (4, 150, 200)).astype(dtype)
+        data[3] = np.iinfo(dtype).max
+        data[3, :, :30] = 0
+        write_raster(path, data, t, photometric="RGB", alpha="YES")
+        return path, "outputs"
+    if kind == "world_4326":
+        write_raster(path, rng.integers(1, 255, (3, 360, 720), dtype=np.uint8),
+                     Affine(0.5, 0, -180, 0, -0.5, 90), crs="EPSG:4326")
+        return path, "refused"
+    if kind == "rotated":
+        write_raster(path, rng.integers(1, 255, (3, 150, 200), dtype=np.uint8),
+                     Affine.translation(500000, 5000000) * Affine.rotation(20) * Affine.scale(1.0, -1.0))
+        return path, "outputs"
+    raise ValueError(kind)
+
+
+ODD = ["collar_300m", "external_msk", "rgba", "rgba_uint16", "world_4326", "rotated"]
+
+
+@pytest.mark.parametrize("kind", ODD)
+def test_odd_real_rasters_end_in_seconds_with_outputs_or_one_sentence(tmp_path, one_metre_model, kind):
+    scene, expected = odd_raster(kind, tmp_path)
+    out = tmp_path / "out.tif"
+    r = geoseg("predict", scene, "-o", out, "--model", one_metre_model, "--quiet", timeout=120)
+    if expected == "refused":
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.count("geoseg: error:") == 1 and "--sampling native" in r.stderr
+        assert not out.exists()
+        return
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(out) as dst, rasterio.open(scene) as src:
+        assert (dst.transform, dst.crs, dst.shape) == (src.transform, src.crs, src.shape)
+        classes, valid = dst.read(1), src.dataset_mask() > 0
+        assert np.array_equal(classes == NODATA, ~valid)  # masks, alpha: exactly the invalid pixels

@@ -3,15 +3,20 @@ the outputs stay on each scene's own grid."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
+import pyproj
 import pytest
 import rasterio
 import torch
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from geoseg.data.model_input import sampling_scale
+from geoseg.errors import ConfigError
 from geoseg.inference.predict import PredictOptions, predict_scene
 from geoseg.inference.resample import axis_taps, model_scale, resampled_block
 from geoseg.io.classes import DEEPGLOBE
@@ -131,17 +136,24 @@ def test_a_downsize_res_model_reads_pixel_grids_at_its_size(colour_model, tmp_pa
     downsized = replace(colour_model, train_config={"downsize_res": 192}, resolution=None)
     ckpt = save_checkpoint(downsized, tmp_path / "downsized.ckpt")
     half = scene(tmp_path, 0.5, "colour", crs=None)
-    assert model_scale(downsized, GeoGrid(384, 384, Affine.identity(), None), half) == 2.0
+    assert model_scale(downsized, GeoGrid(384, 384, Affine.identity(), None), half) == (2.0, 2.0)
     out = predicted(tmp_path, half, ckpt)
     assert (out == ground(0.5, "colour")[1]).mean() >= 0.98
 
 
-def test_model_sampling_needs_a_ground_size(colour_model, tmp_path):
-    """A 1 m model on a scene in degrees is predicted at its own pixels, with a warning naming the scene."""
+def test_a_scene_in_degrees_is_read_at_the_models_ground_sampling(colour_model, tmp_path):
+    """A 1 m model on a scene in degrees reads it at 1 m on the ground: the pixel's geodesic width and height
+    at the scene's centre (pyproj's Geod, computed here independently), and writes the scene's own grid."""
     path = write_raster(tmp_path / "wgs84.tif", ground(1.0, "colour")[0], Affine(1e-5, 0, 10, 0, -1e-5, 50),
                         crs="EPSG:4326")
-    with pytest.warns(UserWarning, match="wgs84.tif is in the geographic CRS"):
-        out = predicted(tmp_path, path, colour_model.path)
+    geod = pyproj.Geod(ellps="WGS84")
+    lat = 50 - 96e-5
+    width = geod.inv(10 + 96e-5, lat, 10 + 97e-5, lat)[2]
+    height = geod.inv(10 + 96e-5, lat, 10 + 96e-5, lat - 1e-5)[2]
+    with rasterio.open(path) as src:
+        scale = model_scale(colour_model, GeoGrid.from_dataset(src), path)
+    assert scale == pytest.approx((1 / width, 1 / height), rel=1e-6)
+    out = predicted(tmp_path, path, colour_model.path)
     assert out.shape == (192, 192)
 
 
@@ -173,3 +185,81 @@ def test_resampled_blocks_equal_one_whole_scene_block(colour_model, tmp_path):
                                       equal_nan=True)
     hole = whole.codes[10:25, 5:20] == 255  # nothing predicted there: nodata, not a guess
     assert hole[5:10, 5:10].all() and (whole.codes == 255).sum() == hole.sum() < 15 * 15
+
+
+def web_mercator_ground(lat: float) -> tuple[float, float]:
+    """Ground metres per EPSG:3857 unit along x and y at latitude ``lat``, from the projection's formulas
+    (x = aλ, y = a·ln tan(π/4 + φ/2) on WGS84's geodetic latitude, so dx = a·cosφ⁻¹·dλ·cosφ ... ) and the
+    ellipsoid's radii of curvature: N·cosφ/a along a parallel, M·cosφ/a along a meridian."""
+    a, e2 = 6378137.0, 0.0066943799901413165
+    phi = np.radians(lat)
+    w = 1 - e2 * np.sin(phi) ** 2
+    n, m = a / np.sqrt(w), a * (1 - e2) / w ** 1.5
+    return n * np.cos(phi) / a, m * np.cos(phi) / a
+
+
+def test_web_mercator_at_60_north_is_read_at_its_ground_size(texture_model, tmp_path):
+    """Half-metre imagery from a tile service at 60° N has pixels of about 1 Web Mercator unit: read as 1 m
+    the stripes look twice as large and the classes swap; read by their ground size they are right."""
+    x, y = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(10.0, 60.0)
+    per_unit = web_mercator_ground(60.0)
+    image, truth = ground(0.5, "texture")
+    path = write_raster(tmp_path / "mercator.tif", image,
+                        Affine(0.5 / per_unit[0], 0, x, 0, -0.5 / per_unit[1], y), crs="EPSG:3857")
+    with rasterio.open(path) as src:
+        scale = model_scale(texture_model, GeoGrid.from_dataset(src), path)
+    assert scale == pytest.approx((2.0, 2.0), rel=1e-4)
+    assert (predicted(tmp_path, path, texture_model) == truth).mean() >= 0.97
+
+
+def test_non_square_pixels_are_sampled_per_axis(colour_model, tmp_path):
+    """0.5 m × 1 m pixels: two scene columns and one scene row per model pixel, not 1 m × 2 m pixels."""
+    image = ground(0.5, "colour")[0][:, ::2, :]
+    path = write_raster(tmp_path / "oblong.tif", image, Affine(0.5, 0, 500000, 0, -1.0, 5000000))
+    with rasterio.open(path) as src:
+        grid = GeoGrid.from_dataset(src)
+        scale = model_scale(colour_model, grid, path)
+    assert scale == pytest.approx((2 * 0.9996, 0.9996), rel=1e-4)
+    assert grid.zoom(scale).shape == (192, 192)
+    truth = ground(0.5, "colour")[1][::2, :]
+    assert (predicted(tmp_path, path, colour_model) == truth).mean() >= 0.97
+
+
+@pytest.mark.parametrize("res", [0.5, 0.25])
+def test_nan_holes_stay_exactly_nodata_at_the_models_sampling(colour_model, tmp_path, res):
+    """A float scene with NaN holes and no declared nodata: exactly the NaN pixels are nodata in the classes
+    (bilinear reads used to spread NaN and lose a ring of valid pixels around every hole)."""
+    image = ground(res, "colour")[0].astype(np.float32)
+    n = image.shape[1]
+    holes = np.zeros((n, n), bool)
+    holes[n // 4:n // 4 + 40, n // 3:n // 3 + 60] = True
+    holes[n - 7:, :5] = True  # a hole at the scene's corner
+    holes[n // 2, n // 2] = True  # a single pixel
+    image[:, holes] = np.nan
+    path = write_raster(tmp_path / f"holes_{res}.tif", image, Affine(res, 0, 500000, 0, -res, 5000000))
+    out = predicted(tmp_path, path, colour_model)
+    assert np.array_equal(out == 255, holes)
+
+
+def test_a_coarse_scene_and_a_fine_model_are_refused_before_any_work(colour_model, tmp_path):
+    """300 m pixels read by a 1 m model would be 90,000 times the pixels: one sentence naming both sizes and
+    the way out, nothing written; a 2 m scene (4× the pixels) is predicted."""
+    path = write_raster(tmp_path / "landsat.tif", np.full((3, 40, 30), 100, np.uint8),
+                        Affine(300, 0, 500000, 0, -300, 5000000))
+    out = tmp_path / "landsat_classes.tif"
+    with pytest.raises(ConfigError, match=r"300 m × 300 m pixels .* 1 m pixels.*--sampling native"):
+        predict_scene(path, colour_model, out, PredictOptions())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["landsat.tif"]
+    assert predicted(tmp_path, scene(tmp_path, 2.0, "colour"), colour_model).shape == (96, 96)
+
+
+def test_a_scene_whose_scale_varies_gets_one_warning(tmp_path):
+    """EPSG:4326 across 20° of latitude: pixel widths vary by a third; one warning says so."""
+    grid = GeoGrid(200, 200, Affine(0.1, 0, 10, 0, -0.1, 60), CRS.from_epsg(4326))
+    with pytest.warns(UserWarning, match="measure from") as caught:
+        sampling_scale(grid, None, 5000.0, "wide.tif")
+    assert len([w for w in caught if "measure from" in str(w.message)]) == 1
+    small = GeoGrid(200, 200, Affine(1e-4, 0, 10, 0, -1e-4, 60), CRS.from_epsg(4326))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampling_scale(small, None, 10.0, "small.tif")

@@ -13,7 +13,7 @@ from geoseg.io.manifest import SceneRecord
 from conftest import write_raster
 
 
-def _scene(tmp_path, name, h, w, scale=1.0):
+def _scene(tmp_path, name, h, w, scale=(1.0, 1.0)):
     img = write_raster(tmp_path / f"{name}.tif", np.full((3, h, w), 100, np.uint8))
     with rasterio.open(img) as src:
         return SceneInfo(SceneRecord(img, None, "train"), GeoGrid.from_dataset(src), scale)
@@ -22,7 +22,7 @@ def _scene(tmp_path, name, h, w, scale=1.0):
 def test_rare_class_sampling_centres_chips_on_rare_cells(tmp_path):
     img = write_raster(tmp_path / "s.tif", np.full((3, 256, 256), 100, np.uint8))
     with rasterio.open(img) as src:
-        scenes = [SceneInfo(SceneRecord(img, None, "train"), GeoGrid.from_dataset(src), 1.0)]
+        scenes = [SceneInfo(SceneRecord(img, None, "train"), GeoGrid.from_dataset(src), (1.0, 1.0))]
     counts = np.zeros((4, 4, 7), np.int64)
     counts[..., 1] = 4096          # agriculture everywhere
     counts[2, 3, 1], counts[2, 3, 4] = 3000, 1096  # water only in cell (2, 3)
@@ -64,7 +64,7 @@ def test_random_chips_are_dealt_out_by_rank(tmp_path):
 
 
 def test_grid_sampler_covers_every_scene_at_its_sampling(tmp_path):
-    scenes = [_scene(tmp_path, "a", 100, 130), _scene(tmp_path, "b", 128, 128, scale=2.0)]
+    scenes = [_scene(tmp_path, "a", 100, 130), _scene(tmp_path, "b", 128, 128, scale=(2.0, 2.0))]
     grid = GridChipSampler(scenes, 64)
     assert list(grid) == [ChipSpec(0, r, c) for r in (0, 64) for c in (0, 64, 128)] + [ChipSpec(1, 0, 0)]
     limited = GridChipSampler(scenes, 64, limit=3)

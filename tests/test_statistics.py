@@ -31,7 +31,7 @@ def test_median_frequency_weights_exact(tmp_path):
         img = write_raster(tmp_path / f"{name}.tif", np.full((3, 8, 8), 100, np.uint8))
         lbl = write_raster(tmp_path / f"{name}_l.tif", lab)
         with rasterio.open(img) as src:
-            scenes.append(SceneInfo(SceneRecord(img, lbl, "train"), GeoGrid.from_dataset(src), 1.0))
+            scenes.append(SceneInfo(SceneRecord(img, lbl, "train"), GeoGrid.from_dataset(src), (1.0, 1.0)))
     counts = class_cell_counts(scenes, DEEPGLOBE, 8, ignored=[6], cache_dir=tmp_path / "cache")
     assert [c.tolist() for c in counts] == [[[[48, 16, 0, 0, 0, 0, 0]]], [[[32, 0, 32, 0, 0, 0, 0]]]]
     # freq: urban 80/128 = 0.625, agriculture 16/64 = 0.25, rangeland 32/64 = 0.5; median 0.5
@@ -52,7 +52,7 @@ def test_band_statistics_leave_nodata_out(tmp_path):
     data[:, :10] = 0  # nodata rows
     img = write_raster(tmp_path / "s.tif", data, nodata=0)
     with rasterio.open(img) as src:
-        info = SceneInfo(SceneRecord(img, None, "train"), GeoGrid.from_dataset(src), 1.0)
+        info = SceneInfo(SceneRecord(img, None, "train"), GeoGrid.from_dataset(src), (1.0, 1.0))
         mean, std = band_statistics([info], [1, 2])
         sampled = sample_band_statistics(src, [1, 2], size=16)
     assert mean == pytest.approx([200, 7]) and std == pytest.approx([100, 1e-6])
@@ -62,7 +62,7 @@ def test_band_statistics_leave_nodata_out(tmp_path):
 def test_band_statistics_of_an_empty_scene_are_an_error(tmp_path):
     img = write_raster(tmp_path / "s.tif", np.zeros((1, 8, 8), np.uint8), nodata=0)
     with rasterio.open(img) as src:
-        info = SceneInfo(SceneRecord(img, None, "train"), GeoGrid.from_dataset(src), 1.0)
+        info = SceneInfo(SceneRecord(img, None, "train"), GeoGrid.from_dataset(src), (1.0, 1.0))
         assert sample_band_statistics(src, [1]) is None
     with pytest.raises(RasterError, match="no valid pixels"):
         band_statistics([info], [1])
@@ -86,7 +86,7 @@ def test_nan_and_inf_pixels_are_left_out_of_the_statistics(tmp_path):
     data[0, 20, 20] = np.inf
     img = write_raster(tmp_path / "f.tif", data)  # no nodata value declared
     with rasterio.open(img) as src:
-        info = SceneInfo(SceneRecord(img, None, "train"), GeoGrid.from_dataset(src), 1.0)
+        info = SceneInfo(SceneRecord(img, None, "train"), GeoGrid.from_dataset(src), (1.0, 1.0))
         mean, std = band_statistics([info], [1, 2])
         sampled_mean, _ = sample_band_statistics(src, [1, 2], size=8)
     assert mean == pytest.approx([10, 4]) and std == pytest.approx([1e-6, 1e-6], abs=1e-5)

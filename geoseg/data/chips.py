@@ -74,10 +74,10 @@ class ChipDataset(Dataset):
         """Normalised image [bands, chip, chip] and label indices [chip, chip] for one spec."""
         info = self.scenes[spec.scene]
         src, labels = self._handles(spec.scene)
-        s = info.scale
-        window = Window(spec.col * s, spec.row * s, self.chip * s, self.chip * s)
+        sx, sy = info.scale
+        window = Window(spec.col * sx, spec.row * sy, self.chip * sx, self.chip * sy)
         shape = (self.chip, self.chip)
-        resampling = Resampling.nearest if s == 1 else Resampling.bilinear
+        resampling = Resampling.nearest if (sx, sy) == (1, 1) else Resampling.bilinear
         bands = info.bands or self.bands
         image = read_boundless(src, bands, window, (len(bands), *shape), 0, resampling)
         image = to_physical(image, src, bands)

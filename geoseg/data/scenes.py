@@ -1,5 +1,6 @@
 """Preparing a run's scenes: each scene's grid and sampling scale (``downsize_res`` / ``resolution``), and
-tiled GeoTIFF copies of scenes that windowed reads would otherwise decode from the top."""
+the copies at the model's sampling (or tiled, for formats that windowed reads decode from the top) that
+training reads."""
 
 from __future__ import annotations
 
@@ -8,13 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import rasterio
-from rasterio.enums import MaskFlags, Resampling
-
-from geoseg.data.model_input import sampling_scale
+from geoseg.data.model_input import sampled_copy, sampling_scale
 from geoseg.errors import ConfigError, GeoSegWarning
-from geoseg.io.atomic import atomic_output
-from geoseg.io.fingerprint import cache_key, file_identity
 from geoseg.io.formats import VECTOR_SUFFIXES
 from geoseg.io.grid import GeoGrid
 from geoseg.io.labels import check_label_grid
@@ -31,7 +27,7 @@ class SceneInfo:
 
     record: SceneRecord
     grid: GeoGrid
-    scale: float  # source pixels per sampled pixel (downsize_res / resolution)
+    scale: tuple[float, float]  # scene pixels per sampled pixel along x and y (downsize_res / resolution)
     label_name: str | None = None  # the label file to name in messages (when reading a cached copy)
     bands: list[int] | None = None  # the run's bands as this scene numbers them (names resolved)
     synthetic: bool = False  # one of geoseg's synthetic sample scenes
@@ -63,7 +59,7 @@ def scene_infos(records: Sequence[SceneRecord], bands: Sequence[int | str], down
             synthetic = SYNTHETIC_TAG in src.tags() or _synthetic_label(rec.label)
         if grid.crs is None:
             no_crs[str(rec.image)] = None
-        scale = sampling_scale(grid, downsize_res, resolution)
+        scale = sampling_scale(grid, downsize_res, resolution, str(rec.image))
         if scale is None:
             raise _no_ground_size(rec.image, grid)
         infos.append(SceneInfo(rec, grid, scale, bands=numbers, synthetic=synthetic))
@@ -88,42 +84,34 @@ def _synthetic_label(label: Path | None) -> bool:
 
 
 def _no_ground_size(image: Path, grid: GeoGrid) -> ConfigError:
-    """Why a scene cannot be sampled at a ground resolution in metres."""
-    if grid.crs is None:
-        return ConfigError(f"config key 'resolution' needs georeferenced scenes, but {image} has no CRS; "
-                           f"use downsize_res instead")
-    return ConfigError(f"config key 'resolution' is in metres, but {image} is in the geographic CRS "
-                       f"{grid.crs}; "
-                       f"reproject it to a projected CRS (e.g. its UTM zone) or use downsize_res")
+    """Why a scene cannot be sampled at a ground resolution in metres: nothing places it on Earth."""
+    return ConfigError(f"config key 'resolution' needs scenes placed on Earth, but {image} has no CRS and no "
+                       f"ground control points; georeference it, or use downsize_res instead")
 
 
 def tiled_copies(scenes: Sequence[SceneInfo], cache_dir: Path) -> list[SceneInfo]:
-    """Scenes in formats without tiles (JPEG, PNG: every window decodes the image from its top), and scenes
-    sampled at a ground resolution 2× coarser or more (every chip decodes a large area), converted once to
-    tiled GeoTIFFs at their sampling resolution, cached in ``cache_dir``; other scenes are returned as they
-    are.
-
-    Measured in ``tests/benchmarks/bench_loader.py``: windowed reads from the
-    copies are several times faster than from the JPEG/PNG files themselves.
-    """
+    """The scenes as the model reads them: scenes sampled at another scale than their own pixels, and
+    scenes in formats without tiles (JPEG, PNG: every window decodes the image from its top), as tiled
+    GeoTIFF copies at the model's sampling (:func:`geoseg.data.model_input.sampled_copy`, the copy
+    prediction reads too), made once in ``cache_dir``; other scenes as they are. Every scene returned is
+    read at its own pixels (scale 1)."""
     out = []
     for info in scenes:
         rec = info.record
         polygons = rec.label is not None and Path(rec.label).suffix.lower() in VECTOR_SUFFIXES
         label_reads_windows = rec.label is None or polygons or _is_gtiff(rec.label)
-        if info.scale < 2 and _is_gtiff(rec.image) and label_reads_windows:
+        if info.scale == (1.0, 1.0) and _is_gtiff(rec.image) and label_reads_windows:
             out.append(info)
             continue
         if rec.label is not None and not polygons:
             with open_raster(rec.label) as src:
                 check_label_grid(rec.label, GeoGrid.from_dataset(src), info.grid)  # before the copies hide it
         sampled = info.sampled_grid
-        image = _tiled_copy(rec.image, cache_dir, sampled, Resampling.bilinear if info.scale != 1
-                            else Resampling.nearest)
+        image = sampled_copy(rec.image, sampled, cache_dir)
         label = rec.label
         if label is not None and not polygons:
-            label = _tiled_copy(label, cache_dir, sampled, Resampling.nearest)
-        out.append(SceneInfo(SceneRecord(image, label, rec.split), sampled, 1.0,
+            label = sampled_copy(label, sampled, cache_dir, labels=True)
+        out.append(SceneInfo(SceneRecord(image, label, rec.split), sampled, (1.0, 1.0),
                              label_name=str(rec.label) if rec.label else None, bands=info.bands,
                              synthetic=info.synthetic))
     return out
@@ -133,27 +121,3 @@ def _is_gtiff(path: Path) -> bool:
     """GeoTIFFs (tiled or in strips) read windows without decoding the image from its top."""
     with open_raster(path) as src:
         return src.driver == "GTiff"
-
-
-def _tiled_copy(path: Path, cache_dir: Path, grid: GeoGrid, resampling: Resampling) -> Path:
-    """``path`` resampled onto ``grid`` as a tiled GeoTIFF in ``cache_dir`` (made once)."""
-    shape, transform = grid.shape, grid.transform
-    target = cache_dir / f"{Path(path).stem}-{cache_key(file_identity(path), shape)}.tif"
-    if target.exists():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with open_raster(path) as src, warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        data = src.read(out_shape=(src.count, *shape), resampling=resampling)
-        masked = src.nodata is None and any(MaskFlags.all_valid not in f for f in src.mask_flag_enums)
-        mask = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) if masked else None
-        profile = {"driver": "GTiff", "width": shape[1], "height": shape[0], "count": src.count,
-                   "dtype": data.dtype.name, "crs": src.crs, "transform": transform, "nodata": src.nodata,
-                   "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate", "predictor": 2}
-        with atomic_output(target) as tmp, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
-                rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data)
-            dst.scales, dst.offsets, dst.descriptions = src.scales, src.offsets, src.descriptions
-            if mask is not None:  # an alpha band or internal mask stays a mask: nodata stays nodata
-                dst.write_mask(mask)
-    return target

@@ -119,8 +119,9 @@ def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, cell: in
     Labels are read once, a strip of cells at a time; with ``cache_dir`` the
     result is cached under a key of the label files, cell, scale and classes.
     """
-    key = cache_key([[file_identity(s.record.label) if s.record.label else None, s.scale] for s in scenes],
-                    cell, schema.codes, sorted(ignored), label_field)
+    labels = [file_identity(s.record.label) if s.record.label else None for s in scenes]
+    key = cache_key([[label, list(s.scale)] for label, s in zip(labels, scenes)], cell, schema.codes,
+                    sorted(ignored), label_field)
     cache = cache_dir / f"label-stats-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
@@ -136,8 +137,9 @@ def class_cell_counts(scenes: Sequence[SceneInfo], schema: ClassSchema, cell: in
         rows, cols = -(-h // cell), -(-w // cell)
         counts = np.zeros((rows, cols, k), np.int64)
         column = np.arange(cols * cell) // cell * k  # each pixel's cell, as an offset into the counts
+        sx, sy = info.scale
         for r in range(rows):
-            window = Window(0, r * cell * info.scale, cols * cell * info.scale, cell * info.scale)
+            window = Window(0, r * cell * sy, cols * cell * sx, cell * sy)
             strip = lut[labels.read(window, (cell, cols * cell))]
             labelled = strip != IGNORE_INDEX
             bins = (column[None, :] + strip)[labelled]

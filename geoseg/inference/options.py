@@ -81,6 +81,9 @@ class PredictOptions:
     aoi: str | None = option(None, "Area of interest (polygons, any CRS): only chips touching it run; "
                              "outputs are masked to it.", flag="--aoi", kind="file", resume="fingerprint",
                              qgis=True)
+    acquired: str | None = option(None, "When the scene was acquired (ISO 8601, e.g. 2024-06-01), for the "
+                                  "STAC item where the scene's metadata does not say.", flag="--acquired",
+                                  metavar="DATE", resume="final")
     commit_seconds: float = option(COMMIT_SECONDS, "How often finished blocks are committed for --resume.",
                                    resume="where", described=False)
 

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import shapely
 
 from geoseg import __version__
+from geoseg.data.model_input import sampled_copy
 from geoseg.data.statistics import sample_band_statistics
 from geoseg.errors import GeoSegWarning, InputError, OutputError
 from geoseg.inference.blocks import GDAL_CACHE_MB
@@ -38,7 +40,7 @@ from geoseg.inference.options import (
     declared,
     described,
 )
-from geoseg.inference.resample import describe_sampling, model_scale, resampled_block, sampled_copy
+from geoseg.inference.resample import describe_sampling, model_scale, resampled_block
 from geoseg.inference.resume import resumable_rasters
 from geoseg.inference.schedule import (
     block_tasks,
@@ -49,7 +51,7 @@ from geoseg.inference.schedule import (
     preload_model,
     run_blocks,
 )
-from geoseg.io.aoi import read_area
+from geoseg.io.aoi import outside_error, read_area, touches_scene
 from geoseg.io.atomic import check_not_input, check_output_path
 from geoseg.io.fingerprint import file_identity
 from geoseg.io.formats import RASTER_SUFFIXES, VECTOR_FORMATS, is_remote
@@ -68,7 +70,7 @@ from geoseg.outputs.class_raster import (
     write_raster_style,
 )
 from geoseg.outputs.measures import pixel_ground_area
-from geoseg.outputs.stac import stac_path, write_stac_item
+from geoseg.outputs.stac import parse_time, stac_path, write_stac_item
 from geoseg.progress import bar, say
 
 __all__ = ["PredictOptions", "VectorOptions", "PredictResult", "PredictOutputs", "OutputPaths", "predict",
@@ -216,9 +218,10 @@ def _predict_outputs(scene: str | os.PathLike, checkpoint_path: Path, paths: Out
         count, rows = polygons.polygons, polygons.summary
         say(f"wrote {count} polygons → {paths.vector}")
         say(summary_table(rows))
+    area = shapely.from_wkb(read_area(options.aoi, result.grid.crs)) if options.aoi else None
     write_stac_item(paths.raster, result.grid, checkpoint.classes, scene=str(scene),
                     checkpoint=checkpoint.path.resolve(), options=described(options, vector),
-                    vector=paths.vector, extra=result.extra)
+                    vector=paths.vector, extra=result.extra, area=area, acquired=options.acquired)
     return PredictOutputs(paths.raster, paths.vector, count, result, rows)
 
 
@@ -284,17 +287,17 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
                                  min_area=min_area)
     options = replace(options, bands=tuple(bands))
     area = _area(options, scene, grid)
-    engine = choose_engine(ckpt, options.engine, options.precision, scene)
-    scale = model_scale(ckpt, grid, scene) if options.sampling == "model" else 1.0
-    if scale == 1.0:
+    scale = model_scale(ckpt, grid, scene) if options.sampling == "model" else (1.0, 1.0)
+    if scale == (1.0, 1.0):
         _check_resolution(scene, grid, ckpt)
+    engine = choose_engine(ckpt, options.engine, options.precision, scene)
     overlap = _overlap(options, ckpt.chip_size)
     scene_ref = str(scene) if is_remote(scene) else str(Path(scene).resolve())
     tags = {"geoseg_version": __version__, "checkpoint": str(ckpt.path.resolve()), "scene": scene_ref,
             "overlap": str(overlap), "chip_size": str(ckpt.chip_size), "tta": options.tta}
     tags["engine"] = engine.name
-    if scale != 1.0:
-        tags["sampling"] = f"{scale:.6g} scene pixels per model pixel"
+    if scale != (1.0, 1.0):
+        tags["sampling"] = f"{scale[0]:.6g} × {scale[1]:.6g} scene pixels per model pixel (x × y)"
     profiles = {name: (probability_raster_profile(grid, len(ckpt.classes), options.probabilities)
                        if name == "probabilities" else class_raster_profile(grid)) for name in paths.rasters}
 
@@ -308,7 +311,7 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
 
     start = time.perf_counter()
     fingerprint = _fingerprint(scene, ckpt, grid, bands, overlap, options, paths, engine.name)
-    if scale == 1.0:
+    if scale == (1.0, 1.0):
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
                 paths.rasters, profiles, fingerprint, resume, prepare, finalize,
                 options.commit_seconds) as writer:
@@ -319,7 +322,7 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
                                          overlap, options, work, resume, start, area, engine.name)
         chips = probabilities.chips
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), resumable_rasters(
-                paths.rasters, profiles, {**fingerprint, "sampling": scale}, False, prepare, finalize,
+                paths.rasters, profiles, {**fingerprint, "sampling": list(scale)}, False, prepare, finalize,
                 options.commit_seconds) as writer:
             _resample_to_scene(writer, probabilities.raster, scene_ref, bands, ckpt, options, area)
         shutil.rmtree(work, ignore_errors=True)
@@ -365,7 +368,7 @@ def _predict_sampled(scene: str | os.PathLike, scene_ref: str, ckpt: Checkpoint,
     say(f"reading {scene_ref} ({grid.width}×{grid.height} px) as the model was trained, "
         f"{describe_sampling(ckpt)}: {sampled.width}×{sampled.height} px")
     work.mkdir(exist_ok=True)
-    copy = sampled_copy(scene, bands, grid, sampled, work)
+    copy = sampled_copy(scene, sampled, work, bands)
     inner = replace(options, confidence=False, probabilities="float32", cog=False,
                     bands=tuple(range(1, len(bands) + 1)))
     paths = OutputPaths(work / "classes.tif", None, {"probabilities": work / "probabilities.tif"})
@@ -470,7 +473,7 @@ def _check_resolution(scene, grid: GeoGrid, ckpt: Checkpoint) -> None:
     if not ckpt.resolution or size is None:
         return
     if not 0.8 <= size / ckpt.resolution <= 1.25:
-        warnings.warn(f"{scene} has {size:g} m pixels but the model was trained on {ckpt.resolution:g} m "
+        warnings.warn(f"{scene} has {size:.3g} m pixels but the model was trained on {ckpt.resolution:.3g} m "
                       f"pixels; expect worse results (resample the scene to {ckpt.resolution:g} m)",
                       GeoSegWarning)
 
@@ -497,7 +500,10 @@ def _area(options: PredictOptions, scene, grid: GeoGrid) -> bytes | None:
     if not grid.has_geotransform:
         raise InputError(f"--aoi needs a scene placed by a transform, but {scene} is georeferenced by ground "
                          "control points or RPCs only; orthorectify it first")
-    return read_area(options.aoi, grid.crs)
+    area = read_area(options.aoi, grid.crs)
+    if grid.crs is not None and not touches_scene(area, grid):
+        raise outside_error(options.aoi, str(scene), [grid])
+    return area
 
 
 def _check_options(options: PredictOptions) -> None:
@@ -507,6 +513,8 @@ def _check_options(options: PredictOptions) -> None:
         raise InputError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {options.sampling!r}")
     if options.probabilities not in (None, *PROBABILITY_TYPES):
         raise InputError(f"--probabilities must be uint8 or float16, got {options.probabilities!r}")
+    if options.acquired:
+        parse_time(options.acquired)
 
 
 def _overlap(options: PredictOptions, chip: int) -> int:

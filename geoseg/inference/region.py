@@ -3,11 +3,15 @@
 Each scene is predicted into its own class raster in ``<output>_scenes/``; on a
 dask cluster (``--workers N`` or ``--scheduler``) the workers do that
 themselves, a scene per task, writing to the (shared) output folder, so no
-pixel passes through the client. The scene rasters are joined by a mosaic VRT
-(``<output>.vrt``, one per CRS when the scenes have several), which opens
-styled in QGIS, and the polygons of the region are vectorized from the mosaic
-block by block, so a field that crosses a scene edge is one polygon (scenes in
-another CRS are vectorized apart and reprojected into the first one's).
+pixel passes through the client. The scene rasters are joined by one mosaic VRT
+(``<output>.vrt``) in the first scene's CRS, which opens styled in QGIS: scenes
+in an equivalent CRS (however its WKT is written) join as they are, scenes in
+another CRS are warped into it first (nearest neighbour), and a later scene is
+drawn over an earlier one where they overlap. The polygons of the region are
+vectorized from that one mosaic block by block, so a field that crosses a scene
+edge is one polygon and every ground point lies in exactly one polygon;
+``--min-area`` sieves the mosaic as a whole, so seams and overlaps keep the
+minimum mapping unit (the per-scene rasters stay as predicted).
 ``--resume`` keeps the scenes already finished (recorded in a job file beside
 the output) and completes the interrupted ones.
 """
@@ -16,20 +20,24 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape
 
+import rasterio
+
 from geoseg import __version__
 from geoseg.errors import InputError, OutputError
 from geoseg.inference.options import declared
+from geoseg.io.aoi import outside_error, read_area, touches_scene
 from geoseg.io.atomic import atomic_write_text, check_output_path
 from geoseg.io.classes import NODATA, ClassSchema
 from geoseg.io.fingerprint import file_identity
 from geoseg.io.formats import VECTOR_FORMATS
+from geoseg.io.geodesy import same_crs
+from geoseg.io.grid import GeoGrid
 from geoseg.io.output_lock import output_lock
 from geoseg.io.raster import open_raster
 from geoseg.models.checkpoint import load_checkpoint
@@ -58,6 +66,7 @@ def predict_region(scenes: Sequence[str | os.PathLike], output: str | os.PathLik
 
     options = options or PredictOptions()
     vector = vector or VectorOptions()
+    scenes = _scenes_in_area(scenes, options.aoi) if options.aoi else list(scenes)
     checkpoint_path = resolve_model(model)
     ckpt = load_checkpoint(checkpoint_path)
     if model is None:
@@ -93,25 +102,45 @@ def _predict_region(scenes, output: Path, checkpoint_path: Path, ckpt, options, 
             check_output_path(rasters[str(s)], False)
     start = time.perf_counter()
     say(f"{len(scenes)} scenes → {folder}/" + (f" ({len(scenes) - len(todo)} done before)" if done else ""))
-    for scene, chips in _run_scenes(todo, checkpoint_path, rasters, options, resume, vector.min_area):
+    for scene, chips in _run_scenes(todo, checkpoint_path, rasters, options, resume, None):
         done[str(scene)] = chips
         atomic_write_text(state_path, json.dumps({"fingerprint": fingerprint, "done": done}, default=str))
     chips = sum(done.values())
-    groups = _by_crs([rasters[str(s)] for s in scenes])
-    mosaics = [write_mosaic(group, mosaic if i == 0 else _numbered(mosaic, i), ckpt.classes)
-               for i, group in enumerate(groups)]
+    classes = _in_one_crs([rasters[str(s)] for s in scenes], folder / "reprojected")
+    mosaic = write_mosaic(classes, mosaic, ckpt.classes)
+    if vector.min_area:
+        mosaic = _sieved_mosaic(mosaic, folder, vector.min_area, ckpt.classes)
     confidence = None
     if options.confidence:
-        confidence = [write_mosaic([_confidence(r) for r in group], _numbered(mosaic, i, "confidence"))
-                      for i, group in enumerate(groups)]
+        confidence = write_mosaic(_in_one_crs([_confidence(rasters[str(s)]) for s in scenes],
+                                              folder / "reprojected"), _numbered(mosaic, 0, "confidence"))
+    mosaics = [mosaic]
     count, rows = 0, []
     if vector_path is not None:
-        count, rows = _region_polygons(mosaics, confidence, vector_path, ckpt, vector)
+        count, rows = _region_polygons(mosaic, confidence, vector_path, ckpt, vector)
         say(f"wrote {count} polygons → {vector_path}")
     state_path.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     say(f"predicted {len(scenes)} scenes, {chips} chips in {seconds:.1f} s → {', '.join(map(str, mosaics))}")
     return RegionOutputs([rasters[str(s)] for s in scenes], mosaics, vector_path, count, chips, seconds, rows)
+
+
+def _scenes_in_area(scenes: Sequence[str | os.PathLike], aoi) -> list:
+    """The scenes the area of interest touches (the others are left out with one line); none is an error
+    that names the AOI and the scenes' footprint."""
+    inside, grids = [], []
+    for scene in scenes:
+        with open_raster(scene) as src:
+            grid = GeoGrid.from_dataset(src)
+        grids.append(grid)
+        if grid.crs is None or touches_scene(read_area(aoi, grid.crs), grid):
+            inside.append(scene)
+    if not inside:
+        raise outside_error(aoi, f"the {len(grids)} scenes", [g for g in grids if g.crs is not None] or grids)
+    if len(inside) < len(scenes):
+        say(f"{len(scenes) - len(inside)} of {len(scenes)} scenes lie outside the area of interest {aoi}; "
+            "leaving them out")
+    return inside
 
 
 def _scene_rasters(scenes: Sequence[str | os.PathLike], folder: Path) -> dict[str, Path]:
@@ -192,16 +221,64 @@ def _on_a_dask_worker() -> bool:
     return True
 
 
-def _by_crs(rasters: list[Path]) -> list[list[Path]]:
-    """The rasters grouped by CRS, in order of first appearance."""
-    groups: dict[str, list[Path]] = {}
+def _in_one_crs(rasters: list[Path], folder: Path) -> list[Path]:
+    """The class rasters of a region, in scene order, all in the first one's CRS: rasters in an equivalent
+    CRS (pyproj's judgement, not the WKT's text) as they are, the others warped into it (nearest neighbour,
+    at their own ground resolution) as tiled GeoTIFFs in ``folder``; so the region is one mosaic where each
+    ground point has one class (the later scene's where scenes overlap)."""
+    with open_raster(rasters[0]) as src:
+        target = src.crs
+    out = []
     for path in rasters:
         with open_raster(path) as src:
             if src.transform.b or src.transform.d:
                 raise InputError(f"{path} is on a rotated grid, which a mosaic VRT cannot hold; predict it "
                                  "on its own")
-            groups.setdefault(src.crs.to_wkt() if src.crs else "", []).append(path)
-    return list(groups.values())
+            out.append(path if same_crs(src.crs, target) else _warped(src, path, target, folder))
+    return out
+
+
+def _warped(src, path: Path, crs, folder: Path) -> Path:
+    """``src`` (a class raster) warped into ``crs`` by nearest neighbour, block by block, as
+    ``folder/<name>``; colours and class names kept."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    from geoseg.io.atomic import atomic_output
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    with WarpedVRT(src, crs=crs, resampling=Resampling.nearest, nodata=src.nodata) as vrt:
+        profile = {"driver": "GTiff", "width": vrt.width, "height": vrt.height, "count": 1,
+                   "dtype": src.dtypes[0], "crs": crs, "transform": vrt.transform, "nodata": src.nodata,
+                   "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+        with atomic_output(target) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            for _, window in vrt.block_windows(1):
+                dst.write(vrt.read(1, window=window), 1, window=window)
+            try:
+                dst.write_colormap(1, src.colormap(1))
+            except ValueError:  # a confidence raster has no palette
+                pass
+            dst.update_tags(**src.tags())
+    return target
+
+
+def _sieved_mosaic(mosaic: Path, folder: Path, min_area: float, schema: ClassSchema) -> Path:
+    """The region's classes with regions under ``min_area`` m² absorbed by a neighbour across the whole
+    region (seams and overlaps included), as ``folder/mosaic_sieved.tif``; the mosaic VRT then shows it.
+    The area is counted in pixels of the ground size of the mosaic's central pixel."""
+    import math
+
+    from geoseg.outputs.measures import pixel_ground_area
+    from geoseg.outputs.sieve import sieve_raster
+
+    with open_raster(mosaic) as src:
+        area = pixel_ground_area(src.transform, src.crs, src.width // 2, src.height // 2)
+    pixels = max(1, math.ceil(min_area / area))
+    sieved = folder / "mosaic_sieved.tif"
+    sieve_raster(mosaic, sieved, pixels)
+    say(f"removed regions under {min_area:g} m² ({pixels} px) across the region")
+    return write_mosaic([sieved], mosaic, schema)
 
 
 def _numbered(path: Path, i: int, kind: str = "") -> Path:
@@ -259,27 +336,17 @@ def write_mosaic(rasters: list[Path], path: Path, schema: ClassSchema | None = N
     return path
 
 
-def _region_polygons(mosaics: list[Path], confidence: list[Path] | None, output: Path, ckpt,
+def _region_polygons(mosaic: Path, confidence: Path | None, output: Path, ckpt,
                      vector) -> tuple[int, list[dict]]:
-    """The polygons of the whole region from the mosaics: written straight from a single mosaic, or, for
-    scenes in several CRSs, vectorized per mosaic and gathered in the first mosaic's CRS."""
-    from geoseg.outputs.polygons import summary_table, write_polygons, write_region_layers
+    """The polygons of the whole region, vectorized from its one mosaic: a field that crosses a scene edge
+    is one polygon, and overlapping scenes give one polygon per ground point."""
+    from geoseg.outputs.polygons import summary_table, write_polygons
 
     meta = {"checkpoint": str(ckpt.path.resolve())}
     with bar(None, "vectorize", unit="block") as pbar:
-        if len(mosaics) == 1:
-            result = write_polygons(mosaics[0], output, ckpt.classes, layer=vector.layer,
-                                    simplify=vector.simplify, dissolve=vector.dissolve,
-                                    confidence=confidence[0] if confidence else None, checked=True,
-                                    metadata=meta, progress=pbar.update)
-            count, rows = result.polygons, result.summary
-        else:
-            with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.stem}-") as tmp:
-                parts = [write_polygons(m, Path(tmp) / f"part{i}.gpkg", ckpt.classes,
-                                        simplify=vector.simplify, summary=False, progress=pbar.update,
-                                        confidence=confidence[i] if confidence else None).path
-                         for i, m in enumerate(mosaics)]
-                count, rows = write_region_layers(parts, mosaics, output, ckpt.classes, vector.layer,
-                                                  vector.dissolve, meta)
+        result = write_polygons(mosaic, output, ckpt.classes, layer=vector.layer, simplify=vector.simplify,
+                                dissolve=vector.dissolve, confidence=confidence, checked=True, metadata=meta,
+                                progress=pbar.update)
+        count, rows = result.polygons, result.summary
     say(summary_table(rows))
     return count, rows

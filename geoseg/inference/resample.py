@@ -4,9 +4,9 @@ taken back onto the scene's own pixels.
 A model trained with ``resolution:`` (metres per pixel) or ``downsize_res:``
 (each scene resized to that many pixels on its longer side) has learnt objects
 at that size. :func:`model_scale` gives a scene's pixels per model pixel;
-:func:`sampled_copy` writes the scene at that sampling (the same windowed
-``out_shape`` reads as training, bilinear) as a tiled GeoTIFF that prediction
-runs on; :func:`resampled_block` takes the class probabilities predicted on that
+:func:`geoseg.data.model_input.sampled_copy` writes the scene at that sampling
+(the copy training reads too) as a tiled GeoTIFF that prediction runs on;
+:func:`resampled_block` takes the class probabilities predicted on that
 grid back onto a block of the scene's own pixels (bilinear where the model's
 pixels are larger, area-weighted where they are smaller) before the argmax, so
 classes and polygons line up pixel for pixel with the imagery. Every output
@@ -18,43 +18,56 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import rasterio
-from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
 
 from geoseg.data.model_input import sampling_scale
-from geoseg.errors import GeoSegWarning
+from geoseg.errors import ConfigError, GeoSegWarning
 from geoseg.inference.blocks import FinishedBlock, encode_block, top_class
 from geoseg.io.aoi import area_mask
-from geoseg.io.atomic import atomic_output
-from geoseg.io.fingerprint import cache_key, file_identity
 from geoseg.io.grid import GeoGrid
-from geoseg.io.raster import open_raster, read_errors, read_padded
+from geoseg.io.raster import read_errors, read_padded
 from geoseg.models.checkpoint import Checkpoint
 
-#: Scenes within 1 % of the model's sampling are read as they are.
-SAME_SAMPLING = 0.01
+#: The most pixels the model's sampling may make of each scene pixel before a scene is refused (4× finer on
+#: each axis): a 300 m scene read by a 1 m model would be 90,000 times its size.
+MAX_PIXEL_GROWTH = 16.0
 
-#: Sampled rows read and written at a time while making the copy.
-COPY_ROWS = 256
+#: The fewest pixels on a side a scene may shrink to at the model's sampling.
+MIN_SAMPLED_SIDE = 8
 
 
-def model_scale(ckpt: Checkpoint, grid: GeoGrid, scene: str | os.PathLike) -> float:
-    """Scene pixels per model pixel for ``scene`` (1 when the model was trained on native pixels, or when the
-    scene's pixel size in metres is unknown; a warning says so)."""
+def model_scale(ckpt: Checkpoint, grid: GeoGrid, scene: str | os.PathLike) -> tuple[float, float]:
+    """Scene pixels per model pixel for ``scene`` along x and y ((1, 1) when the model was trained on native
+    pixels, or when nothing places the scene on Earth: a warning says so). Refuses, before any work, a
+    scene the model's sampling would blow up or shrink to nothing."""
     config = ckpt.train_config
-    scale = sampling_scale(grid, config.get("downsize_res"), config.get("resolution"))
+    scale = sampling_scale(grid, config.get("downsize_res"), config.get("resolution"), str(scene))
     if scale is None:
-        where = "has no CRS" if grid.crs is None else f"is in the geographic CRS {grid.crs}"
-        warnings.warn(f"the model was trained at {config['resolution']:g} m pixels but {scene} {where}, "
-                      "so it is predicted at its own pixels; reproject it to a projected CRS (e.g. its "
-                      "UTM zone) to predict at the model's sampling", GeoSegWarning)
-        return 1.0
-    return 1.0 if abs(scale - 1) <= SAME_SAMPLING else scale
+        warnings.warn(f"the model was trained at {config['resolution']:g} m pixels but {scene} has no CRS "
+                      "and no ground control points, so it is predicted at its own pixels; georeference it "
+                      "to predict at the model's sampling", GeoSegWarning)
+        return (1.0, 1.0)
+    _check_sampled_size(ckpt, grid, scale, scene)
+    return scale
+
+
+def _check_sampled_size(ckpt: Checkpoint, grid: GeoGrid, scale: tuple[float, float], scene) -> None:
+    """Refuse a scene whose copy at the model's sampling would have far more pixels than the scene (a coarse
+    scene and a fine model) or almost none."""
+    sampled = grid.zoom(scale)
+    growth = sampled.width * sampled.height / (grid.width * grid.height)
+    if growth <= MAX_PIXEL_GROWTH and min(sampled.shape) >= MIN_SAMPLED_SIDE:
+        return
+    size = grid.ground_pixel_size
+    scene_size = f"{size[0]:.3g} m × {size[1]:.3g} m" if size else "its"
+    raise ConfigError(f"{scene} has {scene_size} pixels and the model reads scenes at "
+                      f"{describe_sampling(ckpt)}, which would make it {sampled.width}×{sampled.height} px "
+                      f"(from {grid.width}×{grid.height}); predict it at its own pixels with --sampling "
+                      f"native, or use a model trained near its pixel size")
 
 
 def describe_sampling(ckpt: Checkpoint) -> str:
@@ -63,40 +76,6 @@ def describe_sampling(ckpt: Checkpoint) -> str:
     if config.get("downsize_res"):
         return f"each scene resized to {config['downsize_res']} px on its longer side"
     return f"{config['resolution']:g} m pixels"
-
-
-def sampled_copy(scene: str | os.PathLike, bands: Sequence[int], grid: GeoGrid, sampled: GeoGrid,
-                 folder: Path) -> Path:
-    """``bands`` of ``scene`` resampled onto ``sampled`` (bilinear, as training reads chips), as a tiled
-    GeoTIFF in ``folder`` named by the scene's content, grid and bands (made once; memory bounded by
-    :data:`COPY_ROWS` rows)."""
-    target = folder / f"scene-{cache_key(file_identity(scene), sampled.shape, list(bands))}.tif"
-    if target.exists():
-        return target
-    fy = grid.height / sampled.height
-    with open_raster(scene) as src:
-        masked = any(MaskFlags.all_valid not in f for f in src.mask_flag_enums)
-        profile = {"driver": "GTiff", "width": sampled.width, "height": sampled.height, "count": len(bands),
-                   "dtype": src.dtypes[bands[0] - 1], "crs": sampled.crs, "transform": sampled.transform,
-                   "nodata": src.nodata, "tiled": True, "blockxsize": 256, "blockysize": 256,
-                   "compress": "deflate", "zlevel": 1, "bigtiff": "IF_SAFER"}
-        with atomic_output(target) as tmp, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
-                rasterio.open(tmp, "w", **profile) as dst:
-            dst.scales = [src.scales[b - 1] for b in bands]
-            dst.offsets = [src.offsets[b - 1] for b in bands]
-            for row in range(0, sampled.height, COPY_ROWS):
-                rows = min(COPY_ROWS, sampled.height - row)
-                window = Window(0, row * fy, grid.width, rows * fy)
-                with read_errors(src):
-                    data = src.read(list(bands), window=window, out_shape=(len(bands), rows, sampled.width),
-                                    resampling=Resampling.bilinear)
-                    mask = src.dataset_mask(window=window, out_shape=(rows, sampled.width),
-                                            resampling=Resampling.nearest) if masked else None
-                out = Window(0, row, sampled.width, rows)
-                dst.write(data, window=out)
-                if mask is not None:  # nodata, alpha and mask bands stay nodata
-                    dst.write_mask(mask, window=out)
-    return target
 
 
 def axis_taps(n_scene: int, n_model: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,12 @@ import math
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
+
+from geoseg.io.geodesy import ground_steps
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,44 @@ class GeoGrid:
         return self.crs is not None and not self.crs.is_geographic
 
     @property
-    def ground_resolution(self) -> float | None:
-        """Pixel width in metres; None without a projected CRS."""
-        return self.pixel_size[0] * metres_per_unit(self.crs) if self.is_projected else None
+    def placement(self) -> tuple[Affine, CRS] | None:
+        """The transform and CRS that place the pixels on Earth: the geotransform, or for a scene placed by
+        ground control points alone the affine fit of its GCPs; None for a plain pixel grid."""
+        if self.crs is not None:
+            return self.transform, self.crs
+        if len(self.gcps) >= 3 and self.gcp_crs is not None:
+            from rasterio.transform import from_gcps
 
-    def zoom(self, scale: float) -> "GeoGrid":
-        """The same extent sampled with pixels ``scale`` times larger, rounded to whole pixels."""
-        width, height = max(1, round(self.width / scale)), max(1, round(self.height / scale))
+            return from_gcps(list(self.gcps)), self.gcp_crs
+        return None
+
+    def ground_steps(self, cols, rows) -> tuple[np.ndarray, np.ndarray] | None:
+        """Ground length in metres of one pixel along x and along y at pixel positions (``cols``, ``rows``),
+        measured on the CRS's ellipsoid (any CRS: projected in any unit, Web Mercator, geographic); None
+        without a placement on Earth."""
+        placement = self.placement
+        if placement is None:
+            return None
+        return ground_steps(*placement, cols, rows)
+
+    @property
+    def ground_pixel_size(self) -> tuple[float, float] | None:
+        """Pixel width and height in metres on the ground at the scene's centre; None without a placement
+        on Earth."""
+        steps = self.ground_steps([self.width / 2], [self.height / 2])
+        return None if steps is None else (float(steps[0][0]), float(steps[1][0]))
+
+    @property
+    def ground_resolution(self) -> float | None:
+        """Pixel width in metres on the ground at the scene's centre; None without a placement on Earth."""
+        size = self.ground_pixel_size
+        return None if size is None else size[0]
+
+    def zoom(self, scale: float | tuple[float, float]) -> "GeoGrid":
+        """The same extent sampled with pixels ``scale`` times larger (one factor, or (x, y) factors), rounded
+        to whole pixels."""
+        sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+        width, height = max(1, round(self.width / sx)), max(1, round(self.height / sy))
         transform = self.transform @ Affine.scale(self.width / width, self.height / height)
         return GeoGrid(width, height, transform, self.crs)
 

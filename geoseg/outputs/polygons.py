@@ -72,7 +72,8 @@ def add_measures(gdf: gpd.GeoDataFrame, pixels: list[int] | None = None,
 def class_summary(raster: str | os.PathLike | list, schema: ClassSchema, areas: Mapping[int, float],
                   block: int = DEFAULT_BLOCK) -> list[dict]:
     """Pixels, ground area and share of each class: pixels counted in the class raster (or rasters; nodata
-    left out), ``areas`` (class code → m²) summed from the class's polygons."""
+    left out), ``areas`` (class code → m²) summed from the class's polygons, and the share of the ground
+    area (of the pixels where no area is known), so pixels of different ground sizes are not mixed."""
     counts = np.zeros(256, np.int64)
     for path in raster if isinstance(raster, list) else [raster]:
         with open_raster(path) as src:
@@ -80,11 +81,12 @@ def class_summary(raster: str | os.PathLike | list, schema: ClassSchema, areas: 
                 counts += np.bincount(src.read(1, window=window).ravel(), minlength=256)
     counts[NODATA] = 0
     total = counts.sum()
+    ground = sum(float(areas.get(c.code, 0.0)) for c in schema.classes)
     rows = []
     for c in schema.classes:
-        n = int(counts[c.code])
-        rows.append({"class_id": c.code, "class_name": c.name, "pixels": n,
-                     "area_m2": float(areas.get(c.code, 0.0)), "share": n / total if total else 0.0})
+        n, area = int(counts[c.code]), float(areas.get(c.code, 0.0))
+        share = area / ground if ground > 0 else (n / total if total else 0.0)
+        rows.append({"class_id": c.code, "class_name": c.name, "pixels": n, "area_m2": area, "share": share})
     return rows
 
 
@@ -152,33 +154,6 @@ def write_polygons(raster: str | os.PathLike, output: str | os.PathLike, schema:
     if summary:
         atomic_write_text(output.with_name(f"{output.stem}_summary.csv"), summary_csv(rows))
     return VectorResult(output, count, rows)
-
-
-def write_region_layers(parts: list[Path], rasters: list[Path], output: Path, schema: ClassSchema, layer: str,
-                        dissolve: bool, metadata: dict[str, str]) -> tuple[int, list[dict]]:
-    """Gather polygon files of several CRSs (``parts``, vectorized from ``rasters``) into ``output`` in the
-    first one's CRS, with style and summary; the number of polygons and the summary rows."""
-    import pandas as pd
-
-    frames = [gpd.read_file(p) for p in parts]
-    crs = frames[0].crs
-    gdf = gpd.GeoDataFrame(pd.concat([f.to_crs(crs) for f in frames], ignore_index=True), crs=crs)
-    gdf = finish_polygons(gdf, None, dissolve)
-    areas: dict[int, float] = {}
-    _areas_by_class(gdf, areas)
-    suffix = output.suffix.lower()
-    meta = {"geoseg_version": __version__, "classes": ",".join(f"{c.code}:{c.name}" for c in schema.classes),
-            **metadata}
-    with atomic_output(output, True, True) as tmp:
-        _write_once(gdf, tmp, suffix, layer if suffix == ".gpkg" else output.stem, meta,
-                    "MultiPolygon" if dissolve else "Polygon")
-        if suffix == ".gpkg":
-            add_gpkg_default_style(tmp, layer, vector_qml(schema))
-    if suffix != ".gpkg":
-        atomic_write_text(output.with_suffix(".qml"), vector_qml(schema))
-    rows = class_summary(rasters, schema, areas)
-    atomic_write_text(output.with_name(f"{output.stem}_summary.csv"), summary_csv(rows))
-    return len(gdf), rows
 
 
 def _stream_gpkg(regions: Iterable[Region], path: Path, layer: str, grid: GeoGrid, schema: ClassSchema,

@@ -52,6 +52,8 @@ def sieve_raster(path: str | os.PathLike, output: str | os.PathLike, min_pixels:
         regions = _label_regions(src, windows, nodata)
         final_class = _absorb_small_regions(regions, int(min_pixels))
         profile = src.profile
+        if src.driver != "GTiff":  # a mosaic VRT is sieved into a GeoTIFF
+            profile.update(driver="GTiff", tiled=True, blockxsize=256, blockysize=256, compress="deflate")
         cmap = src.colormap(1) if src.colorinterp[0].name == "palette" else None
         tags, description = src.tags(), src.descriptions[0]
         in_place = Path(output).resolve() == Path(path).resolve()  # the file itself: nothing to check

@@ -182,9 +182,7 @@ class Trainer:
         model = build_model(cfg.model_architecture, cfg.model_config, pretrained=pretrained)
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.average = WeightAverage(self.model, cfg.weight_averaging) if cfg.weight_averaging else None
-        grid = self.train_scenes[0].grid
-        resolution = grid.ground_resolution  # of the training samples: metres per sampled pixel
-        self.resolution = resolution * self.train_scenes[0].scale if resolution is not None else None
+        self.resolution = model_resolution(cfg, self.train_scenes)
 
     def configure_data(self) -> None:
         """Label statistics (when asked for), datasets, samplers and loaders."""
@@ -532,14 +530,21 @@ def train_baseline(cfg: RunConfig, output: str | Path | None = None) -> tuple[Pa
     result = fit_baseline(datasets[0], list(sampler.epoch_chips()), datasets[1], val_specs, cfg.classes.names,
                           evaluated, cfg.seed)
     say(describe_baseline(result, cfg.classes.names, evaluated))
-    grid = train_scenes[0].grid
-    resolution = grid.ground_resolution * train_scenes[0].scale if grid.ground_resolution else None
+    resolution = model_resolution(cfg, train_scenes)
     ckpt = run_checkpoint(cfg, train_scenes, architecture=BASELINE, model_config={},
                           state_dict=result.ensemble.to_tensors(), normalisation=(mean, std, clip),
                           resolution=resolution, epoch=0,
                           metrics={f"val_{k}": v for k, v in result.scores.items()})
     path = save_checkpoint(ckpt, output or run_dir / "baseline.ckpt")
     return path, result
+
+
+def model_resolution(cfg: RunConfig, train_scenes: list[SceneInfo]) -> float | None:
+    """The model's ground sampling in metres per pixel: the run's ``resolution``, else the ground pixel
+    width of the first training scene as it is read (None for scenes not placed on Earth)."""
+    if cfg.resolution:
+        return float(cfg.resolution)
+    return train_scenes[0].grid.ground_resolution
 
 
 def run_checkpoint(cfg: RunConfig, train_scenes: list[SceneInfo], *, architecture: str,
