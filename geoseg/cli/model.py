@@ -13,14 +13,19 @@ from geoseg.cli._app import cli, overwrite_option
 @click.argument("checkpoint", type=click.Path())
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="model.onnx")
 @click.option("--overlap", type=int, default=None,
-              help="Chip overlap in pixels recorded for QGIS plugins (default chip/8).")
+              help="Tile overlap in pixels recorded for QGIS plugins (default tile/8).")
+@click.option("--tile", type=int, default=None,
+              help="Tile side in pixels of the exported model, a multiple of 32 (default: the chip size).")
+@click.option("--dynamic", is_flag=True,
+              help="Any batch and tile size, with logits as a second output (for runtimes other than "
+                   "Deepness, which needs a fixed tile and one output).")
 @overwrite_option
-def export(checkpoint, output, overlap, overwrite) -> None:
-    """Export CHECKPOINT as an ONNX model (with Deepness's metadata) that QGIS plugins, ONNX Runtime and
-    geoseg predict --model run."""
+def export(checkpoint, output, overlap, tile, dynamic, overwrite) -> None:
+    """Export CHECKPOINT as an ONNX model that Deepness (the QGIS plugin) loads as it is, and that ONNX
+    Runtime and geoseg predict --model run."""
     from geoseg.models.export import export_onnx
 
-    click.echo(f"wrote {export_onnx(checkpoint, output, overwrite, overlap)}")
+    click.echo(f"wrote {export_onnx(checkpoint, output, overwrite, overlap, tile=tile, dynamic=dynamic)}")
 
 
 @cli.command("set-default-model")

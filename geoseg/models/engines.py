@@ -146,7 +146,8 @@ def exported_model(ckpt: Checkpoint) -> Path:
         from geoseg.models.export import export_onnx  # torch: only to make the export
 
         target.parent.mkdir(exist_ok=True)
-        export_onnx(ckpt if ckpt.state_dict else ckpt.path, target, overwrite=True)  # weights loaded once
+        export_onnx(ckpt if ckpt.state_dict else ckpt.path, target, overwrite=True,  # weights loaded once
+                    dynamic=True)
     return target
 
 

@@ -58,10 +58,10 @@ class OnnxModel:
     probabilities out."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, bands: int | None = None,
-                 classes: int | None = None):
+                 classes: int | None = None, chip: int | None = None):
         self.session = onnx_session(Path(path), threads)
         self.outputs = [o.name for o in self.session.get_outputs()]
-        _check_signature(self.session, Path(path), bands, classes)
+        _check_signature(self.session, Path(path), bands, classes, chip)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"input": np.ascontiguousarray(x, np.float32)})[0]
@@ -76,9 +76,11 @@ class OnnxModel:
         return e / e.sum(axis=1, keepdims=True)
 
 
-def _check_signature(session, path: Path, bands: int | None, classes: int | None) -> None:
+def _check_signature(session, path: Path, bands: int | None, classes: int | None,
+                     chip: int | None = None) -> None:
     """The graph takes ``input`` [batch, bands, height, width] and gives ``logits`` (or ``probabilities``)
-    [batch, classes, height, width], as its metadata says: a graph that does not is one sentence."""
+    [batch, classes, height, width], as its metadata says (a fixed height and width, as in exports for
+    Deepness, equal to its chip size): a graph that does not is one sentence."""
     inputs = {i.name: i.shape for i in session.get_inputs()}
     outputs = {o.name: o.shape for o in session.get_outputs()}
     shape_in = inputs.get("input")
@@ -86,12 +88,14 @@ def _check_signature(session, path: Path, bands: int | None, classes: int | None
 
     def fits(shape, size):
         return shape is not None and len(shape) == 4 and (size is None or not isinstance(shape[1], int)
-                                                          or shape[1] == size)
+                                                          or shape[1] == size) and all(
+            chip is None or not isinstance(side, int) or side == chip for side in shape[2:])
 
     if len(inputs) != 1 or not fits(shape_in, bands) or not fits(shape_out, classes):
+        side = "height, width" if chip is None else f"{chip}, {chip}"
         raise CheckpointError(f"{path} is not a usable geoseg model: its graph must take 'input' [batch, "
-                              f"{bands}, height, width] and give 'logits' [batch, {classes}, height, width] "
-                              f"as its metadata says; {REBUILD}")
+                              f"{bands}, {side}] and give 'logits' [batch, {classes}, {side}] as its "
+                              f"metadata says; {REBUILD}")
 
 
 def onnx_session(path: Path, threads: int | None = None):
@@ -146,7 +150,8 @@ def optimised_copy(path: Path) -> Path | None:
 
 
 def _build(ckpt: Checkpoint, threads: int | None) -> OnnxModel:
-    return OnnxModel(ckpt.path, threads, bands=len(ckpt.bands), classes=len(ckpt.classes))
+    return OnnxModel(ckpt.path, threads, bands=len(ckpt.bands), classes=len(ckpt.classes),
+                     chip=ckpt.chip_size)
 
 
 MODEL_FORMATS[".onnx"] = ModelFormat(read=checkpoint_from_onnx, build=_build)
