@@ -16,21 +16,25 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def bar(total: int | None = None, desc: str = "", unit: str = "it", **kw):
+def bar(total: int | None = None, desc: str = "", unit: str = "it", epoch: tuple[int, int] | None = None,
+        **kw):
     """A tqdm bar that is disabled when output is not a terminal or ``--quiet`` was given; with
     ``GEOSEG_PROGRESS=lines`` in the environment, lines ``PROGRESS <desc> <done>/<total>`` on stderr instead
-    (``?`` for an unknown total)."""
+    (``?`` for an unknown total; `` epoch=<e>/<E>`` after them in training), the protocol the QGIS provider
+    reads (``qgis_plugin/geoseg_provider/progress_lines.py``). ``desc`` is one word: the stage."""
     if os.environ.get("GEOSEG_PROGRESS") == "lines":
-        return LineProgress(total, desc)
+        return LineProgress(total, desc, epoch)
     disable = _quiet or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True, leave=False, **kw)
+    label = f"{desc} {epoch[0]}/{epoch[1]}" if epoch else desc
+    return tqdm(total=total, desc=label, unit=unit, disable=disable, dynamic_ncols=True, leave=False, **kw)
 
 
 class LineProgress:
     """Progress as one line per step, for a program reading geoseg's stderr."""
 
-    def __init__(self, total: int | None, desc: str):
+    def __init__(self, total: int | None, desc: str, epoch: tuple[int, int] | None = None):
         self.total, self.desc, self.n = total, desc or "work", 0
+        self.suffix = f" epoch={epoch[0]}/{epoch[1]}" if epoch else ""
         self._say()
 
     def update(self, n: int = 1) -> None:
@@ -42,7 +46,7 @@ class LineProgress:
 
     def _say(self) -> None:
         total = "?" if self.total is None else self.total
-        print(f"PROGRESS {self.desc} {self.n}/{total}", file=sys.stderr, flush=True)
+        print(f"PROGRESS {self.desc} {self.n}/{total}{self.suffix}", file=sys.stderr, flush=True)
 
     def __enter__(self) -> "LineProgress":
         return self

@@ -1,10 +1,13 @@
-"""Run geoseg:predict through QGIS Processing (headless) and cancel it as soon as it reports progress.
+"""Run geoseg:predict through QGIS Processing (headless) to OUT_DIR/lc.tif and lc.gpkg, then run it again to
+the same names and cancel that run as soon as it reports progress.
 
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_cancel.py PLUGIN_DIR GEOSEG_EXE SCENE MODEL OUT_DIR
 
-Prints one JSON object: whether the run was cancelled and the last progress seen.
+Prints one JSON object: whether the second run was cancelled, its message, the last progress seen, and the
+files of OUT_DIR with their bytes' hashes after the first run and after the cancelled one.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -25,6 +28,19 @@ class CancelOnProgress(QgsProcessingFeedback):
             self.cancel()
 
 
+def hashes(folder):
+    """Every file and folder under ``folder`` (hidden ones too), with the SHA-256 of each file's bytes."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            found[os.path.relpath(os.path.join(root, name), folder) + "/"] = "folder"
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as fh:
+                found[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
+    return found
+
+
 def main(plugins, executable, scene, model, out):
     app = QgsApplication([], False)
     app.initQgis()
@@ -41,14 +57,18 @@ def main(plugins, executable, scene, model, out):
     ProcessingConfig.setSettingValue("GEOSEG_EXECUTABLE", executable)
     import processing
 
+    parameters = {"INPUT": scene, "MODEL": model, "OUTPUT_RASTER": f"{out}/lc.tif",
+                  "OUTPUT_VECTOR": f"{out}/lc.gpkg"}
+    processing.run("geoseg:predict", parameters, feedback=QgsProcessingFeedback())
+    before = hashes(out)
     feedback = CancelOnProgress()
     result = {"cancelled": False}
     try:
-        processing.run("geoseg:predict", {"INPUT": scene, "MODEL": model, "OUTPUT_RASTER": f"{out}/lc.tif",
-                                          "OUTPUT_VECTOR": f"{out}/lc.gpkg"}, feedback=feedback)
+        processing.run("geoseg:predict", parameters, feedback=feedback)
     except QgsProcessingException as exc:
         result = {"cancelled": feedback.isCanceled(), "message": str(exc)}
     result["progress"] = feedback.seen
+    result["before"], result["after"] = before, hashes(out)
     QgsApplication.processingRegistry().removeProvider(provider)
     print(json.dumps(result))
     app.exitQgis()

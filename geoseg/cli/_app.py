@@ -3,7 +3,9 @@ line and an exit code. The commands live beside it, one module per concern."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -55,6 +57,20 @@ def _one_line(exc: GeoSegError) -> str:
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+#: Environment variable naming a JSON file a command writes its results to (paths, counts): what programs that
+#: run geoseg (the QGIS provider) read instead of its printed prose.
+RESULTS = "GEOSEG_RESULTS"
+
+
+def report_results(**results) -> None:
+    """Write ``results`` as JSON to the file ``$GEOSEG_RESULTS`` names, if it names one."""
+    path = os.environ.get(RESULTS)
+    if path:
+        from geoseg.io.atomic import atomic_write_text
+
+        atomic_write_text(path, json.dumps(results, default=str) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from geoseg.cli._app import cli, model_option, overwrite_option, quiet_option
+from geoseg.cli._app import cli, model_option, overwrite_option, quiet_option, report_results
 from geoseg.progress import set_quiet
 
 
@@ -53,6 +53,7 @@ def evaluate(prediction, truth, label_field, model, data, split, image, out_dir,
                             label_field=label_field)
     _print_report(result)
     click.echo(f"report: {result['files']['report']}")
+    report_results(report=result["files"]["report"], folder=Path(result["files"]["report"]).parent)
 
 
 def _print_report(result: dict) -> None:

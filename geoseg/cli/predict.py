@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli._app import cli, model_option, overwrite_option, quiet_option
+from geoseg.cli._app import cli, model_option, overwrite_option, quiet_option, report_results
 from geoseg.inference.options import PredictOptions, VectorOptions
 from geoseg.inference.options import declared as options_of
 from geoseg.progress import set_quiet
@@ -65,11 +65,15 @@ def predict(scenes, output, model, raster, overwrite, resume, quiet, **declared)
         if raster:
             raise click.UsageError("--raster names one class raster; several scenes get one each in "
                                    "<output>_scenes/")
-        predict_region(found, output, model, options=options, vector=vector, overwrite=overwrite,
-                       resume=resume)
+        region = predict_region(found, output, model, options=options, vector=vector, overwrite=overwrite,
+                                resume=resume)
+        report_results(rasters=region.rasters, mosaics=region.mosaics, vector=region.vector,
+                       polygons=region.polygons)
         return
-    run_prediction(found[0], output, model, raster=raster, options=options, vector=vector,
-                   overwrite=overwrite, resume=resume)
+    outputs = run_prediction(found[0], output, model, raster=raster, options=options, vector=vector,
+                             overwrite=overwrite, resume=resume)
+    report_results(raster=outputs.raster, vector=outputs.vector, polygons=outputs.polygons,
+                   extra=outputs.result.extra)
 
 
 def _parse_bands(text: str | None) -> tuple[int | str, ...] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli._app import cli
+from geoseg.cli._app import cli, overwrite_option
 
 
 @cli.group("qgis-plugin")
@@ -21,5 +21,19 @@ def qgis_plugin_install(profile, copy) -> None:
     from geoseg.cli.qgis_plugin import install_plugin
 
     target = install_plugin(profile, copy)
+    config = target.parents[3].parent  # the folder that holds profiles/
     click.echo(f"installed the geoseg Processing provider in {target}; restart QGIS and find it in the "
-               "Processing Toolbox under geoseg")
+               f"Processing Toolbox under geoseg (for qgis_process, which has no profile option: "
+               f"QGIS_CUSTOM_CONFIG_PATH={config})")
+
+
+@qgis_plugin.command("zip")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="geoseg_provider.zip")
+@overwrite_option
+def qgis_plugin_zip(output, overwrite) -> None:
+    """Pack the provider as a ZIP for QGIS's Install from ZIP (then set the geoseg executable under
+    Settings → Options → Processing → Providers → geoseg)."""
+    from geoseg.cli.qgis_plugin import zip_plugin
+
+    click.echo(f"wrote {zip_plugin(output, overwrite)}; in QGIS: Plugins → Manage and Install Plugins → "
+               "Install from ZIP")

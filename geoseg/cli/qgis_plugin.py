@@ -1,8 +1,10 @@
-"""``geoseg qgis-plugin install``: the QGIS Processing provider (``qgis_plugin/geoseg_provider`` in the
-repository) linked into a QGIS profile, enabled, and pointed at this geoseg executable."""
+"""``geoseg qgis-plugin install`` and ``zip``: the QGIS Processing provider (``qgis_plugin/geoseg_provider``
+in the repository, the ``geoseg_provider`` package in the wheel) linked into a QGIS profile, enabled, and
+pointed at this geoseg executable; or packed as the ZIP QGIS's *Install from ZIP* takes."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -14,12 +16,46 @@ PLUGIN = "geoseg_provider"
 
 
 def plugin_source() -> Path:
-    """The plugin folder shipped beside the geoseg package (a source checkout or an editable install)."""
-    source = Path(__file__).resolve().parents[2] / "qgis_plugin" / PLUGIN
-    if not (source / "metadata.txt").is_file():
-        raise InputError(f"the QGIS plugin is not at {source}; install geoseg from its repository "
-                         "(pip install -e .) to get it")
-    return source
+    """The plugin folder: the repository's (a checkout or an editable install), else the ``geoseg_provider``
+    package installed with geoseg's wheel (found without importing it: it needs QGIS)."""
+    checkout = Path(__file__).resolve().parents[2] / "qgis_plugin" / PLUGIN
+    if (checkout / "metadata.txt").is_file():
+        return checkout
+    spec = importlib.util.find_spec(PLUGIN)
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(list(spec.submodule_search_locations)[0])
+        if (installed / "metadata.txt").is_file():
+            return installed
+    raise InputError(f"the QGIS plugin ({PLUGIN}) is not installed with this geoseg; reinstall geoseg "
+                     "(pip install geoseg, or pip install -e . in its repository)")
+
+
+def zip_plugin(output: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The plugin as a ZIP for QGIS's *Plugins → Manage and Install Plugins → Install from ZIP* (the
+    ``geoseg_provider/`` folder with its metadata, code and icon), written atomically."""
+    import zipfile
+
+    from geoseg.io.atomic import atomic_output, check_output_path
+
+    output = check_output_path(Path(output), overwrite)
+    source = plugin_source()
+    with atomic_output(output) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                archive.write(path, f"{PLUGIN}/{path.relative_to(source).as_posix()}")
+    return output
+
+
+def check_profile(profile: Path) -> Path:
+    """A QGIS user profile folder (``…/QGIS3/profiles/<name>``), or one sentence saying what to give."""
+    if (profile / "profiles").is_dir():
+        names = sorted(p.name for p in (profile / "profiles").iterdir() if p.is_dir()) or ["default"]
+        raise InputError(f"{profile} holds QGIS profiles, it is not one; give --profile "
+                         f"{profile / 'profiles' / names[0]}")
+    if profile.parent.name != "profiles":
+        raise InputError(f"{profile} is not a QGIS profile folder (…/QGIS3/profiles/<name>, e.g. "
+                         f"{default_profile()}); QGIS would never load a plugin installed there")
+    return profile
 
 
 def default_profile() -> Path:
@@ -38,7 +74,7 @@ def install_plugin(profile: str | os.PathLike | None = None, copy: bool = False,
     """Link (or ``copy``) the plugin into ``profile``'s ``python/plugins``, enable it in the profile's
     ``QGIS3.ini`` and set the provider's geoseg executable; the installed plugin folder."""
     source = plugin_source()
-    profile = Path(profile) if profile else default_profile()
+    profile = check_profile(Path(profile)) if profile else default_profile()
     plugins = profile / "python" / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     target = plugins / PLUGIN

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
-from geoseg.cli._app import cli, quiet_option
+from geoseg.cli._app import cli, quiet_option, report_results
 from geoseg.progress import set_quiet
 
 
@@ -43,6 +44,8 @@ def train(config_path: str | None, resume: str | None, epochs: int | None, until
     result = run_training(cfg, resume=resume, until_epoch=until_epoch)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         click.echo(f"best val mIoU {result.best_val_miou:.3f}; best checkpoint {result.best}")
+        report_results(checkpoint=result.best, run_folder=Path(result.best).parent,
+                       best_val_miou=result.best_val_miou)
 
 
 @cli.command()

@@ -53,9 +53,9 @@ class PredictOptions:
     engine: str = option("auto", "auto: torch with bf16 where the CPU has it, else ONNX Runtime fp32; onnx; "
                          "int8 (ONNX Runtime static quantization, calibrated on training chips). Exported "
                          "models are cached beside the checkpoint.", flag="--engine", choices=ENGINES,
-                         show_default=True, resume="fingerprint")
+                         show_default=True, resume="fingerprint", qgis=True)
     tta: str = option("none", "Test-time augmentation: average over flips (4× the compute).", flag="--tta",
-                      choices=TTA_MODES, show_default=True, resume="fingerprint")
+                      choices=TTA_MODES, show_default=True, resume="fingerprint", qgis=True)
     workers: int | None = option(None, "dask workers of the local cluster (default 1).", flag="--workers",
                                  kind="int", resume="where", described=False)
     threads: int | None = option(None, "torch threads per worker (default: cores / workers).",
@@ -73,7 +73,7 @@ class PredictOptions:
     bands: tuple[int | str, ...] | None = option(
         None, "Scene bands for the model's inputs, in order, by number (1-based) or description "
         "(B04,B03,B02); default: the bands it was trained on.", flag="--bands", metavar="3,2,1",
-        resume="fingerprint")
+        resume="fingerprint", qgis=True)
     sampling: str = option("model", "model: read the scene at the pixel size the model was trained at "
                            "(resolution: or downsize_res:) and write the outputs on the scene's own grid; "
                            "native: feed its pixels as they are.", flag="--sampling", choices=SAMPLINGS,

@@ -201,15 +201,17 @@ def predict(scene: str | os.PathLike, output: str | os.PathLike, model: str | os
 def _predict_outputs(scene: str | os.PathLike, checkpoint_path: Path, paths: OutputPaths,
                      options: PredictOptions, vector: VectorOptions, resume: bool,
                      implicit: bool) -> PredictOutputs:
-    checkpoint = checkpoint_for_prediction(checkpoint_path, options.engine, options.precision)
+    with bar(2, "load", unit="step") as loading:  # the model's fields (torch's import, where needed)
+        checkpoint = checkpoint_for_prediction(checkpoint_path, options.engine, options.precision)
+        loading.update(1)
     if implicit:
         _name_the_implicit_model(checkpoint)
     result = _predict_rasters(scene, checkpoint, paths, options, resume, vector.min_area)
     count, rows = 0, []
     if paths.vector is not None:
-        from geoseg.outputs.polygons import summary_table, write_polygons  # geopandas: after the model's work
+        from geoseg.outputs.polygons import summary_table, vectorize_blocks, write_polygons  # geopandas: late
 
-        with bar(None, "vectorize", unit="block") as pbar:
+        with bar(vectorize_blocks(paths.raster), "vectorize", unit="block") as pbar:
             polygons = write_polygons(paths.raster, paths.vector, checkpoint.classes, layer=vector.layer,
                                       simplify=vector.simplify, dissolve=vector.dissolve,
                                       confidence=result.extra.get("confidence"), checked=True,
@@ -290,7 +292,10 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
     scale = model_scale(ckpt, grid, scene) if options.sampling == "model" else (1.0, 1.0)
     if scale == (1.0, 1.0):
         _check_resolution(scene, grid, ckpt)
-    engine = choose_engine(ckpt, options.engine, options.precision, scene)
+    with bar(2, "engine", unit="step") as loading:  # the engine: an export or int8 model made once
+        loading.update(1)
+        engine = choose_engine(ckpt, options.engine, options.precision, scene)
+        loading.update(1)
     overlap = _overlap(options, ckpt.chip_size)
     scene_ref = str(scene) if is_remote(scene) else str(Path(scene).resolve())
     tags = {"geoseg_version": __version__, "checkpoint": str(ckpt.path.resolve()), "scene": scene_ref,

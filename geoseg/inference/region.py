@@ -340,10 +340,10 @@ def _region_polygons(mosaic: Path, confidence: Path | None, output: Path, ckpt,
                      vector) -> tuple[int, list[dict]]:
     """The polygons of the whole region, vectorized from its one mosaic: a field that crosses a scene edge
     is one polygon, and overlapping scenes give one polygon per ground point."""
-    from geoseg.outputs.polygons import summary_table, write_polygons
+    from geoseg.outputs.polygons import summary_table, vectorize_blocks, write_polygons
 
     meta = {"checkpoint": str(ckpt.path.resolve())}
-    with bar(None, "vectorize", unit="block") as pbar:
+    with bar(vectorize_blocks(mosaic), "vectorize", unit="block") as pbar:
         result = write_polygons(mosaic, output, ckpt.classes, layer=vector.layer, simplify=vector.simplify,
                                 dissolve=vector.dissolve, confidence=confidence, checked=True, metadata=meta,
                                 progress=pbar.update)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,12 @@ def summary_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"{r['class_name']:<14}{r['pixels']:>12,}{r['area_m2']:>16,.0f}{r['share']:>8.1%}")
     return "\n".join(lines)
+
+
+def vectorize_blocks(raster: str | os.PathLike, block: int = DEFAULT_BLOCK) -> int:
+    """How many blocks :func:`write_polygons` reads from ``raster`` (its progress total)."""
+    with open_raster(raster) as src:
+        return math.ceil(src.width / block) * math.ceil(src.height / block)
 
 
 def write_polygons(raster: str | os.PathLike, output: str | os.PathLike, schema: ClassSchema, *,

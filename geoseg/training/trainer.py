@@ -369,7 +369,7 @@ class Trainer:
         sample_now = self.main and (epoch % cfg.sample_every == 0 or epoch == cfg.epochs)
         shown = cfg.sample_images if sample_now else 0
         val_sums, val_cm, samples = _validate(self.validated_model, self.val_loader, self.loss_fn,
-                                              self.device, self.amp, n, shown)
+                                              self.device, self.amp, n, shown, epoch=(epoch, cfg.epochs))
         t2 = time.perf_counter()
         # every rank saw its own chips: sum confusion matrices and losses, then score (never average IoUs)
         train_cm, val_cm = distributed.all_sum(train_cm), distributed.all_sum(val_cm)
@@ -398,7 +398,7 @@ class Trainer:
         cm = np.zeros((n_classes, n_classes), np.int64)
         steps = []
         per_batch = steps_per_batch(scheduler)
-        with bar(len(loader.sampler), f"train {epoch}/{self.cfg.epochs}", unit="chip") as pbar:
+        with bar(len(loader.sampler), "train", unit="chip", epoch=(epoch, self.cfg.epochs)) as pbar:
             for batch in loader:
                 if deadline is not None and time.perf_counter() >= deadline:
                     break
@@ -732,12 +732,12 @@ def _tuples(v):
 
 
 @torch.no_grad()
-def _validate(model, loader, loss_fn, device, amp, n_classes, n_samples):
+def _validate(model, loader, loss_fn, device, amp, n_classes, n_samples, epoch=None):
     model.eval()
     total, batches = 0.0, 0
     cm = np.zeros((n_classes, n_classes), np.int64)
     images, truths, preds = [], [], []
-    with bar(len(loader.sampler), "validate", unit="chip") as pbar:
+    with bar(len(loader.sampler), "validate", unit="chip", epoch=epoch) as pbar:
         for batch in loader:
             x = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
             y = batch["mask"].to(device)
