@@ -105,3 +105,19 @@ def test_encoder_weights_from_a_local_state_dict(tmp_path):
         build_model("Unet", {**TINY_MODEL, "encoder_weights": str(tmp_path / "notes.pth")})
     with pytest.raises(ConfigError, match="missing.pth does not exist"):
         build_model("Unet", {**TINY_MODEL, "encoder_weights": str(tmp_path / "missing.pth")})
+
+
+def test_the_training_record_is_read_typed_and_checked(tmp_path):
+    """Prediction reads a checkpoint's training config through one typed record: the sampling, the manifest
+    resolved against the run's folder; a value of the wrong kind is one sentence, not a crash later."""
+    from geoseg.errors import CheckpointError
+    from geoseg.models.checkpoint import TrainingRecord
+
+    record = TrainingRecord.from_config({"resolution": 1, "downsize_res": None, "manifest": "data/m.csv",
+                                         "base_dir": str(tmp_path), "seed": 3})
+    assert record == TrainingRecord(resolution=1.0, manifest=tmp_path / "data" / "m.csv", seed=3)
+    assert record.describe_sampling() == "1 m pixels"
+    assert TrainingRecord.from_config({"downsize_res": 512.0}).downsize_res == 512
+    for bad in ({"resolution": "1m"}, {"resolution": -2}, {"downsize_res": 12.5}, {"manifest": 7}):
+        with pytest.raises(CheckpointError, match="training config's .* must be"):
+            TrainingRecord.from_config(bad, "m.ckpt")

@@ -246,10 +246,8 @@ def scene_inputs(inputs) -> list[str]:
 
 def _name_the_implicit_model(ckpt: Checkpoint) -> None:
     """Without ``--model`` the model is the default or the latest run's: say which, and what it learnt."""
-    config = ckpt.train_config
-    manifest = config.get("manifest")
-    if manifest and config.get("base_dir"):
-        manifest = (Path(config["base_dir"]) / manifest).resolve()
+    manifest = ckpt.training.manifest
+    manifest = manifest.resolve() if manifest else None
     if ckpt.data.get("synthetic"):
         warnings.warn(f"no --model given: using {ckpt.path}, which was trained on geoseg's synthetic sample "
                       "scenes, not on imagery like yours; train one on your data (geoseg init --images … "

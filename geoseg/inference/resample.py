@@ -44,10 +44,10 @@ def model_scale(ckpt: Checkpoint, grid: GeoGrid, scene: str | os.PathLike) -> tu
     """Scene pixels per model pixel for ``scene`` along x and y ((1, 1) when the model was trained on native
     pixels, or when nothing places the scene on Earth: a warning says so). Refuses, before any work, a
     scene the model's sampling would blow up or shrink to nothing."""
-    config = ckpt.train_config
-    scale = sampling_scale(grid, config.get("downsize_res"), config.get("resolution"), str(scene))
+    training = ckpt.training
+    scale = sampling_scale(grid, training.downsize_res, training.resolution, str(scene))
     if scale is None:
-        warnings.warn(f"the model was trained at {config['resolution']:g} m pixels but {scene} has no CRS "
+        warnings.warn(f"the model was trained at {training.resolution:g} m pixels but {scene} has no CRS "
                       "and no ground control points, so it is predicted at its own pixels; georeference it "
                       "to predict at the model's sampling", GeoSegWarning)
         return (1.0, 1.0)
@@ -72,10 +72,7 @@ def _check_sampled_size(ckpt: Checkpoint, grid: GeoGrid, scale: tuple[float, flo
 
 def describe_sampling(ckpt: Checkpoint) -> str:
     """How the model's chips were sampled, for messages."""
-    config = ckpt.train_config
-    if config.get("downsize_res"):
-        return f"each scene resized to {config['downsize_res']} px on its longer side"
-    return f"{config['resolution']:g} m pixels"
+    return ckpt.training.describe_sampling()
 
 
 def axis_taps(n_scene: int, n_model: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -141,6 +141,52 @@ class ModelFormat:
 MODEL_FORMATS: dict[str, ModelFormat] = {}
 
 
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What prediction uses of the run a checkpoint came from, read from its stored training config in this
+    one place (the config itself is rebuilt only by :func:`geoseg.training.config.config_from_checkpoint`):
+    how its chips were sampled, and where its training scenes were listed."""
+
+    downsize_res: int | None = None    # each scene resized to this many pixels on its longer side
+    resolution: float | None = None    # every scene sampled at this many metres per pixel
+    manifest: Path | None = None       # the training manifest, resolved against the run's folder
+    split_fractions: tuple[float, ...] = (0.8, 0.1, 0.1)
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], where: str = "the checkpoint") -> "TrainingRecord":
+        def number(key, kind):
+            value = config.get(key)
+            if value is None or value == 0:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or (
+                    kind is int and not float(value).is_integer()):
+                raise CheckpointError(f"{where} is not a usable geoseg model: its training config's "
+                                      f"{key} must be a positive number, not {value!r}; {REBUILD}")
+            return kind(value)
+
+        manifest = config.get("manifest")
+        if manifest is not None and not isinstance(manifest, str):
+            raise CheckpointError(f"{where} is not a usable geoseg model: its training config's manifest "
+                                  f"must be a path; {REBUILD}")
+        base = config.get("base_dir")
+        if manifest:
+            manifest = (Path(base) / manifest) if isinstance(base, str) and base else Path(manifest)
+        fractions = config.get("split_fractions", (0.8, 0.1, 0.1))
+        seed = config.get("seed", 0)
+        return cls(number("downsize_res", int), number("resolution", float), Path(manifest) if manifest
+                   else None, tuple(fractions) if isinstance(fractions, (list, tuple)) else (0.8, 0.1, 0.1),
+                   seed if isinstance(seed, int) and not isinstance(seed, bool) else 0)
+
+    def describe_sampling(self) -> str:
+        """How the model's chips were sampled, for messages."""
+        if self.downsize_res:
+            return f"each scene resized to {self.downsize_res} px on its longer side"
+        if self.resolution:
+            return f"{self.resolution:g} m pixels"
+        return "the scenes' own pixels"
+
+
 @dataclass(kw_only=True)
 class Checkpoint:
     """Everything needed to rebuild a trained model and apply it to a scene."""
@@ -161,6 +207,11 @@ class Checkpoint:
     clip: tuple[list[float], list[float]] | None = None  # per-band value range inputs are clipped to first
     data: dict[str, Any] = field(default_factory=dict)  # what it was trained on: scenes, synthetic or not
     path: Path | None = field(default=None, compare=False)  # the file it was loaded from (not saved)
+
+    @property
+    def training(self) -> TrainingRecord:
+        """The run this checkpoint came from, as prediction uses it (typed and checked)."""
+        return TrainingRecord.from_config(self.train_config or {}, str(self.path or "the checkpoint"))
 
     def build(self, threads: int | None = None) -> Any:
         """The model with this checkpoint's weights, in eval mode (for an exported ``.onnx`` model, an

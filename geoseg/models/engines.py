@@ -243,13 +243,11 @@ def calibration_chips(ckpt: Checkpoint, scene: str | os.PathLike, n: int = CALIB
 def _training_scenes(ckpt: Checkpoint) -> list[Path]:
     from geoseg.io.manifest import read_records
 
-    config = ckpt.train_config
-    if not config.get("manifest"):
+    training = ckpt.training
+    if training.manifest is None:
         return []
-    manifest = Path(config.get("base_dir") or ".") / config["manifest"]
     try:
-        records = read_records(manifest, config.get("split_fractions", [0.8, 0.1, 0.1]),
-                               config.get("seed", 0))
+        records = read_records(training.manifest, list(training.split_fractions), training.seed)
     except Exception:  # moved or deleted since training: calibrate on the scene instead
         return []
     return [r.image for r in records if r.split == "train" and Path(r.image).exists()]
