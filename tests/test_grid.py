@@ -96,3 +96,15 @@ def test_grid_blocks_tile_the_scene_and_compute_every_chip_once(w, h, chip, frac
     # every scene pixel lies inside at least one chip of the global grid
     last_r, last_c = g.origin(g.rows - 1, g.cols - 1)
     assert last_r + chip >= h and last_c + chip >= w and g.origin(0, 0) <= (0, 0)
+
+
+def test_a_scene_placed_by_gcps_alone_has_its_ground_size():
+    """No geotransform, only ground control points in UTM: the ground pixel size comes from their affine fit
+    (0.5 m × 0.5 m here, within UTM's scale factor), so the model's sampling applies to raw products too."""
+    from rasterio.control import GroundControlPoint
+
+    gcps = (GroundControlPoint(0, 0, 500000, 5000000), GroundControlPoint(0, 200, 500100, 5000000),
+            GroundControlPoint(150, 0, 500000, 4999925), GroundControlPoint(150, 200, 500100, 4999925))
+    grid = GeoGrid(200, 150, Affine.identity(), None, gcps, UTM)
+    assert grid.ground_pixel_size == pytest.approx((0.5 / 0.9996, 0.5 / 0.9996), rel=1e-4)
+    assert GeoGrid(200, 150, Affine.identity(), None).ground_pixel_size is None
