@@ -1,13 +1,17 @@
 """Per-block inference: blending weights, test-time augmentation, the overlap hand-over, the model cache."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from rasterio.windows import Window
 
+from geoseg.errors import CheckpointError
 from geoseg.inference.blocks import (
     _MODELS,
     BlockAccumulation,
+    ModelRef,
     blend_weights,
     finish_block,
     model_for,
@@ -15,7 +19,7 @@ from geoseg.inference.blocks import (
     top_class,
 )
 from geoseg.io.classes import DEEPGLOBE, NODATA
-from geoseg.models.checkpoint import load_checkpoint
+from geoseg.models.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_blend_weights_are_positive_and_cross_fade():
@@ -81,6 +85,18 @@ def test_the_model_is_built_once_per_process(tiny_checkpoint):
     first = model_for(tiny_checkpoint, 1, checkpoint=ckpt)
     assert model_for(tiny_checkpoint, 1) is first  # found in the cache, the file is not read again
     assert first[0].state_dict == {} and ckpt.state_dict  # the cache keeps no second copy of the weights
+    _MODELS.clear()
+
+
+def test_a_checkpoint_replaced_during_a_run_is_refused(tiny_checkpoint, tmp_path):
+    """Block tasks carry the model file with the identity it had when the run began: a worker that finds
+    another file under that name (replaced mid-run) stops with one sentence instead of mixing two models."""
+    ckpt = load_checkpoint(tiny_checkpoint)
+    ref = ModelRef.of(ckpt)
+    assert model_for(ref, 1)[0].classes == ckpt.classes
+    save_checkpoint(replace(ckpt, chip_size=96), tiny_checkpoint)
+    with pytest.raises(CheckpointError, match="changed while this prediction was using it"):
+        model_for(ref, 1)
     _MODELS.clear()
 
 

@@ -12,7 +12,7 @@ import torch
 
 from geoseg.inference.predict import PredictOptions, predict_scene
 from geoseg.models.checkpoint import autocast_dtype, load_checkpoint, save_checkpoint
-from geoseg.models.engines import choose_engine, engine_folder
+from geoseg.models.engines import engine_folder, select_engine
 
 
 def classes(path) -> np.ndarray:
@@ -37,17 +37,17 @@ def test_each_engine_gives_one_class_raster_for_every_block_size(engine, rgb_sce
 
 def test_exported_models_are_cached_by_the_checkpoints_content(rgb_scene, tiny_checkpoint):
     ckpt = load_checkpoint(tiny_checkpoint)
-    first = choose_engine(ckpt, "int8", "auto", rgb_scene).checkpoint.path
+    first = select_engine(ckpt, "int8", "auto").prepare(rgb_scene).checkpoint.path
     made = {p.name: p.stat().st_mtime_ns for p in engine_folder(ckpt).iterdir()}
     assert sorted(name.split("-", 1)[1] for name in made) == ["calibration.npz", "fp32.onnx", "int8.onnx"]
-    again = choose_engine(load_checkpoint(tiny_checkpoint), "int8", "auto", rgb_scene).checkpoint.path
+    again = select_engine(load_checkpoint(tiny_checkpoint), "int8", "auto").prepare(rgb_scene).checkpoint.path
     assert again == first and {p.name: p.stat().st_mtime_ns for p in engine_folder(ckpt).iterdir()} == made
     with np.load(next(engine_folder(ckpt).glob("*calibration.npz"))) as z:
         assert z["chips"].shape == (8, 3, 64, 64)  # calibration chips kept with the model
     weights = ckpt.build().state_dict()  # other weights, same file name: another model
     ckpt.state_dict = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}
     save_checkpoint(ckpt, tiny_checkpoint)
-    other = choose_engine(load_checkpoint(tiny_checkpoint), "onnx", "auto", rgb_scene).checkpoint.path
+    other = select_engine(load_checkpoint(tiny_checkpoint), "onnx", "auto").prepare(rgb_scene).checkpoint.path
     assert other.name.split("-")[0] != first.name.split("-")[0]
 
 
@@ -69,7 +69,8 @@ def test_an_exports_optimised_graph_is_saved_once_and_gives_the_same_logits(rgb_
                                                                              tmp_path):
     from geoseg.models.onnx_runtime import onnx_session, optimised_copy
 
-    exported = choose_engine(load_checkpoint(tiny_checkpoint), "onnx", "auto", rgb_scene).checkpoint.path
+    choice = select_engine(load_checkpoint(tiny_checkpoint), "onnx", "auto")
+    exported = choice.prepare(rgb_scene).checkpoint.path
     saved = optimised_copy(exported)
     capability = torch.backends.cpu.get_cpu_capability().lower()
     assert saved.parent == exported.parent and f"-{capability}" in saved.name

@@ -10,7 +10,7 @@ from geoseg.inference.options import declared as options_of
 from geoseg.progress import set_quiet
 
 
-def declared_options(command):
+def _declared_options(command):
     """``geoseg predict``'s options, made from their declarations in :mod:`geoseg.inference.options`."""
     for cls in (VectorOptions, PredictOptions):
         for name, default, meta in reversed(options_of(cls)):
@@ -43,7 +43,7 @@ def _click_type(meta: dict) -> dict:
                    "region.gpkg or region.vrt, with one raster per scene in region_scenes/.")
 @model_option
 @click.option("--raster", type=click.Path(), default=None, help="Where to write the class GeoTIFF.")
-@declared_options
+@_declared_options
 @overwrite_option
 @click.option("--resume", is_flag=True,
               help="Complete an interrupted run of the same command, keeping its finished blocks.")

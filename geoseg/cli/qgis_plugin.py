@@ -54,11 +54,11 @@ def check_profile(profile: Path) -> Path:
                          f"{profile / 'profiles' / names[0]}")
     if profile.parent.name != "profiles":
         raise InputError(f"{profile} is not a QGIS profile folder (…/QGIS3/profiles/<name>, e.g. "
-                         f"{default_profile()}); QGIS would never load a plugin installed there")
+                         f"{_default_profile()}); QGIS would never load a plugin installed there")
     return profile
 
 
-def default_profile() -> Path:
+def _default_profile() -> Path:
     """QGIS's default user profile folder on this system."""
     if sys.platform == "win32":
         base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
@@ -74,7 +74,7 @@ def install_plugin(profile: str | os.PathLike | None = None, copy: bool = False,
     """Link (or ``copy``) the plugin into ``profile``'s ``python/plugins``, enable it in the profile's
     ``QGIS3.ini`` and set the provider's geoseg executable; the installed plugin folder."""
     source = plugin_source()
-    profile = check_profile(Path(profile)) if profile else default_profile()
+    profile = check_profile(Path(profile)) if profile else _default_profile()
     plugins = profile / "python" / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     target = plugins / PLUGIN

@@ -215,7 +215,7 @@ def _block_rows(scene: _SceneFacts, polygons, folder: Path, seed: int) -> list[t
             corners = [grid.transform @ xy for xy in ((c, r), (c + w, r), (c + w, r + h), (c, r + h))]
             if len(in_scene_crs.sindex.query(shapely.Polygon(corners), predicate="intersects")):
                 path = folder / f"{scene.path.stem}_r{r // bh}c{c // bw}.vrt"
-                write_window_vrt(scene.path, (c, r, w, h), path)
+                _write_window_vrt(scene.path, (c, r, w, h), path)
                 labelled.append(path)
     order = list(np.random.default_rng(seed).permutation(len(labelled)))
     held = ["val"] + (["test"] if len(labelled) >= 3 else [])
@@ -224,7 +224,7 @@ def _block_rows(scene: _SceneFacts, polygons, folder: Path, seed: int) -> list[t
     return sorted(rows, key=lambda r: str(r[0]))
 
 
-def write_window_vrt(source: Path, window: tuple[int, int, int, int], path: Path) -> Path:
+def _write_window_vrt(source: Path, window: tuple[int, int, int, int], path: Path) -> Path:
     """A VRT of ``window`` (col, row, width, height) of ``source``: the same pixels, transform, CRS, nodata,
     scale/offset, band descriptions and mask, without copying them."""
     c, r, w, h = window

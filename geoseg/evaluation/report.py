@@ -13,6 +13,9 @@ import numpy as np
 
 from geoseg.evaluation.scoring import ChipScore, Evaluation
 from geoseg.io.atomic import atomic_output, atomic_write_text
+from geoseg.io.grid import GeoGrid
+from geoseg.io.labels import LabelReader
+from geoseg.io.raster import open_raster
 from geoseg.outputs.panels import class_palette, scene_limits, stretch, tiles
 
 
@@ -30,7 +33,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_confusion(ev: Evaluation, path: Path) -> Path:
+def _plot_confusion(ev: Evaluation, path: Path) -> Path:
     """Row-normalised confusion matrix (truth rows, prediction columns) with class names and shares."""
     plt = _pyplot()
     idx = ev.schema.evaluated_indices
@@ -53,7 +56,7 @@ def plot_confusion(ev: Evaluation, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_iou(ev: Evaluation, path: Path, interval: tuple[float, float] | None = None) -> Path:
+def _plot_iou(ev: Evaluation, path: Path, interval: tuple[float, float] | None = None) -> Path:
     """Per-class IoU bars in class colours, the mIoU as a line."""
     plt = _pyplot()
     report = ev.report
@@ -76,7 +79,7 @@ def plot_iou(ev: Evaluation, path: Path, interval: tuple[float, float] | None = 
     return _save(fig, path)
 
 
-def plot_iou_curves(metrics_json: Path, path: Path, names: list[str], colors: list) -> Path | None:
+def _plot_iou_curves(metrics_json: Path, path: Path, names: list[str], colors: list) -> Path | None:
     """Per-class validation IoU over epochs from a training run's ``metrics.json``."""
     rows = json.loads(Path(metrics_json).read_text(encoding="utf-8"))
     if not rows:
@@ -103,14 +106,11 @@ def plot_iou_curves(metrics_json: Path, path: Path, names: list[str], colors: li
     return _save(fig, path)
 
 
-def render_gallery(ev: Evaluation, worst: list[tuple[ChipScore, float]], path: Path, label: str) -> Path:
+def _render_gallery(ev: Evaluation, worst: list[tuple[ChipScore, float]], path: Path, label: str) -> Path:
     """Rows of image | truth | prediction (class colours) for the worst chips, captioned with scene, window,
     IoU."""
     import rasterio
 
-    from geoseg.io.grid import GeoGrid
-    from geoseg.io.labels import LabelReader
-    from geoseg.io.raster import open_raster
 
     plt = _pyplot()
     palette = class_palette(ev.schema.colors)
@@ -143,7 +143,7 @@ def render_gallery(ev: Evaluation, worst: list[tuple[ChipScore, float]], path: P
     return _save(fig, path)
 
 
-def write_worst_csv(worst: list[tuple[ChipScore, float]], path: Path, label: str) -> Path:
+def _write_worst_csv(worst: list[tuple[ChipScore, float]], path: Path, label: str) -> Path:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["scene", "prediction", "col_off", "row_off", "width", "height", label, "labelled_pixels"])
@@ -155,7 +155,7 @@ def write_worst_csv(worst: list[tuple[ChipScore, float]], path: Path, label: str
     return path
 
 
-def markdown_report(ev: Evaluation, intervals: dict[str, tuple[float, float]], files: dict[str, Path],
+def _markdown_report(ev: Evaluation, intervals: dict[str, tuple[float, float]], files: dict[str, Path],
                     worst: list[tuple[ChipScore, float]], label: str) -> str:
     r = ev.report
     lines = ["# geoseg evaluation", "",
@@ -190,18 +190,18 @@ def write_report(ev: Evaluation, out_dir: Path, worst_k: int = 0, worst_class: s
     out_dir.mkdir(parents=True, exist_ok=True)
     intervals = ev.interval(bootstrap) if bootstrap else {}
     files: dict[str, Path] = {}
-    files["confusion matrix"] = plot_confusion(ev, out_dir / "confusion.png")
-    files["IoU per class"] = plot_iou(ev, out_dir / "iou.png",
+    files["confusion matrix"] = _plot_confusion(ev, out_dir / "confusion.png")
+    files["IoU per class"] = _plot_iou(ev, out_dir / "iou.png",
                                       intervals.get("scenes") or intervals.get("chips"))
     if run_metrics and Path(run_metrics).is_file():
-        curves = plot_iou_curves(run_metrics, out_dir / "iou_curves.png", ev.schema.names, ev.schema.colors)
+        curves = _plot_iou_curves(run_metrics, out_dir / "iou_curves.png", ev.schema.names, ev.schema.colors)
         if curves:
             files["IoU over epochs"] = curves
     label = f"IoU {worst_class}" if worst_class else "mIoU"
     worst = ev.worst(worst_k, worst_class) if worst_k else []
     if worst:
-        files["worst chips"] = render_gallery(ev, worst, out_dir / "worst.png", label)
-        files["worst chips (table)"] = write_worst_csv(worst, out_dir / "worst.csv", label)
+        files["worst chips"] = _render_gallery(ev, worst, out_dir / "worst.png", label)
+        files["worst chips (table)"] = _write_worst_csv(worst, out_dir / "worst.csv", label)
     report = ev.report
     payload = {**report, "intervals_95": {k: list(v) for k, v in intervals.items()},
                "confusion": ev.confusion.tolist(), "class_names": ev.schema.names,
@@ -211,6 +211,6 @@ def write_report(ev: Evaluation, out_dir: Path, worst_k: int = 0, worst_class: s
     files["metrics"] = out_dir / "metrics.json"
     files["report"] = out_dir / "report.md"
     atomic_write_text(files["metrics"], json.dumps(payload, indent=1, default=float))
-    atomic_write_text(files["report"], markdown_report(ev, intervals, files, worst, label))
+    atomic_write_text(files["report"], _markdown_report(ev, intervals, files, worst, label))
     units = {"chips": len(ev.chips), "scenes": len(ev.scenes)}
     return {"report": report, "intervals": intervals, "units": units, "files": files, "worst": worst}

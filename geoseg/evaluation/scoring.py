@@ -118,14 +118,14 @@ def evaluate_raster(prediction: str | os.PathLike, truth: str | os.PathLike, sch
             cm = confusion_matrix(t, np.where(p == IGNORE_INDEX, 0, p), n)
             chips.append(ChipScore(str(prediction), str(truth), scene, window, cm))
             if errors:
-                errors.write(error_codes(p, t), 1, window=window)
+                errors.write(_error_codes(p, t), 1, window=window)
     total = sum(c.confusion for c in chips)
     if total.sum() == 0:
         raise RasterError(f"{prediction} and {truth} share no labelled pixels to evaluate")
     return Evaluation(schema, total, chips, [total], label_field)
 
 
-def error_codes(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def _error_codes(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """The error map's values for predicted and true indices: correct, wrong, not labelled; nodata where
     nothing was predicted."""
     out = np.where(truth == IGNORE_INDEX, 2, np.where(pred == truth, 0, 1)).astype(np.uint8)

@@ -15,6 +15,7 @@ import itertools
 import os
 import threading
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,12 +23,13 @@ import rasterio
 from rasterio.windows import Window
 
 from geoseg.data.model_input import normalise
+from geoseg.errors import CheckpointError
 from geoseg.io.aoi import area_mask, touches_window
 from geoseg.io.classes import NODATA
 from geoseg.io.fingerprint import cache_key, file_identity
 from geoseg.io.grid import ChipGrid, GridBlock, span_window
 from geoseg.io.raster import open_raster, read_padded
-from geoseg.models.checkpoint import Checkpoint, load_checkpoint
+from geoseg.models.checkpoint import Checkpoint, autocast_dtype, default_device, load_checkpoint
 from geoseg.models.onnx_runtime import OnnxModel
 
 if TYPE_CHECKING:
@@ -42,11 +44,26 @@ EDGE_PADDING = "reflect"
 
 
 @dataclass(frozen=True)
+class ModelRef:
+    """The model file as block tasks carry it to dask workers, which load it themselves: its path and its
+    identity (:func:`~geoseg.io.fingerprint.file_identity`) when the run began, so a file replaced while the
+    run uses it is refused instead of mixing two models in one map."""
+
+    path: str
+    identity: str
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> "ModelRef":
+        path = Path(checkpoint.path).resolve()
+        return cls(str(path), cache_key(file_identity(path)))
+
+
+@dataclass(frozen=True)
 class BlockTask:
     """Everything a worker needs to predict the chips of one output block."""
 
     scene: str
-    checkpoint: str
+    checkpoint: ModelRef
     block: GridBlock
     chip: int
     overlap: int
@@ -92,15 +109,21 @@ _MODELS_LOCK = threading.Lock()
 _MODELS_KEPT = 2
 
 
-def model_for(path: str | os.PathLike, threads: int | None = None,
+def model_for(model: str | os.PathLike | ModelRef, threads: int | None = None,
               checkpoint: Checkpoint | None = None) -> tuple[Checkpoint, Model]:
-    """The model of checkpoint ``path``, built at most once per process and version of the file (keyed by
-    :func:`~geoseg.io.fingerprint.file_identity`: path, size, modification time and a content sample, so a
+    """The model of the checkpoint file ``model`` (a path, or a :class:`ModelRef` that also says which
+    version of the file the run began with), built at most once per process and version of the file (keyed
+    by :func:`~geoseg.io.fingerprint.file_identity`: path, size, modification time and a content sample, so a
     checkpoint replaced by another with the same time is not mistaken for it).
 
-    ``checkpoint``: the checkpoint already loaded from ``path``, so it is not read again.
+    ``checkpoint``: the checkpoint already loaded from that file, so it is not read again.
     """
-    key = (cache_key(file_identity(path)), threads)
+    path = model.path if isinstance(model, ModelRef) else model
+    identity = cache_key(file_identity(path))
+    if isinstance(model, ModelRef) and identity != model.identity:
+        raise CheckpointError(f"{path} changed while this prediction was using it; run the prediction again "
+                              "(with --resume, the blocks finished before are kept)")
+    key = (identity, threads)
     with _MODELS_LOCK:
         if key in _MODELS:
             return _MODELS[key]
@@ -109,7 +132,6 @@ def model_for(path: str | os.PathLike, threads: int | None = None,
         if not isinstance(model, OnnxModel):
             import torch
 
-            from geoseg.models.checkpoint import default_device
 
             if threads:
                 torch.set_num_threads(threads)
@@ -199,7 +221,6 @@ def _torch_probabilities(model: torch.nn.Module, x: np.ndarray, precision: str, 
     enabled): it costs a fraction of a float32 softmax."""
     import torch
 
-    from geoseg.models.checkpoint import autocast_dtype
 
     device = next(itertools.chain(model.parameters(), model.buffers())).device  # models without weights too
     amp = autocast_dtype(device, precision)

@@ -30,7 +30,7 @@ from geoseg import __version__
 from geoseg.data.model_input import sampled_copy
 from geoseg.data.statistics import sample_band_statistics
 from geoseg.errors import GeoSegWarning, InputError, OutputError
-from geoseg.inference.blocks import GDAL_CACHE_MB
+from geoseg.inference.blocks import GDAL_CACHE_MB, ModelRef
 from geoseg.inference.options import (
     PROBABILITY_TYPES,
     SAMPLINGS,
@@ -60,7 +60,7 @@ from geoseg.io.output_lock import output_lock
 from geoseg.io.raster import open_raster, resolve_bands
 from geoseg.models.checkpoint import Checkpoint
 from geoseg.models.defaults import resolve_model
-from geoseg.models.engines import checkpoint_for_prediction, choose_engine
+from geoseg.models.engines import EngineChoice, select_engine
 from geoseg.outputs.class_raster import (
     class_raster_profile,
     finish_raster,
@@ -202,11 +202,12 @@ def _predict_outputs(scene: str | os.PathLike, checkpoint_path: Path, paths: Out
                      options: PredictOptions, vector: VectorOptions, resume: bool,
                      implicit: bool) -> PredictOutputs:
     with bar(2, "load", unit="step") as loading:  # the model's fields (torch's import, where needed)
-        checkpoint = checkpoint_for_prediction(checkpoint_path, options.engine, options.precision)
+        choice = select_engine(checkpoint_path, options.engine, options.precision)
         loading.update(1)
+    checkpoint = choice.checkpoint
     if implicit:
         _name_the_implicit_model(checkpoint)
-    result = _predict_rasters(scene, checkpoint, paths, options, resume, vector.min_area)
+    result = _predict_rasters(scene, choice, paths, options, resume, vector.min_area)
     count, rows = 0, []
     if paths.vector is not None:
         from geoseg.outputs.polygons import summary_table, vectorize_blocks, write_polygons  # geopandas: late
@@ -274,15 +275,16 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike | Chec
     """
     model_path = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
     paths = _raster_paths(Path(output), None, options, overwrite, {"input scene": scene, "model": model_path})
-    ckpt = (checkpoint if isinstance(checkpoint, Checkpoint) else
-            checkpoint_for_prediction(checkpoint, options.engine, options.precision))
-    return _predict_rasters(scene, ckpt, paths, options, resume, min_area)
+    choice = select_engine(checkpoint, options.engine, options.precision)
+    return _predict_rasters(scene, choice, paths, options, resume, min_area)
 
 
-def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPaths, options: PredictOptions,
-                     resume: bool, min_area: float | None = None) -> PredictResult:
-    """The class raster (sieved to ``min_area`` m²) and its extras at ``paths`` (already checked)."""
+def _predict_rasters(scene: str | os.PathLike, choice: EngineChoice, paths: OutputPaths,
+                     options: PredictOptions, resume: bool, min_area: float | None = None) -> PredictResult:
+    """The class raster (sieved to ``min_area`` m²) and its extras at ``paths`` (already checked), with the
+    engine ``choice`` made for the model."""
     _check_options(options)
+    ckpt = choice.checkpoint
     grid, bands = _inspect_scene(scene, _model_bands(options, ckpt), ckpt, polygons=paths.vector is not None,
                                  min_area=min_area)
     options = replace(options, bands=tuple(bands))
@@ -292,7 +294,7 @@ def _predict_rasters(scene: str | os.PathLike, ckpt: Checkpoint, paths: OutputPa
         _check_resolution(scene, grid, ckpt)
     with bar(2, "engine", unit="step") as loading:  # the engine: an export or int8 model made once
         loading.update(1)
-        engine = choose_engine(ckpt, options.engine, options.precision, scene)
+        engine = choice.prepare(scene)
         loading.update(1)
     overlap = _overlap(options, ckpt.chip_size)
     scene_ref = str(scene) if is_remote(scene) else str(Path(scene).resolve())
@@ -407,7 +409,7 @@ def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, over
     layout = grid_blocks(ChipGrid.for_scene(grid.width, grid.height, ckpt.chip_size, overlap),
                          max(1, options.block_chips))
     threads = default_threads(options.threads, options.workers)
-    ckpt_ref = str(ckpt.path.resolve())
+    model = ModelRef.of(ckpt)  # what the block tasks carry: workers load the file, checked unchanged
     chips = 0
     with contextlib.ExitStack() as stack:
         in_process = not options.scheduler and not local_processes(options.workers, options.processes)
@@ -416,10 +418,10 @@ def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, over
         if preload:
             preload.join()
         if options.scheduler:
-            check_workers(client, scene_ref, ckpt_ref)
+            check_workers(client, scene_ref, model.path)
         todo = sum(len(row) for row in layout) - len(writer.done)
         pbar = stack.enter_context(bar(todo, "predict", unit="block"))
-        tasks = block_tasks(layout, grid, scene=scene_ref, checkpoint=ckpt_ref, chip=ckpt.chip_size,
+        tasks = block_tasks(layout, grid, scene=scene_ref, checkpoint=model, chip=ckpt.chip_size,
                             overlap=overlap, batch_size=options.batch_size, precision=options.precision,
                             tta=options.tta, threads=threads, bands=tuple(options.bands), area=area)
         finished = run_blocks(client, tasks, ckpt.classes.index_to_code_lut(), confidence=options.confidence,

@@ -107,12 +107,12 @@ def _predict_region(scenes, output: Path, checkpoint_path: Path, ckpt, options, 
         atomic_write_text(state_path, json.dumps({"fingerprint": fingerprint, "done": done}, default=str))
     chips = sum(done.values())
     classes = _in_one_crs([rasters[str(s)] for s in scenes], folder / "reprojected")
-    mosaic = write_mosaic(classes, mosaic, ckpt.classes)
+    mosaic = _write_mosaic(classes, mosaic, ckpt.classes)
     if vector.min_area:
         mosaic = _sieved_mosaic(mosaic, folder, vector.min_area, ckpt.classes)
     confidence = None
     if options.confidence:
-        confidence = write_mosaic(_in_one_crs([_confidence(rasters[str(s)]) for s in scenes],
+        confidence = _write_mosaic(_in_one_crs([_confidence(rasters[str(s)]) for s in scenes],
                                               folder / "reprojected"), _numbered(mosaic, 0, "confidence"))
     mosaics = [mosaic]
     count, rows = 0, []
@@ -278,7 +278,7 @@ def _sieved_mosaic(mosaic: Path, folder: Path, min_area: float, schema: ClassSch
     sieved = folder / "mosaic_sieved.tif"
     sieve_raster(mosaic, sieved, pixels)
     say(f"removed regions under {min_area:g} m² ({pixels} px) across the region")
-    return write_mosaic([sieved], mosaic, schema)
+    return _write_mosaic([sieved], mosaic, schema)
 
 
 def _numbered(path: Path, i: int, kind: str = "") -> Path:
@@ -290,7 +290,7 @@ def _confidence(raster: Path) -> Path:
     return raster.with_name(f"{raster.stem}_confidence{raster.suffix}")
 
 
-def write_mosaic(rasters: list[Path], path: Path, schema: ClassSchema | None = None) -> Path:
+def _write_mosaic(rasters: list[Path], path: Path, schema: ClassSchema | None = None) -> Path:
     """A VRT joining single-band uint8 ``rasters`` of one CRS at the finest pixel size among them (later
     rasters drawn over earlier ones where they overlap, their nodata transparent); with ``schema`` the
     class colours and names, and a QGIS style beside it."""

@@ -23,7 +23,14 @@ import numpy as np
 from rasterio.windows import Window
 
 from geoseg.errors import ClusterError, InputError
-from geoseg.inference.blocks import BlockTask, FinishedBlock, accumulate_block, finish_block, model_for
+from geoseg.inference.blocks import (
+    BlockTask,
+    FinishedBlock,
+    ModelRef,
+    accumulate_block,
+    finish_block,
+    model_for,
+)
 from geoseg.io.grid import GeoGrid, GridBlock
 from geoseg.io.raster import open_raster
 from geoseg.models.checkpoint import Checkpoint
@@ -197,7 +204,7 @@ def check_workers(client, scene: str, checkpoint: str) -> None:
                              "the scene)")
 
 
-def block_tasks(layout: list[list[GridBlock]], grid: GeoGrid, *, scene: str, checkpoint: str, chip: int,
+def block_tasks(layout: list[list[GridBlock]], grid: GeoGrid, *, scene: str, checkpoint: ModelRef, chip: int,
                 overlap: int, batch_size: int | None, precision: str, tta: str, threads: int,
                 bands: tuple[int, ...], area: bytes | None = None) -> list[list[BlockTask]]:
     """One :class:`~geoseg.inference.blocks.BlockTask` per output block; each hands ``overlap`` pixels

@@ -19,7 +19,7 @@ import pyproj
 LonLat = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def as_pyproj(crs) -> pyproj.CRS:
+def _as_pyproj(crs) -> pyproj.CRS:
     """``crs`` (rasterio, pyproj, WKT, EPSG code) as a pyproj CRS."""
     return crs if isinstance(crs, pyproj.CRS) else pyproj.CRS.from_user_input(crs)
 
@@ -31,7 +31,7 @@ def lonlat_degrees(crs) -> LonLat:
     pyproj takes a projected CRS to its geographic base CRS in that CRS's own
     angular unit and from its own prime meridian; both are converted here.
     """
-    crs = as_pyproj(crs)
+    crs = _as_pyproj(crs)
     base = crs.geodetic_crs if crs.geodetic_crs is not None else crs
     to_base = pyproj.Transformer.from_crs(crs, base, always_xy=True)
     to_degrees = math.degrees(base.axis_info[0].unit_conversion_factor) if base.axis_info else 1.0
@@ -46,17 +46,12 @@ def lonlat_degrees(crs) -> LonLat:
     return transform
 
 
-def geod_of(crs) -> pyproj.Geod | None:
-    """The ellipsoid of ``crs`` as a :class:`pyproj.Geod` (None for an engineering CRS without one)."""
-    return as_pyproj(crs).get_geod()
-
-
 def ground_steps(transform, crs, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Ground length in metres of one pixel step along the columns (x) and along the rows (y) at pixel
     positions (``cols``, ``rows``) of a grid placed by ``transform`` in ``crs``: geodesic distances between
     the positions and their neighbours one pixel to the right and one pixel down. None where the CRS has no
     ellipsoid."""
-    crs = as_pyproj(crs)
+    crs = _as_pyproj(crs)
     geod = crs.get_geod()
     if geod is None:
         return None
@@ -76,7 +71,8 @@ def same_crs(a, b) -> bool:
     written by EPSG code, as WKT1 or WKT2, or with a null ``TOWGS84[0,0,0]`` is one CRS."""
     if a is None or b is None:
         return a is None and b is None
-    return _without_null_shift(as_pyproj(a)).equals(_without_null_shift(as_pyproj(b)), ignore_axis_order=True)
+    a, b = _without_null_shift(_as_pyproj(a)), _without_null_shift(_as_pyproj(b))
+    return a.equals(b, ignore_axis_order=True)
 
 
 def _without_null_shift(crs: pyproj.CRS) -> pyproj.CRS:

@@ -32,7 +32,7 @@ def label_kind(path: str | os.PathLike) -> str:
         return "rgb" if src.count >= 3 else "ids"
 
 
-def rgb_decoder(schema: ClassSchema) -> np.ndarray | None:
+def _rgb_decoder(schema: ClassSchema) -> np.ndarray | None:
     """An 8-entry table from binarized (R,G,B) to index, if all class colours are binary (as in DeepGlobe)."""
     table = np.full(8, -1, np.int16)
     for i, c in enumerate(schema.classes):
@@ -50,7 +50,7 @@ def decode_rgb(rgb: np.ndarray, schema: ClassSchema, source: str = "mask",
     Each channel is binarized at 128 (compression moves values off the palette),
     then mapped to the palette. A colour outside the palette is an error naming it.
     """
-    table = rgb_decoder(schema)
+    table = _rgb_decoder(schema)
     if table is not None:
         key = ((rgb[0] >= 128).astype(np.uint8) * 4 + (rgb[1] >= 128) * 2 + (rgb[2] >= 128)).astype(np.uint8)
         out = table[key]
@@ -73,7 +73,7 @@ def decode_ids(codes: np.ndarray, schema: ClassSchema, nodata: float | None, sou
                unlabelled: np.ndarray | None = None) -> np.ndarray:
     """Map class codes to indices. Nodata (any value the file declares: 65535, -9999, NaN …), NaN and the
     ``unlabelled`` pixels are no label (ignore); any other value outside the class list is an error."""
-    unlabelled = missing_values(codes, nodata) | (False if unlabelled is None else unlabelled)
+    unlabelled = _missing_values(codes, nodata) | (False if unlabelled is None else unlabelled)
     labelled = codes[~unlabelled]
     whole = labelled == np.round(labelled) if np.issubdtype(codes.dtype, np.floating) else True
     in_range = whole & (labelled >= 0) & (labelled <= 255)
@@ -90,7 +90,7 @@ def decode_ids(codes: np.ndarray, schema: ClassSchema, nodata: float | None, sou
     return out
 
 
-def missing_values(codes: np.ndarray, nodata: float | None) -> np.ndarray:
+def _missing_values(codes: np.ndarray, nodata: float | None) -> np.ndarray:
     """Where a label raster holds no label: its nodata value, and NaN in float rasters."""
     missing = np.isnan(codes) if np.issubdtype(codes.dtype, np.floating) else np.zeros(codes.shape, bool)
     if nodata is not None and not np.isnan(nodata):
@@ -98,7 +98,7 @@ def missing_values(codes: np.ndarray, nodata: float | None) -> np.ndarray:
     return missing
 
 
-def polygon_classes(values, schema: ClassSchema, source: str) -> np.ndarray:
+def _polygon_classes(values, schema: ClassSchema, source: str) -> np.ndarray:
     """Model indices of polygon attribute ``values``: integer class codes, or class names (text, matched
     case-insensitively, as analysts type them in QGIS). An unknown value is an error listing the classes."""
     if values.dtype == object or str(values.dtype).startswith(("string", "str")):
@@ -187,7 +187,7 @@ class LabelReader:
                 gdf = gdf.to_crs(self.grid.crs)
             values = gdf[self.class_field]
             gdf = gdf[values.notna()]  # a polygon without a class is no label
-            gdf = gdf.assign(_index=polygon_classes(gdf[self.class_field], self.schema,
+            gdf = gdf.assign(_index=_polygon_classes(gdf[self.class_field], self.schema,
                                                     f"label {self.name} field '{self.class_field}'"))
             self._gdf = gdf
         return self._gdf

@@ -62,7 +62,7 @@ def resolve_bands(src, path: str | os.PathLike, bands: Sequence[int | str]) -> l
     return numbers
 
 
-def band_scaling(src, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
+def _band_scaling(src, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
     """GDAL's per-band scale and offset of ``bands`` ([bands, 1, 1] each; value = stored × scale + offset,
     e.g. Sentinel-2 L2A reflectance), or None when every band is stored as it is."""
     scales = np.array([src.scales[b - 1] for b in bands], np.float32)
@@ -75,7 +75,7 @@ def band_scaling(src, bands: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | N
 def to_physical(data: np.ndarray, src, bands: Sequence[int]) -> np.ndarray:
     """``data`` [bands, h, w] as float32 values with the bands' scale and offset applied."""
     data = data.astype(np.float32, copy=False)
-    scaling = band_scaling(src, bands)
+    scaling = _band_scaling(src, bands)
     if scaling is not None:
         data *= scaling[0]
         data += scaling[1]
@@ -117,8 +117,8 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
     if inner.width == 0 or inner.height == 0:
         empty = np.zeros((h, w), bool)
         return np.zeros((len(bands), h, w), np.float32), empty, empty
-    rows = reflect_index(np.arange(r0, r0 + h), src.height)
-    cols = reflect_index(np.arange(c0, c0 + w), src.width)
+    rows = _reflect_index(np.arange(r0, r0 + h), src.height)
+    cols = _reflect_index(np.arange(c0, c0 + w), src.width)
     source = Window(int(cols.min()), int(rows.min()), int(cols.max() - cols.min() + 1),
                     int(rows.max() - rows.min() + 1))
     with read_errors(src):
@@ -134,7 +134,7 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
     return data, content & inside, content
 
 
-def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
+def _reflect_index(index: np.ndarray, n: int) -> np.ndarray:
     """Indices into an axis of length ``n``, reflected at both ends without repeating the edge (numpy.pad's
     "reflect", repeated as often as needed); every index is 0 when ``n`` is 1."""
     if n == 1:

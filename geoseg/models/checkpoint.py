@@ -53,7 +53,7 @@ def build_model(architecture: str, model_config: dict[str, Any], pretrained: boo
     if not pretrained or weights is None:
         return model
     if is_weights_file(weights):
-        return load_encoder_weights(model, weights, kwargs.get("encoder_name"))
+        return _load_encoder_weights(model, weights, kwargs.get("encoder_name"))
     try:
         with _quiet():
             return smp.create_model(architecture, encoder_weights=weights, **kwargs)
@@ -82,7 +82,7 @@ def is_weights_file(weights: str) -> bool:
     return Path(weights).suffix.lower() in WEIGHT_SUFFIXES or "/" in weights or os.sep in weights
 
 
-def load_encoder_weights(model: torch.nn.Module, path: str, encoder: str | None) -> torch.nn.Module:
+def _load_encoder_weights(model: torch.nn.Module, path: str, encoder: str | None) -> torch.nn.Module:
     """Load encoder weights from a local file: a state dict of the encoder, of a whole smp model (its
     ``encoder.`` part is taken) or a geoseg checkpoint; shapes must fit exactly."""
     import torch

@@ -11,8 +11,9 @@ Exported and quantized models are made once and cached beside the checkpoint in 
 by the checkpoint's content; the int8 model's calibration chips (drawn from the checkpoint's training scenes,
 or from the scene being predicted when those are not reachable) are kept with it.
 
-A prediction whose engine is such a cached model never imports torch (most of a cold start on a small
-CPU): :func:`checkpoint_for_prediction` reads the checkpoint's fields from the export's metadata, and
+The choice is made in one place, :func:`select_engine`. A prediction whose engine is such a cached model
+never imports torch (most of a cold start on a small CPU): the checkpoint's fields come from the export's
+metadata, and
 ``auto`` decides from the CPU's flags (:mod:`geoseg.models.hardware`) where they certainly rule out bf16 and
 a GPU, asking torch only where they do not.
 """
@@ -28,9 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from geoseg.data.model_input import normalise
 from geoseg.errors import InputError
+from geoseg.io.atomic import atomic_output
 from geoseg.io.fingerprint import cache_key, file_identity
-from geoseg.models.checkpoint import Checkpoint, load_checkpoint
+from geoseg.io.manifest import read_records
+from geoseg.io.raster import open_raster, read_padded, resolve_bands
+from geoseg.models.checkpoint import Checkpoint, autocast_dtype, default_device, load_checkpoint
 from geoseg.models.hardware import may_have_bf16, may_have_gpu
 
 ENGINES = ("auto", "torch", "onnx", "int8")
@@ -51,46 +56,63 @@ class Engine:
     reason: str
 
 
-def checkpoint_for_prediction(path: str | os.PathLike, engine: str = "auto",
-                              precision: str = "auto") -> Checkpoint:
-    """The checkpoint at ``path`` as prediction with ``engine`` needs it.
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine chosen for a model on this machine — decided once, here, before anything is built: the
+    checkpoint's fields (read from a cached export's metadata where the chosen engine needs no torch), the
+    engine's kind and why it was chosen. :meth:`prepare` builds what the engine runs."""
 
-    Where that engine is an export already cached beside the checkpoint, the
-    checkpoint's fields come from the export's metadata: neither torch nor the
-    weights are loaded, which saves seconds before the first chip on a CPU.
+    checkpoint: Checkpoint
+    kind: str         # torch, onnx, int8, or exported (the model file is itself an ONNX export)
+    reason: str
+    precision: str = "auto"
+
+    def prepare(self, scene: str | os.PathLike) -> Engine:
+        """The engine ready to run: for ONNX Runtime the export (and the int8 model, calibrated on the
+        training scenes or, where those are gone, on ``scene``), made once, cached beside the checkpoint."""
+        ckpt = self.checkpoint
+        if self.kind == "exported":
+            return Engine(ckpt, "onnx-fp32", self.reason)
+        if self.kind == "torch":
+            import torch
+
+
+            amp = autocast_dtype(default_device(), self.precision)
+            name = f"torch-{'bf16' if amp == torch.bfloat16 else 'fp16' if amp else 'fp32'}"
+            return Engine(ckpt, name, self.reason)
+        exported = _exported_model(ckpt)
+        if self.kind == "onnx":
+            return Engine(load_checkpoint(exported), "onnx-fp32", self.reason)
+        return Engine(load_checkpoint(_quantized_model(ckpt, exported, scene)), "onnx-int8", self.reason)
+
+
+def select_engine(model: str | os.PathLike | Checkpoint, engine: str = "auto",
+                  precision: str = "auto") -> EngineChoice:
+    """The engine for ``model`` (a checkpoint's path, a loaded checkpoint or an exported ``.onnx``) with
+    ``engine`` (one of :data:`ENGINES`, or ``GEOSEG_ENGINE``) and ``precision`` on this machine: the one place
+    the choice is made and checked.
+
+    Where the choice is an ONNX Runtime engine whose export is already cached
+    beside the checkpoint, the checkpoint's fields come from the export's
+    metadata: neither torch nor the weights are loaded, which saves seconds
+    before the first chip on a CPU.
     """
-    p = Path(path)
-    if p.suffix.lower() != ".onnx" and p.is_file():
-        kind = _engine_without_torch(_asked_engine(engine), precision)
-        cached = _cached_model(p, kind[0]) if kind else None
-        if cached is not None:
-            return replace(load_checkpoint(cached), path=p)
-    return load_checkpoint(p)
-
-
-def choose_engine(ckpt: Checkpoint, engine: str, precision: str, scene: str | os.PathLike) -> Engine:
-    """The engine for ``engine`` (one of :data:`ENGINES`) and ``precision`` on this machine."""
-    engine = _asked_engine(engine)
-    if ckpt.path is not None and ckpt.path.suffix.lower() == ".onnx":
-        return Engine(ckpt, "onnx-fp32", "an exported ONNX model")
-    known = _engine_without_torch(engine, precision)
+    asked = _asked_engine(engine)
+    loaded = model if isinstance(model, Checkpoint) else None
+    path = loaded.path if loaded is not None else Path(model)
+    if path is not None and path.suffix.lower() == ".onnx":
+        return EngineChoice(loaded or load_checkpoint(path), "exported", "an exported ONNX model", precision)
+    known = _engine_without_torch(asked, precision)
+    if loaded is None:
+        cached = _cached_model(path, known[0]) if known and path.is_file() else None
+        loaded = replace(load_checkpoint(cached), path=path) if cached else load_checkpoint(path)
     if known:
-        engine, reason = known
-    elif engine == "auto":
-        engine, reason = _auto_with_torch(precision)
+        kind, reason = known
+    elif asked == "auto":
+        kind, reason = _auto_with_torch(precision)
     else:
-        reason = "asked for"
-    if engine == "torch":
-        import torch
-
-        from geoseg.models.checkpoint import autocast_dtype, default_device
-
-        amp = autocast_dtype(default_device(), precision)
-        return Engine(ckpt, f"torch-{'bf16' if amp == torch.bfloat16 else 'fp16' if amp else 'fp32'}", reason)
-    exported = exported_model(ckpt)
-    if engine == "onnx":
-        return Engine(load_checkpoint(exported), "onnx-fp32", reason)
-    return Engine(load_checkpoint(quantized_model(ckpt, exported, scene)), "onnx-int8", reason)
+        kind, reason = asked, "asked for"
+    return EngineChoice(loaded, kind, reason, precision)
 
 
 def _asked_engine(engine: str) -> str:
@@ -112,7 +134,6 @@ def _engine_without_torch(engine: str, precision: str) -> tuple[str, str] | None
 
 
 def _auto_with_torch(precision: str) -> tuple[str, str]:
-    from geoseg.models.checkpoint import autocast_dtype, default_device
 
     device = default_device()
     if device.type == "cuda":
@@ -139,7 +160,7 @@ def _engine_folder(ckpt_path: Path) -> Path:
     return ckpt_path.with_name(f".{ckpt_path.name}.engines")
 
 
-def exported_model(ckpt: Checkpoint) -> Path:
+def _exported_model(ckpt: Checkpoint) -> Path:
     """The checkpoint exported to ONNX (fp32), made once per checkpoint content."""
     target = engine_folder(ckpt) / f"{cache_key(file_identity(ckpt.path))}-fp32.onnx"
     if not target.exists():
@@ -151,7 +172,7 @@ def exported_model(ckpt: Checkpoint) -> Path:
     return target
 
 
-def quantized_model(ckpt: Checkpoint, exported: Path, scene: str | os.PathLike) -> Path:
+def _quantized_model(ckpt: Checkpoint, exported: Path, scene: str | os.PathLike) -> Path:
     """The int8 model (ONNX Runtime static quantization, QDQ, per-channel weights), made once per checkpoint
     content, with its calibration chips saved beside it."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -166,7 +187,7 @@ def quantized_model(ckpt: Checkpoint, exported: Path, scene: str | os.PathLike) 
         with np.load(chips_path) as z:
             chips = z["chips"]
     else:
-        chips = calibration_chips(ckpt, scene)
+        chips = _calibration_chips(ckpt, scene)
         with open(chips_path, "wb") as fh:
             np.savez_compressed(fh, chips=chips)
 
@@ -179,7 +200,6 @@ def quantized_model(ckpt: Checkpoint, exported: Path, scene: str | os.PathLike) 
 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from geoseg.io.atomic import atomic_output
 
     with atomic_output(target) as tmp, warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")
@@ -218,13 +238,11 @@ def _copy_metadata(source: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
-def calibration_chips(ckpt: Checkpoint, scene: str | os.PathLike, n: int = CALIBRATION_CHIPS) -> np.ndarray:
+def _calibration_chips(ckpt: Checkpoint, scene: str | os.PathLike, n: int = CALIBRATION_CHIPS) -> np.ndarray:
     """``n`` normalised chips [n, bands, chip, chip]: spread over the checkpoint's training scenes when they
     are reachable, else over ``scene``."""
     from rasterio.windows import Window
 
-    from geoseg.data.model_input import normalise
-    from geoseg.io.raster import open_raster, read_padded, resolve_bands
 
     sources = _training_scenes(ckpt) or [Path(str(scene))]
     chip, chips = ckpt.chip_size, []
@@ -241,7 +259,6 @@ def calibration_chips(ckpt: Checkpoint, scene: str | os.PathLike, n: int = CALIB
 
 
 def _training_scenes(ckpt: Checkpoint) -> list[Path]:
-    from geoseg.io.manifest import read_records
 
     training = ckpt.training
     if training.manifest is None:

@@ -83,7 +83,7 @@ def export_onnx(checkpoint: Checkpoint | str | os.PathLike, output: str | os.Pat
         graph = onnx.load(str(tmp))
         if not dynamic:
             _fixed_output_shape(graph, len(ckpt.classes), tile)
-        for key, value in onnx_metadata(ckpt, overlap, tile).items():
+        for key, value in _onnx_metadata(ckpt, overlap, tile).items():
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(graph, str(tmp))
@@ -121,7 +121,7 @@ def _tile_size(ckpt: Checkpoint, tile: int | None) -> int:
     return tile
 
 
-def onnx_metadata(ckpt: Checkpoint, overlap: int | None = None, tile: int | None = None) -> dict[str, str]:
+def _onnx_metadata(ckpt: Checkpoint, overlap: int | None = None, tile: int | None = None) -> dict[str, str]:
     """The ``metadata_props`` of an exported model: Deepness's keys, every value JSON as Deepness parses
     them, and geoseg's ``geoseg`` key."""
     tile = ckpt.chip_size if tile is None else tile

@@ -21,7 +21,7 @@ from geoseg.models.checkpoint import MODEL_FORMATS, REBUILD, Checkpoint, ModelFo
 from geoseg.models.hardware import vector_isa
 
 
-def checkpoint_from_onnx(path: str | os.PathLike) -> Checkpoint:
+def _onnx_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """The checkpoint an exported model was made from (without weights: :meth:`Checkpoint.build` gives an
     :class:`OnnxModel`). The metadata is read by ONNX Runtime, unoptimised: importing the ``onnx`` package
     alone takes ten times longer. Read once per version of the file (a prediction asks for it more than
@@ -154,4 +154,4 @@ def _build(ckpt: Checkpoint, threads: int | None) -> OnnxModel:
                      chip=ckpt.chip_size)
 
 
-MODEL_FORMATS[".onnx"] = ModelFormat(read=checkpoint_from_onnx, build=_build)
+MODEL_FORMATS[".onnx"] = ModelFormat(read=_onnx_checkpoint, build=_build)

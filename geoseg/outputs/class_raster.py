@@ -115,7 +115,7 @@ def finish_raster(path: str | os.PathLike, cog: bool = False) -> None:
             tiled = {"tiled": True, "blockxsize": 256, "blockysize": 256} if min(width, height) >= 256 else {}
             rio_copy(path, tmp, driver="GTiff", predictor=structure.get("PREDICTOR", "2"), zlevel=6,
                      **tiled, **options)
-            factors = overview_factors(width, height)
+            factors = _overview_factors(width, height)
             if factors:
                 with rasterio.open(tmp, "r+") as dst:
                     dst.build_overviews(factors, resampling)
@@ -123,7 +123,7 @@ def finish_raster(path: str | os.PathLike, cog: bool = False) -> None:
         verify_raster(tmp, name=path)
 
 
-def overview_factors(width: int, height: int, smallest: int = 256) -> list[int]:
+def _overview_factors(width: int, height: int, smallest: int = 256) -> list[int]:
     """Decimation factors 2, 4, 8 … until the overview fits in ``smallest`` pixels (as gdaladdo does)."""
     factors, f = [], 2
     while max(width, height) / f >= smallest:

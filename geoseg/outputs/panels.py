@@ -27,7 +27,7 @@ def stretch(data: np.ndarray, limits: np.ndarray | None = None) -> np.ndarray:
     ``limits`` [3, 2] (a scene's, see :func:`scene_limits`), else between the data's own 2 and 98 %."""
     rgb = data[:3] if data.shape[0] >= 3 else np.repeat(data[:1], 3, axis=0)
     if limits is None:
-        limits = display_limits(rgb)
+        limits = _display_limits(rgb)
     out = np.zeros(rgb.shape, np.uint8)
     for b in range(3):
         lo, hi = limits[b]
@@ -35,7 +35,7 @@ def stretch(data: np.ndarray, limits: np.ndarray | None = None) -> np.ndarray:
     return np.moveaxis(out, 0, -1)
 
 
-def display_limits(rgb: np.ndarray) -> np.ndarray:
+def _display_limits(rgb: np.ndarray) -> np.ndarray:
     """The 2 and 98 % values of each of three bands [3, h, w] (finite values only)."""
     limits = np.zeros((3, 2))
     for b in range(3):
@@ -52,7 +52,7 @@ def scene_limits(src, size: int = 512) -> np.ndarray:
     shape = (max(1, round(src.height / f)), max(1, round(src.width / f)))
     data = src.read(bands, out_shape=(3, *shape)).astype(np.float32)
     data[:, src.dataset_mask(out_shape=shape) == 0] = np.nan
-    return display_limits(data)
+    return _display_limits(data)
 
 
 def tiles(rgb: np.ndarray, truth: np.ndarray, pred: np.ndarray, palette: np.ndarray,

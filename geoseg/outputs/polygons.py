@@ -54,11 +54,11 @@ def _frame(batch: list[Region], grid: GeoGrid, schema: ClassSchema,
         {"class_id": codes, "class_name": [names.get(int(v), str(v)) for v in codes]},
         geometry=gpd.GeoSeries(geoms, crs=grid.crs), crs=grid.crs,
     )
-    return add_measures(gdf, [r.pixels for r in batch],
+    return _add_measures(gdf, [r.pixels for r in batch],
                         [r.confidence_sum for r in batch] if with_confidence else None)
 
 
-def add_measures(gdf: gpd.GeoDataFrame, pixels: list[int] | None = None,
+def _add_measures(gdf: gpd.GeoDataFrame, pixels: list[int] | None = None,
                  confidence_sums: list[float] | None = None) -> gpd.GeoDataFrame:
     """Add ``area_m2`` and ``perimeter_m``, true ground measures on the CRS's ellipsoid (see
     :mod:`geoseg.outputs.measures`), and ``confidence_mean`` (0–100) when sums are given."""
@@ -70,7 +70,7 @@ def add_measures(gdf: gpd.GeoDataFrame, pixels: list[int] | None = None,
     return gdf
 
 
-def class_summary(raster: str | os.PathLike | list, schema: ClassSchema, areas: Mapping[int, float],
+def _class_summary(raster: str | os.PathLike | list, schema: ClassSchema, areas: Mapping[int, float],
                   block: int = DEFAULT_BLOCK) -> list[dict]:
     """Pixels, ground area and share of each class: pixels counted in the class raster (or rasters; nodata
     left out), ``areas`` (class code → m²) summed from the class's polygons, and the share of the ground
@@ -96,7 +96,7 @@ def _areas_by_class(gdf: gpd.GeoDataFrame, into: dict[int, float]) -> None:
         into[int(code)] = into.get(int(code), 0.0) + float(area)
 
 
-def summary_csv(rows: list[dict]) -> str:
+def _summary_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
@@ -149,7 +149,7 @@ def write_polygons(raster: str | os.PathLike, output: str | os.PathLike, schema:
             count = _stream_gpkg(regions, tmp, layer, grid, schema, with_conf, meta, areas)
         else:
             gdf = _frame(list(regions), grid, schema, with_conf)
-            gdf = finish_polygons(gdf, simplify, dissolve)
+            gdf = _finish_polygons(gdf, simplify, dissolve)
             count = len(gdf)
             _areas_by_class(gdf, areas)
             _write_once(gdf, tmp, suffix, layer if suffix == ".gpkg" else output.stem, meta, geometry_type)
@@ -157,9 +157,9 @@ def write_polygons(raster: str | os.PathLike, output: str | os.PathLike, schema:
             add_gpkg_default_style(tmp, layer, vector_qml(schema))
     if suffix != ".gpkg":
         atomic_write_text(output.with_suffix(".qml"), vector_qml(schema))
-    rows = class_summary(raster, schema, areas, block) if summary else []
+    rows = _class_summary(raster, schema, areas, block) if summary else []
     if summary:
-        atomic_write_text(output.with_name(f"{output.stem}_summary.csv"), summary_csv(rows))
+        atomic_write_text(output.with_name(f"{output.stem}_summary.csv"), _summary_csv(rows))
     return VectorResult(output, count, rows)
 
 
@@ -210,7 +210,7 @@ def _check_geojson_crs(grid: GeoGrid, raster: str | os.PathLike) -> None:
                           f"from; write .gpkg or .fgb instead")
 
 
-def finish_polygons(gdf: gpd.GeoDataFrame, simplify: float | None, dissolve: bool) -> gpd.GeoDataFrame:
+def _finish_polygons(gdf: gpd.GeoDataFrame, simplify: float | None, dissolve: bool) -> gpd.GeoDataFrame:
     """Coverage-preserving simplification and/or dissolving by class; measures recomputed."""
     if simplify and len(gdf):
         gdf = gdf.copy()
@@ -230,7 +230,7 @@ def finish_polygons(gdf: gpd.GeoDataFrame, simplify: float | None, dissolve: boo
         gdf = gpd.GeoDataFrame(parts, geometry="geometry", crs=gdf.crs)
     if simplify or dissolve:
         conf = gdf["confidence_mean"] if "confidence_mean" in gdf.columns else None
-        gdf = add_measures(gdf.drop(columns=[c for c in ("area_m2", "perimeter_m") if c in gdf.columns]))
+        gdf = _add_measures(gdf.drop(columns=[c for c in ("area_m2", "perimeter_m") if c in gdf.columns]))
         if conf is not None:
             gdf["confidence_mean"] = conf.to_numpy()
     return gdf

@@ -154,7 +154,7 @@ def write_stac_item(raster: Path, grid: GeoGrid, schema: ClassSchema, *, scene: 
 
     outline = footprint(grid, area)
     geometry = shapely.geometry.mapping(outline) if outline is not None else None
-    when, start, end = item_time(scene, acquired)
+    when, start, end = _item_time(scene, acquired)
     item = pystac.Item(id=raster.stem, geometry=geometry, bbox=bbox(outline) if outline else None,
                        datetime=when, start_datetime=start, end_datetime=end, properties={
                            "processing:software": {"geoseg": __version__},
@@ -218,7 +218,7 @@ ACQUISITION_TAGS = ("ACQUISITION_DATETIME", "ACQUISITIONDATETIME", "DATATAKE_1_D
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def item_time(scene: str, acquired: str | None = None) -> tuple[datetime | None, datetime | None,
+def _item_time(scene: str, acquired: str | None = None) -> tuple[datetime | None, datetime | None,
                                                                  datetime | None]:
     """The Item's ``datetime`` and, where that is unknown, ``start_datetime``/``end_datetime``: the
     acquisition time the scene records (its GDAL/TIFF metadata, or a STAC item beside it:

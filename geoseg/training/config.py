@@ -17,6 +17,8 @@ import yaml
 
 from geoseg.errors import ConfigError
 from geoseg.io.classes import DEEPGLOBE, ClassSchema
+from geoseg.io.formats import VECTOR_SUFFIXES
+from geoseg.io.manifest import read_records
 from geoseg.models.checkpoint import is_weights_file, load_checkpoint
 from geoseg.training.budget import parse_budget
 from geoseg.training.optimization import LOSSES, OPTIMIZERS, SCHEDULES, lookup
@@ -281,8 +283,6 @@ def _classes_from_labels(raw: dict[str, Any], base_dir: Path) -> ClassSchema:
     """``classes: from_labels``: the classes named by the polygon labels' field in the manifest's label
     files (see :func:`geoseg.data.project.classes_from_values`)."""
     from geoseg.data.project import classes_from_values, read_polygon_labels
-    from geoseg.io.formats import VECTOR_SUFFIXES
-    from geoseg.io.manifest import read_records
 
     if not raw.get("manifest"):
         raise ConfigError("classes: from_labels needs the config key 'manifest' (the scenes and their "
@@ -297,7 +297,7 @@ def _classes_from_labels(raw: dict[str, Any], base_dir: Path) -> ClassSchema:
     return classes_from_values(polygons[raw.get("label_field", "class_id")])
 
 
-def apply_settings(raw: dict[str, Any], settings: list[str]) -> dict[str, Any]:
+def _apply_settings(raw: dict[str, Any], settings: list[str]) -> dict[str, Any]:
     """``raw`` with ``key=value`` settings applied (values in YAML: ``epochs=5``, ``bands=[B04, B03]``;
     ``model_config.encoder_name=resnet18`` sets a key inside a mapping)."""
     raw = dict(raw)
@@ -321,7 +321,7 @@ def apply_settings(raw: dict[str, Any], settings: list[str]) -> dict[str, Any]:
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
                 settings: list[str] | None = None) -> RunConfig:
     """Read and validate a YAML run config; relative paths resolve against its folder. ``settings`` are
-    ``key=value`` overrides (see :func:`apply_settings`)."""
+    ``key=value`` overrides (see :func:`_apply_settings`)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -335,7 +335,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     if overrides and isinstance(raw, dict):
         raw.update(overrides)
     if settings and isinstance(raw, dict):
-        raw = apply_settings(raw, settings)
+        raw = _apply_settings(raw, settings)
     return parse_config(raw, p.parent.resolve(), source=str(path))
 
 

@@ -117,7 +117,7 @@ def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path
     return Trainer(cfg, device, resume).fit(until_epoch)
 
 
-def seed_everything(seed: int) -> None:
+def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -152,13 +152,13 @@ class Trainer:
             return self
         cfg, resume = self.cfg, self._resume
         state = _resume_state(resume, cfg) if resume else None
-        seed_everything(cfg.seed)
+        _seed_everything(cfg.seed)
         # under torchrun: one process per rank
         self.rank, self.world, self.device = distributed.setup(self._device or default_device())
         self.main = self.rank == 0
         if not self.main:
             set_quiet(True)  # rank 0 reports, logs and writes checkpoints
-        self.train_scenes, self.val_scenes = prepare_scenes(cfg)
+        self.train_scenes, self.val_scenes = _prepare_scenes(cfg)
         self.mean, self.std, self.clip = normalisation(cfg, self.train_scenes, state)
         self.configure_model(pretrained=state is None)
         self.run_dir = _run_folder(cfg, resume, self.main)
@@ -182,7 +182,7 @@ class Trainer:
         model = build_model(cfg.model_architecture, cfg.model_config, pretrained=pretrained)
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.average = WeightAverage(self.model, cfg.weight_averaging) if cfg.weight_averaging else None
-        self.resolution = model_resolution(cfg, self.train_scenes)
+        self.resolution = _model_resolution(cfg, self.train_scenes)
 
     def configure_data(self) -> None:
         """Label statistics (when asked for), datasets, samplers and loaders."""
@@ -190,9 +190,9 @@ class Trainer:
         ignored = cfg.ignored_indices
         self.evaluated = [i for i in range(len(cfg.classes)) if i not in ignored]
         cell = chip_cell(cfg.chip_size)
-        counts, val_counts = label_census(cfg, self.train_scenes, self.val_scenes, cell,
+        counts, val_counts = _label_census(cfg, self.train_scenes, self.val_scenes, cell,
                                           self.run_dir if self.main else None)
-        self.class_weights, rarity = class_weights_for(cfg, counts, self.run_dir if self.main else None)
+        self.class_weights, rarity = _class_weights_for(cfg, counts, self.run_dir if self.main else None)
         self.train_ds = train_ds = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size,
                                                self.mean, self.std, ignored, cfg.label_field, self.clip)
         val_ds = ChipDataset(self.val_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
@@ -490,7 +490,7 @@ class Trainer:
             if self.average is not None:  # the checkpoint's weights are the average, the one validated
                 training_state["live_model"] = self.model.state_dict()
                 training_state["average"] = self.average.state_dict()
-        return run_checkpoint(cfg, self.train_scenes, architecture=cfg.model_architecture,
+        return _run_checkpoint(cfg, self.train_scenes, architecture=cfg.model_architecture,
                               model_config=dict(cfg.model_config),
                               state_dict=self.validated_model.state_dict(),
                               normalisation=(self.mean, self.std, self.clip), resolution=self.resolution,
@@ -513,13 +513,13 @@ class Trainer:
 def train_baseline(cfg: RunConfig, output: str | Path | None = None) -> tuple[Path, Any]:
     """``geoseg baseline``: fit the per-pixel baseline on the config's data and save it as a checkpoint that
     ``geoseg predict`` runs (default ``<output_dir>/<run_name or timestamp>/baseline.ckpt``)."""
-    train_scenes, val_scenes = prepare_scenes(cfg)
+    train_scenes, val_scenes = _prepare_scenes(cfg)
     mean, std, clip = normalisation(cfg, train_scenes, None)
     evaluated = [i for i in range(len(cfg.classes)) if i not in cfg.ignored_indices]
     cell = chip_cell(cfg.chip_size)
     run_dir = Path(output).parent if output else _run_folder(cfg, None, True)
-    counts, val_counts = label_census(cfg, train_scenes, val_scenes, cell, run_dir)
-    _, rarity = class_weights_for(cfg, counts, None)
+    counts, val_counts = _label_census(cfg, train_scenes, val_scenes, cell, run_dir)
+    _, rarity = _class_weights_for(cfg, counts, None)
     datasets = [ChipDataset(scenes, cfg.classes, cfg.bands, cfg.chip_size, mean, std, cfg.ignored_indices,
                             cfg.label_field, clip) for scenes in (train_scenes, val_scenes)]
     sampler = RandomChipSampler(train_scenes, cfg.chip_size, max(cfg.chips_per_epoch, 64), cfg.seed,
@@ -530,8 +530,8 @@ def train_baseline(cfg: RunConfig, output: str | Path | None = None) -> tuple[Pa
     result = fit_baseline(datasets[0], list(sampler.epoch_chips()), datasets[1], val_specs, cfg.classes.names,
                           evaluated, cfg.seed)
     say(describe_baseline(result, cfg.classes.names, evaluated))
-    resolution = model_resolution(cfg, train_scenes)
-    ckpt = run_checkpoint(cfg, train_scenes, architecture=BASELINE, model_config={},
+    resolution = _model_resolution(cfg, train_scenes)
+    ckpt = _run_checkpoint(cfg, train_scenes, architecture=BASELINE, model_config={},
                           state_dict=result.ensemble.to_tensors(), normalisation=(mean, std, clip),
                           resolution=resolution, epoch=0,
                           metrics={f"val_{k}": v for k, v in result.scores.items()})
@@ -539,7 +539,7 @@ def train_baseline(cfg: RunConfig, output: str | Path | None = None) -> tuple[Pa
     return path, result
 
 
-def model_resolution(cfg: RunConfig, train_scenes: list[SceneInfo]) -> float | None:
+def _model_resolution(cfg: RunConfig, train_scenes: list[SceneInfo]) -> float | None:
     """The model's ground sampling in metres per pixel: the run's ``resolution``, else the ground pixel
     width of the first training scene as it is read (None for scenes not placed on Earth)."""
     if cfg.resolution:
@@ -547,7 +547,7 @@ def model_resolution(cfg: RunConfig, train_scenes: list[SceneInfo]) -> float | N
     return train_scenes[0].grid.ground_resolution
 
 
-def run_checkpoint(cfg: RunConfig, train_scenes: list[SceneInfo], *, architecture: str,
+def _run_checkpoint(cfg: RunConfig, train_scenes: list[SceneInfo], *, architecture: str,
                    model_config: dict[str, Any], state_dict: dict[str, Any],
                    normalisation: tuple[list[float], list[float], Any], resolution: float | None, epoch: int,
                    metrics: dict[str, Any], training_state: dict[str, Any] | None = None) -> Checkpoint:
@@ -563,7 +563,7 @@ def run_checkpoint(cfg: RunConfig, train_scenes: list[SceneInfo], *, architectur
                             "synthetic": all(s.synthetic for s in train_scenes)})
 
 
-def prepare_scenes(cfg: RunConfig) -> tuple[list[SceneInfo], list[SceneInfo]]:
+def _prepare_scenes(cfg: RunConfig) -> tuple[list[SceneInfo], list[SceneInfo]]:
     """The training and validation scenes, checked, with their sampling scale (tiled copies where needed)."""
     records = read_records(cfg.manifest_path, cfg.split_fractions, cfg.seed)
     train_recs = [r for r in records if r.split == "train"]
@@ -594,7 +594,7 @@ def normalisation(cfg: RunConfig, train_scenes: list[SceneInfo], state: dict[str
     return *band_statistics(train_scenes, cfg.bands), None
 
 
-def label_census(cfg: RunConfig, train: list[SceneInfo], val: list[SceneInfo], cell: int,
+def _label_census(cfg: RunConfig, train: list[SceneInfo], val: list[SceneInfo], cell: int,
                  run_dir: Path | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Label pixels per class and ``cell``-sized cell of the training and validation scenes (cached), told
     per class with the polygons found (in the log and ``labels.json``); a class without any training label
@@ -612,7 +612,7 @@ def label_census(cfg: RunConfig, train: list[SceneInfo], val: list[SceneInfo], c
               for i, name in enumerate(cfg.classes.names)}
     if run_dir is not None:
         atomic_write_text(run_dir / "labels.json", json.dumps(report, indent=1))
-    say(label_table(report))
+    say(_label_table(report))
     missing = [i for i in range(len(cfg.classes)) if i not in cfg.ignored_indices and pixels["train"][i] == 0]
     if missing and cfg.classes != DEEPGLOBE:
         c = cfg.classes.classes[missing[0]]
@@ -627,7 +627,7 @@ def label_census(cfg: RunConfig, train: list[SceneInfo], val: list[SceneInfo], c
     return counts, val_counts
 
 
-def label_table(report: dict[str, dict[str, int]]) -> str:
+def _label_table(report: dict[str, dict[str, int]]) -> str:
     """The labels found per class, as a small table."""
     columns = list(next(iter(report.values())))
     lines = ["labels found " + " ".join(f"{c.replace('_', ' '):>16}" for c in columns)]
@@ -635,7 +635,7 @@ def label_table(report: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
-def class_weights_for(cfg: RunConfig, counts: list[np.ndarray], run_dir: Path | None) -> tuple[
+def _class_weights_for(cfg: RunConfig, counts: list[np.ndarray], run_dir: Path | None) -> tuple[
         list[float] | None, np.ndarray | None]:
     """The loss weights (for ``ce_weights: auto``) and median-frequency weights (for rare-class sampling)
     from the training labels' cell counts."""

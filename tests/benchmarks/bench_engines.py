@@ -33,13 +33,13 @@ MODEL = {"classes": 7, "encoder_name": "resnet34", "encoder_weights": None, "in_
 SPEED = """
 import json, statistics, sys, time
 import numpy as np, torch
-from geoseg.models.engines import choose_engine
+from geoseg.models.engines import select_engine
 from geoseg.models.checkpoint import load_checkpoint
 engine, ckpt_path, scene = sys.argv[1:4]
 chips, repeats = int(sys.argv[4]), int(sys.argv[5])
 ckpt = load_checkpoint(ckpt_path)
 kind = engine if engine in ("onnx", "int8") else "torch"
-chosen = choose_engine(ckpt, kind, "bf16" if engine == "torch-bf16" else "fp32", scene).checkpoint
+chosen = select_engine(ckpt, kind, "bf16" if engine == "torch-bf16" else "fp32").prepare(scene).checkpoint
 model = chosen.build(torch.get_num_threads())
 if engine in ("onnx", "int8"):  # ONNX Runtime: numpy in, the probabilities prediction uses out
     x = np.random.default_rng(0).normal(size=(1, 3, ckpt.chip_size, ckpt.chip_size)).astype(np.float32)

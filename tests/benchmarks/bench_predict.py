@@ -32,7 +32,7 @@ from geoseg.inference.blocks import model_for
 from geoseg.inference.predict import PredictOptions, predict_scene
 from geoseg.io.classes import DEEPGLOBE
 from geoseg.models.checkpoint import Checkpoint, autocast_dtype, build_model, load_checkpoint, save_checkpoint
-from geoseg.models.engines import choose_engine
+from geoseg.models.engines import select_engine
 from geoseg.models.onnx_runtime import OnnxModel
 
 MODEL = {"classes": 7, "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 3}
@@ -61,7 +61,7 @@ def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str
     model is loaded (smp import, build, weights) to the last chip.
     """
     cold_start = time.perf_counter()
-    chosen = choose_engine(load_checkpoint(ckpt), engine, precision, scene or ckpt).checkpoint
+    chosen = select_engine(load_checkpoint(ckpt), engine, precision).prepare(scene or ckpt).checkpoint
     _, model = model_for(str(chosen.path or ckpt), threads)
     x = np.random.default_rng(0).normal(size=(batch, 3, chip, chip)).astype(np.float32)
     if isinstance(model, OnnxModel):  # what prediction runs: ONNX Runtime's probabilities from numpy chips

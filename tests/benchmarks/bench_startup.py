@@ -43,7 +43,7 @@ def wrap(module, name, stage, after=False):
             mark(stage)
         return out
     setattr(module, name, wrapped)
-wrap(geoseg.inference.predict, "checkpoint_for_prediction", "checkpoint loaded", after=True)
+wrap(geoseg.inference.predict, "select_engine", "checkpoint loaded", after=True)
 wrap(geoseg.inference.blocks, "model_for", "model built", after=True)
 wrap(geoseg.inference.blocks, "predict_probabilities", "first chip starts")
 wrap(geoseg.inference.blocks, "predict_probabilities", "first chip done", after=True)
