@@ -39,8 +39,8 @@ demo: $(STAMP)
 # the timing-sensitive ones (marked serial: a time budget's run) alone on the machine.
 TEST_PROCESSES ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadfile -m "not slow and not serial"
-	$(BIN)/python -m pytest -q -m "serial and not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -m "serial"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -98,3 +98,40 @@ def test_import_geoseg_is_light_and_every_public_name_resolves():
     assert out.stdout.strip() == "True"
     assert {"train", "predict", "predict_region", "evaluate", "export", "load_model", "RunConfig",
             "PredictOptions", "ClassSchema", "GeoGrid"} <= set(geoseg.__all__)
+
+
+#: Modules without a test file of their own, and the test file that exercises each, with a word that file must
+#: contain to show it does (a function, a constant or the command the module defines).
+COVERED_BY = {
+    "cli/_app": ("test_bad_input.py", "geoseg: error:"),
+    "cli/model": ("test_export.py", '"export"'),
+    "cli/project": ("test_own_data.py", '"init"'),
+    "cli/train": ("test_cli.py", '"train"'),
+    "data/noise": ("test_sample_data.py", "render"),
+    "data/project": ("test_own_data.py", "geoseg.data.project"),
+    "data/synth": ("test_sample_data.py", "geoseg.data.synth"),
+    "errors": ("test_bad_input.py", "exit"),
+    "evaluation/scoring": ("test_evaluate.py", "geoseg.evaluation.scoring"),
+    "inference/schedule": ("test_distributed.py", "geoseg.inference.schedule"),
+    "io/classes": ("test_labels.py", "ClassSchema"),
+    "io/formats": ("test_qgis.py", ".fgb"),
+    "io/geodesy": ("test_measures.py", "geoseg.io.geodesy"),
+    "models/onnx_runtime": ("test_engines.py", "geoseg.models.onnx_runtime"),
+    "outputs/panels": ("test_report.py", "geoseg.outputs.panels"),
+    "outputs/polygons": ("test_vectorize.py", "geoseg.outputs.polygons"),
+    "progress": ("test_progress_lines.py", "GEOSEG_PROGRESS"),
+}
+
+
+def test_every_module_has_a_test_file_or_a_named_one_that_exercises_it():
+    tests = Path(__file__).parent
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name.startswith("__"):
+            continue
+        module = path.relative_to(PACKAGE).with_suffix("").as_posix()
+        if (tests / f"test_{path.stem.lstrip('_')}.py").is_file():
+            assert module not in COVERED_BY, f"{module} has its own test file now; drop it from COVERED_BY"
+            continue
+        assert module in COVERED_BY, f"{module} has no test file of its own and none is named for it"
+        test_file, word = COVERED_BY[module]
+        assert word in (tests / test_file).read_text(encoding="utf-8"), (module, test_file, word)

@@ -158,3 +158,19 @@ def test_areas_in_any_projected_crs_are_geodesic(code):
     area, perimeter = ground_measures(np.array([square], dtype=object), crs)
     assert area[0] == pytest.approx(expected_area, rel=5e-4)
     assert perimeter[0] == pytest.approx(expected_perimeter, rel=5e-4)
+
+
+def test_lonlat_degrees_and_same_crs():
+    """geoseg.io.geodesy: grads from Paris come out as degrees east of Greenwich (PROJ's own transform to
+    NTF's geographic CRS in degrees, then Paris's 2.33722917° east, as the expectation); the same zone in
+    other words is the same CRS, another zone is not."""
+    from geoseg.io.geodesy import lonlat_degrees, same_crs
+
+    lon, lat = lonlat_degrees("EPSG:27572")(np.array([600000.0]), np.array([2200000.0]))
+    ntf = pyproj.Transformer.from_crs("EPSG:27572", "EPSG:4807", always_xy=True)  # NTF (Paris), grads
+    g_lon, g_lat = ntf.transform(600000.0, 2200000.0)
+    assert lon[0] == pytest.approx(g_lon * 0.9 + 2.33722917, abs=1e-7)
+    assert lat[0] == pytest.approx(g_lat * 0.9, abs=1e-7)
+    utm = pyproj.CRS("EPSG:32633")
+    assert same_crs(utm, utm.to_wkt("WKT1_GDAL")) and same_crs(utm.to_proj4(), 32633)
+    assert not same_crs(utm, "EPSG:32634") and not same_crs(utm, None) and same_crs(None, None)
