@@ -1,5 +1,5 @@
-"""Run geoseg:predict through QGIS Processing (headless) to OUT_DIR/lc.tif and lc.gpkg, then run it again to
-the same names and cancel that run as soon as it reports progress.
+"""Run geoseg:predict through QGIS Processing (headless) to OUT_DIR/lc.tif and lc.gpkg and cancel it as soon
+as it reports progress; run it to the end; then run it again to the same names and cancel that run too.
 
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_cancel.py PLUGIN_DIR GEOSEG_EXE SCENE MODEL OUT_DIR
 
@@ -59,6 +59,11 @@ def main(plugins, executable, scene, model, out):
 
     parameters = {"INPUT": scene, "MODEL": model, "OUTPUT_RASTER": f"{out}/lc.tif",
                   "OUTPUT_VECTOR": f"{out}/lc.gpkg"}
+    try:  # a first run, cancelled: it leaves nothing behind
+        processing.run("geoseg:predict", parameters, feedback=CancelOnProgress())
+    except QgsProcessingException:
+        pass
+    first_cancelled = hashes(out)
     processing.run("geoseg:predict", parameters, feedback=QgsProcessingFeedback())
     before = hashes(out)
     feedback = CancelOnProgress()
@@ -69,6 +74,7 @@ def main(plugins, executable, scene, model, out):
         result = {"cancelled": feedback.isCanceled(), "message": str(exc)}
     result["progress"] = feedback.seen
     result["before"], result["after"] = before, hashes(out)
+    result["first_cancelled"] = first_cancelled
     QgsApplication.processingRegistry().removeProvider(provider)
     print(json.dumps(result))
     app.exitQgis()

@@ -77,8 +77,9 @@ def test_predict_in_qgis_gives_geosegs_class_raster_and_styled_layers(profile, r
 
 
 def test_a_cancelled_rerun_leaves_the_earlier_outputs_byte_identical(tmp_path, tiny_checkpoint):
-    """Run Predict land cover to lc.tif/lc.gpkg, run it again to the same names and cancel: every earlier
-    file (outputs and sidecars) is byte-identical, nothing else is left, no geoseg process runs on."""
+    """A first run cancelled leaves nothing; then, run Predict land cover to lc.tif/lc.gpkg, run it again to
+    the same names and cancel: every earlier file (outputs and sidecars) is byte-identical, nothing else is
+    left, no geoseg process runs on."""
     rng = np.random.default_rng(0)
     scene = write_raster(tmp_path / "big.tif", rng.integers(1, 255, (3, 1536, 1536), np.uint8))
     out = tmp_path / "out"
@@ -92,6 +93,7 @@ def test_a_cancelled_rerun_leaves_the_earlier_outputs_byte_identical(tmp_path, t
     assert 0 < result["progress"] < 100
     assert {"lc.tif", "lc.gpkg", "lc.qml", "lc.stac.json", "lc_summary.csv"} <= set(result["before"])
     assert result["after"] == result["before"]  # byte-identical, and no staging folder left
+    assert result["first_cancelled"] == {}  # a cancelled first run leaves no file and no folder
     running = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
     assert running == []
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import rasterio
@@ -176,38 +176,52 @@ def _sampled_rows(src, indexes: list[int], sampled: GeoGrid, row: int, rows: int
             mask = src.dataset_mask(window=window, out_shape=(rows, sampled.width),
                                     resampling=Resampling.nearest)
             return data, (mask > 0) & finite_pixels(data)
-    if not masked and finite_pixels(data).all():
+    finite = finite_pixels(data)
+    if not masked and finite.all():
         return data, None
-    valid, fill = _covered_validity(src, indexes, sampled, row, rows)
-    repair = valid & ~finite_pixels(data)
-    data[:, repair] = fill[:, repair].astype(data.dtype)
+    floats = np.issubdtype(data.dtype, np.floating)  # NaN is possible: the scene's values decide validity
+    valid, fill = _covered_validity(src, indexes, sampled, row, rows, with_values=floats)
+    repair = valid & ~finite
+    if repair.any():  # only where bilinear reads reached into NaN
+        data[:, repair] = fill()[:, repair].astype(data.dtype)
     return data, valid
 
 
-def _covered_validity(src, indexes: list[int], sampled: GeoGrid, row: int,
-                      rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _covered_validity(src, indexes: list[int], sampled: GeoGrid, row: int, rows: int,
+                      with_values: bool) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
     """For sampled rows ``row .. row+rows``: whether each sampled pixel covers a valid scene pixel (or, finer
-    than the scene, lies on one), and the mean of the valid scene pixels it covers (else the value under
-    its centre)."""
+    than the scene, lies on one), and a function giving the mean of the valid scene pixels each covers (else
+    the value under its centre), computed only when asked for. ``with_values``: the scene's values count
+    for validity (NaN and ±inf); otherwise its mask alone does."""
     fy, fx = src.height / sampled.height, src.width / sampled.width
     r0 = int(np.floor(row * fy))
     r1 = min(src.height, max(r0 + 1, int(np.ceil((row + rows) * fy))))
     native = Window(0, r0, src.width, r1 - r0)
+
+    def read_values() -> np.ndarray:
+        with read_errors(src):
+            return src.read(indexes, window=native).astype(np.float64)
+
+    values = read_values() if with_values else None
     with read_errors(src):
-        values = src.read(indexes, window=native).astype(np.float64)
-        ok = (src.dataset_mask(window=native) > 0) & finite_pixels(values)
+        ok = src.dataset_mask(window=native) > 0
+    if values is not None:
+        ok &= finite_pixels(values)
     # each scene pixel belongs to the sampled pixel under its centre
     to_row = np.clip(np.floor((np.arange(r0, r1) + 0.5) / fy).astype(int) - row, 0, rows - 1)
     to_col = np.clip(np.floor((np.arange(src.width) + 0.5) / fx).astype(int), 0, sampled.width - 1)
     cell = (to_row[:, None] * sampled.width + to_col[None, :])[ok]
     size = rows * sampled.width
     count = np.bincount(cell, minlength=size).reshape(rows, sampled.width)
-    sums = np.stack([np.bincount(cell, weights=band[ok], minlength=size) for band in values])
-    mean = sums.reshape(len(indexes), rows, sampled.width) / np.maximum(count, 1)
     # the scene pixel under each sampled pixel's centre, for samplings finer than the scene
     under_row = np.clip(np.floor((np.arange(row, row + rows) + 0.5) * fy).astype(int) - r0, 0, r1 - r0 - 1)
     under_col = np.clip(np.floor((np.arange(sampled.width) + 0.5) * fx).astype(int), 0, src.width - 1)
-    under_ok = ok[under_row[:, None], under_col[None, :]]
-    under = values[:, under_row[:, None], under_col[None, :]]
-    valid = (count > 0) | under_ok
-    return valid, np.where(count > 0, mean, under)
+    valid = (count > 0) | ok[under_row[:, None], under_col[None, :]]
+
+    def fill() -> np.ndarray:
+        scene = values if values is not None else read_values()
+        sums = np.stack([np.bincount(cell, weights=band[ok], minlength=size) for band in scene])
+        mean = sums.reshape(len(indexes), rows, sampled.width) / np.maximum(count, 1)
+        return np.where(count > 0, mean, scene[:, under_row[:, None], under_col[None, :]])
+
+    return valid, fill

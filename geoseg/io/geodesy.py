@@ -46,6 +46,16 @@ def lonlat_degrees(crs) -> LonLat:
     return transform
 
 
+def unwrap_longitudes(lon: np.ndarray) -> np.ndarray:
+    """Longitudes (degrees) without jumps of 360° between consecutive vertices, so each edge of a ring that
+    crosses the antimeridian goes the short way round (the values may then run past ±180°)."""
+    lon = np.asarray(lon, float)
+    if lon.size < 2:
+        return lon
+    steps = np.diff(lon)
+    return np.concatenate([lon[:1], lon[0] + np.cumsum(steps - 360.0 * np.round(steps / 360.0))])
+
+
 def ground_steps(transform, crs, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Ground length in metres of one pixel step along the columns (x) and along the rows (y) at pixel
     positions (``cols``, ``rows``) of a grid placed by ``transform`` in ``crs``: geodesic distances between

@@ -15,7 +15,7 @@ import numpy as np
 import pyproj
 import shapely
 
-from geoseg.io.geodesy import lonlat_degrees
+from geoseg.io.geodesy import lonlat_degrees, unwrap_longitudes
 from geoseg.io.grid import metres_per_unit
 
 #: Longest edge, in metres (or 0.005° in geographic CRSs), before measuring on the ellipsoid.
@@ -39,7 +39,7 @@ def ground_measures(geoms: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
     step = DENSIFY_DEGREES if crs.is_geographic else DENSIFY_METRES / metres_per_unit(crs)
     dense = shapely.segmentize(geoms, step)
     to_lonlat = lonlat_degrees(crs)
-    lonlat = shapely.transform(dense, lambda xy: np.column_stack(_unwrapped(*to_lonlat(xy[:, 0], xy[:, 1]))))
+    lonlat = shapely.transform(dense, lambda xy: _unwrapped(*to_lonlat(xy[:, 0], xy[:, 1])))
     measured = [_polygon_measures(geod, g) for g in lonlat]
     if not measured:
         return np.zeros(0), np.zeros(0)
@@ -47,14 +47,10 @@ def ground_measures(geoms: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
     return area, perimeter
 
 
-def _unwrapped(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Longitudes without jumps of 360° between consecutive vertices (a ring crossing the antimeridian), so
-    each edge is the short way round; the geodesic measures do not depend on which turn of 360° a vertex is
-    written in."""
-    if lon.size < 2:
-        return lon, lat
-    steps = np.diff(lon)
-    return np.concatenate([lon[:1], lon[0] + np.cumsum(steps - 360.0 * np.round(steps / 360.0))]), lat
+def _unwrapped(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Vertices [n, 2] with their longitudes unwrapped (:func:`~geoseg.io.geodesy.unwrap_longitudes`); the
+    geodesic measures do not depend on which turn of 360° a vertex is written in."""
+    return np.column_stack([unwrap_longitudes(lon), lat])
 
 
 def _polygon_measures(geod: pyproj.Geod, geom) -> tuple[float, float]:

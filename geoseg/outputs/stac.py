@@ -33,6 +33,7 @@ from geoseg import __version__
 from geoseg.errors import InputError
 from geoseg.io.atomic import atomic_write_text
 from geoseg.io.classes import NODATA, ClassSchema
+from geoseg.io.geodesy import unwrap_longitudes
 from geoseg.io.grid import GeoGrid
 
 #: Points per footprint edge before it is taken to WGS 84.
@@ -86,9 +87,7 @@ def _lonlat_polygon(polygon, crs):
         lon, lat = lon[keep], lat[keep]
         if lon.size < 3:
             return np.zeros((0, 2))
-        steps = np.diff(lon)
-        lon = np.concatenate([lon[:1], lon[0] + np.cumsum(steps - 360.0 * np.round(steps / 360.0))])
-        return np.column_stack([lon, lat])
+        return np.column_stack([unwrap_longitudes(lon), lat])
 
     exterior = ring(polygon.exterior.coords)
     if len(exterior) < 3:

@@ -22,7 +22,8 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from .runner import StagedOutputs, run_geoseg, tr
+from .runner import run_geoseg, tr
+from .staging import StagedOutputs
 
 #: What geoseg writes: class rasters as GeoTIFF, polygons in these formats (``geoseg.io.formats``).
 RASTER_SUFFIXES = (".tif", ".tiff")

@@ -22,7 +22,6 @@ from qgis.core import QgsProcessingException
 from qgis.PyQt.QtCore import QCoreApplication
 
 from .progress_lines import parse
-from .staging import StagedOutputs
 
 EXECUTABLE = "GEOSEG_EXECUTABLE"
 ERROR = "geoseg: error:"
@@ -168,4 +167,4 @@ def _stop(process, force: bool) -> None:
         pass
 
 
-__all__ = ["StagedOutputs", "run_geoseg", "geoseg_executable", "tr"]
+__all__ = ["run_geoseg", "geoseg_executable", "tr"]
