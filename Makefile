@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.geoseg-installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint docs figures clean
 
 # Python writes the bytecode of what the targets import (see the install step)
 unexport PYTHONDONTWRITEBYTECODE
@@ -45,5 +45,16 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The documentation site from docs/ into site/ (strict: a broken link, anchor or reference fails the build);
+# the reference pages are generated from the code (docs/hooks.py, mkdocs-click, mkdocstrings)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "documentation: site/index.html"
+
+# The README's and the docs' pictures, from the demo's outputs (run make demo first); the QGIS picture needs
+# QGIS (/usr/bin/python3 with its python3-qgis)
+figures: $(STAMP)
+	$(BIN)/python docs/make_figures.py
+
 clean:
-	rm -rf runs outputs .pytest_cache
+	rm -rf runs outputs .pytest_cache site

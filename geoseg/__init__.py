@@ -44,6 +44,7 @@ _PUBLIC = {
     "ClassSchema": "geoseg.io.classes",
     "GeoGrid": "geoseg.io.grid",
     "GeoSegError": "geoseg.errors",
+    "make_sample_data": "geoseg.data.sample_data",
 }
 #: Public names whose definition has another name in its module.
 _ALIASES = {"export": "export_onnx", "load_model": "load_checkpoint"}

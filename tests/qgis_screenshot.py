@@ -1,6 +1,6 @@
 """Render the Processing dialog of geoseg:predict headless (Qt's offscreen platform) into a PNG:
 
-    /usr/bin/python3 tests/qgis_screenshot.py docs/qgis_predict_dialog.png
+    /usr/bin/python3 tests/qgis_screenshot.py docs/images/qgis_predict_dialog.png
 """
 
 import os

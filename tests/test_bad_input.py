@@ -227,15 +227,21 @@ def _label(tmp_path, name, data, **kw):
     return write_raster(tmp_path / name, data, **kw)
 
 
-def test_a_budget_that_is_no_time_or_too_short(capsys, tmp_path, train_scene):
+def test_a_budget_that_is_no_time_has_no_unit_or_is_too_short(capsys, tmp_path, train_scene):
     _label(tmp_path, "lab.tif", np.zeros((96, 96), np.uint8))
     cfg = _train_config(tmp_path, [("img.tif", "lab.tif", "train"), ("img.tif", "lab.tif", "val")])
     code, err = run(capsys, "train", "--config", cfg, "--budget", "soon")
-    assert (code, err) == (2, "geoseg: error: config key 'budget' must be a time such as 15m, 90s or 1h30m "
-                              "(or seconds), got 'soon'")
-    code, err = run(capsys, "train", "--config", cfg, "--budget", "0.01s")
+    assert (code, err) == (2, "geoseg: error: config key 'budget' must be a time such as 15m, 90s or 1h30m, "
+                              "got 'soon'")
+    code, err = run(capsys, "train", "--config", cfg, "--budget", "3")
+    assert (code, err) == (2, "geoseg: error: config key 'budget' needs a unit: 3m, 3h or 3s? (got '3')")
+    code, err = run(capsys, "train", "--config", cfg, "--budget", "3s")
+    assert (code, err) == (2, "geoseg: error: a budget of 3s is too short to set up and train; give at least "
+                              "10s (e.g. 15m)")
+    assert not (tmp_path / "runs").exists()  # refused before any set-up: no run folder
+    code, err = run(capsys, "train", "--config", cfg, "--budget", "10s", "--epochs", "500")
     last = err.splitlines()[-1]  # after the warning that this one-class label lacks the other classes
-    assert code == 2 and last.startswith("geoseg: error: a budget of 0s leaves no time to train: set-up ")
+    assert code == 2 and last.startswith("geoseg: error: a budget of 10s leaves no time to train: set-up ")
     assert last.endswith(" or fewer epochs") and "Traceback" not in err
     assert not list((tmp_path / "runs" / "r").glob("*.ckpt"))
 

@@ -9,8 +9,9 @@ import pytest
 import rasterio
 from affine import Affine
 
+from geoseg.errors import ConfigError
 from geoseg.evaluation.scoring import evaluate_raster
-from geoseg.io.classes import DEEPGLOBE, ClassSchema, LandClass
+from geoseg.io.classes import DEEPGLOBE, ClassSchema, LandClass, parse_code_mapping
 from geoseg.training.metrics import bootstrap_miou, class_report, confusion_matrix, mean_iou
 
 from conftest import write_raster
@@ -161,3 +162,40 @@ def test_evaluate_command_writes_the_report(tmp_path, pred_and_truth):
     assert lo <= m["miou"] <= hi
     assert "| rangeland |" in (tmp_path / "rep" / "report.md").read_text()
     assert "miou" in r.stdout and "worst chip" in r.stdout
+
+
+def test_a_reference_in_its_own_codes_is_scored_through_truth_codes(tmp_path, pred_and_truth):
+    """A reference raster coded as ESA WorldCover codes its classes (urban 50, rangeland 30, barren 60):
+    mapped with --truth-codes, it scores exactly as the same truth in DeepGlobe's codes."""
+    p, t, _, truth = pred_and_truth
+    worldcover = {0: 50, 2: 30, 5: 60, 255: 255}  # DeepGlobe code → the reference's code
+    reference = np.vectorize(worldcover.get, otypes=[np.uint8])(truth)
+    ref = write_raster(tmp_path / "worldcover.tif", reference, nodata=255)
+    direct = evaluate_raster(p, t, DEEPGLOBE, chip=32)
+    mapped = evaluate_raster(p, ref, DEEPGLOBE, chip=32, truth_schema=DEEPGLOBE.with_codes(
+        parse_code_mapping("Urban=50, rangeland=30,barren=60")))
+    assert (mapped.confusion == direct.confusion).all() and direct.confusion.sum() > 0
+
+    args = ["evaluate", p, "--truth", ref, "--chip", 32, "--worst", 0, "--bootstrap", 0, "--out",
+            tmp_path / "rep"]
+    geoseg = [sys.executable, "-m", "geoseg", *map(str, args)]
+    unmapped = subprocess.run(geoseg, capture_output=True, text=True)
+    assert unmapped.returncode != 0  # codes 30, 50 and 60 are no DeepGlobe class (50 is not even a code)
+    r = subprocess.run([*geoseg, "--truth-codes", "urban=50,rangeland=30,barren=60"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert m["classes"]["rangeland"]["support"] == 64 * 48
+
+
+@pytest.mark.parametrize("text, message", [
+    ("urban=50,lava=3", "--truth-codes names 'lava', which is not a class; classes are urban, agriculture"),
+    ("urban=30,rangeland=30", "--truth-codes gives 'urban' and 'rangeland' the same code 30; give each"),
+    ("urban=5", "--truth-codes gives 'urban' and 'barren' the same code 5;"),
+    ("urban:50", "--truth-codes takes NAME=CODE pairs separated by commas (e.g. building=10,road=30), got"),
+    (" , ", "--truth-codes is empty; give NAME=CODE pairs"),
+])
+def test_a_code_mapping_that_cannot_be_used_is_one_sentence(text, message):
+    with pytest.raises(ConfigError) as error:
+        DEEPGLOBE.with_codes(parse_code_mapping(text))
+    assert str(error.value).startswith(message)

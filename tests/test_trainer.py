@@ -171,3 +171,38 @@ def test_a_class_without_labels_stops_the_run(tmp_path):
     manifest, _ = sparse_polygons(tmp_path, names=("urban", "urban", "water", "water"))
     with pytest.raises(ConfigError, match=r"class 'forest' \(code 2\) has no labelled pixels in the"):
         train(sparse_config(tmp_path, manifest, epochs=1))
+
+
+def test_a_class_with_labels_that_validation_never_saw_predicted_gets_one_warning_with_advice(tmp_path):
+    """56 urban and 52 rangeland pixels in training, none predicted on validation: one warning names both and
+    the remedies not already configured (the newcomer's map otherwise just held 0 % of them)."""
+    import warnings
+
+    from geoseg.errors import GeoSegWarning
+    from geoseg.training.trainer import _warn_of_unpredicted_classes
+
+    cfg = config(tmp_path, tmp_path / "m.csv", ce_weights=None)
+    pixels = np.array([56, 5000, 52, 4000, 3000, 900, 0])
+    confusion = np.zeros((7, 7), int)
+    confusion[[1, 3, 4, 5], [1, 3, 4, 5]] = 100
+    confusion[0, 1] = confusion[2, 3] = 20  # urban and rangeland pixels predicted as something else
+    history = [{"epoch": 1, "val_miou": 0.4, "val_confusion": (confusion * 0).tolist()},
+               {"epoch": 2, "val_miou": 0.6, "val_confusion": confusion.tolist()}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _warn_of_unpredicted_classes(cfg, list(range(6)), pixels, history)
+    assert [str(w.message) for w in caught if w.category is GeoSegWarning] == [
+        "the model never predicted 'urban' (56 labelled training pixels) and 'rangeland' (52 labelled "
+        "training pixels) on validation (best epoch 2): it has not learnt them and the map will hold none; "
+        "digitise more of them, set ce_weights: auto or set rare_class_sampling: 0.5"]
+
+    cfg = config(tmp_path, tmp_path / "m.csv", ce_weights="auto", rare_class_sampling=0.5)
+    confusion[2, 2] = 5  # rangeland now predicted once
+    history[-1]["val_confusion"] = confusion.tolist()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _warn_of_unpredicted_classes(cfg, list(range(6)), pixels, history)
+        _warn_of_unpredicted_classes(cfg, [1, 3], pixels, history)  # urban not evaluated: nothing to say
+    assert [str(w.message) for w in caught] == [
+        "the model never predicted 'urban' (56 labelled training pixels) on validation (best epoch 2): it "
+        "has not learnt it and the map will hold none; digitise more of it"]

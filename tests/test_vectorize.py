@@ -9,7 +9,7 @@ from rasterio.features import rasterize
 
 from geoseg.errors import OutputError
 from geoseg.io.classes import DEEPGLOBE
-from geoseg.outputs.polygons import write_polygons
+from geoseg.outputs.polygons import summary_table, write_polygons
 from geoseg.outputs.vectorize import Region, iter_regions, merge_edge_regions, vectorize_block
 
 from conftest import UTM, cell_area, write_raster
@@ -145,6 +145,10 @@ def test_perimeter_and_confidence_mean(tmp_path):
     assert gdf.perimeter_m.tolist() == [16.0, 24.0]
     assert gdf.confidence_mean.tolist() == pytest.approx([75.0, 44.0])
     assert res.polygons == 2
+    table = summary_table(res.summary, ground=False)  # no CRS: the printed table does not claim m²
+    assert "area (units²)" in table and "m²" not in table.splitlines()[0]
+    assert table.splitlines()[-1] == "(no CRS: areas are in the raster's own units, not square metres)"
+    assert "area (m²)" in summary_table(res.summary).splitlines()[0]
 
 
 @pytest.mark.parametrize("crs,transform,lonlat", [

@@ -16,6 +16,9 @@ from geoseg.progress import set_quiet
               help="Labels: class ids, RGB mask or polygons.")
 @click.option("--label-field", default="class_id", show_default=True,
               help="The polygon labels' class attribute: class codes or class names.")
+@click.option("--truth-codes", default=None, metavar="NAME=CODE,…",
+              help="The codes the labels use for the classes, where they differ from the model's "
+                   "(e.g. building=10,road=30); unnamed classes keep their own.")
 @model_option
 @click.option("--data", type=click.Path(), default=None,
               help="A manifest, DeepGlobe folder or run config: predict its --split with --model, then "
@@ -24,7 +27,8 @@ from geoseg.progress import set_quiet
 @click.option("--image", type=click.Path(), default=None,
               help="The scene PREDICTION was made from (default: recorded in its tags), for the gallery.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Report folder (default: <prediction>_evaluation, or evaluation/ with --data).")
+              help="Report folder (default: <prediction>_evaluation beside PREDICTION, or "
+                   "evaluation_<split> in the model's run folder with --data).")
 @click.option("--worst", type=click.IntRange(0), default=8, show_default=True,
               help="List and render the K chips with the lowest IoU (0: none).")
 @click.option("--class", "class_name", default=None,
@@ -37,20 +41,22 @@ from geoseg.progress import set_quiet
               help="Also write the metrics JSON here.")
 @overwrite_option
 @quiet_option
-def evaluate(prediction, truth, label_field, model, data, split, image, out_dir, worst, class_name, chip,
-             bootstrap, json_path, overwrite, quiet) -> None:
+def evaluate(prediction, truth, label_field, truth_codes, model, data, split, image, out_dir, worst,
+             class_name, chip, bootstrap, json_path, overwrite, quiet) -> None:
     """Score predictions against labels: metrics, plots, an error map and the worst chips.
 
     Either PREDICTION --truth LABELS (an existing class raster), or --model CKPT --data DATA [--split test].
     Without --model the classes are those of the checkpoint recorded in PREDICTION, else DeepGlobe's.
     """
     from geoseg.evaluation.evaluate import evaluate as run_evaluation
+    from geoseg.io.classes import parse_code_mapping
 
     set_quiet(quiet)
     result = run_evaluation(prediction, truth, model=model, data=data, split=split, image=image,
                             out_dir=out_dir, worst=worst, class_name=class_name, chip=chip,
                             bootstrap=bootstrap, json_path=json_path, overwrite=overwrite,
-                            label_field=label_field)
+                            label_field=label_field,
+                            truth_codes=parse_code_mapping(truth_codes) if truth_codes else None)
     _print_report(result)
     click.echo(f"report: {result['files']['report']}")
     report_results(report=result["files"]["report"], folder=Path(result["files"]["report"]).parent)

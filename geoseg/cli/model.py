@@ -21,10 +21,12 @@ from geoseg.cli._app import cli, overwrite_option
                    "Deepness, which needs a fixed tile and one output).")
 @overwrite_option
 def export(checkpoint, output, overlap, tile, dynamic, overwrite) -> None:
-    """Export CHECKPOINT as an ONNX model that Deepness (the QGIS plugin) loads as it is, and that ONNX
-    Runtime and geoseg predict --model run."""
+    """Export CHECKPOINT (or the newest run of a project or run folder) as an ONNX model that Deepness (the
+    QGIS plugin) loads as it is, and that ONNX Runtime and geoseg predict --model run."""
+    from geoseg.models.defaults import resolve_model
     from geoseg.models.export import export_onnx
 
+    checkpoint = resolve_model(checkpoint)
     click.echo(f"wrote {export_onnx(checkpoint, output, overwrite, overlap, tile=tile, dynamic=dynamic)}")
 
 

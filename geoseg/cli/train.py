@@ -20,7 +20,8 @@ from geoseg.progress import set_quiet
 @click.option("--until-epoch", type=click.IntRange(1), default=None,
               help="Stop after this epoch; continue later with --resume (e.g. time-limited jobs).")
 @click.option("--budget", default=None, metavar="TIME",
-              help="Train within this time (15m, 90s, 1h30m): chips per epoch set from the measured speed.")
+              help="Train within this time, with its unit (15m, 90s, 1h30m): chips per epoch set from the "
+                   "measured speed.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a config key (YAML value; model_config.encoder_name=resnet18 for a nested one). "
                    "Repeatable.")

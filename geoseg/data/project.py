@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -126,8 +127,20 @@ def init_project(images, labels: Sequence[str | os.PathLike], label_field: str,
     """Write ``manifest.csv``, ``labels.gpkg`` (when several label files are merged) and a run config into
     ``out`` for ``images`` labelled by the polygons in ``labels``."""
     out = Path(out)
-    if not out.is_dir():
-        raise ConfigError(f"output folder {out} does not exist; create it first")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"the output folder {out} is a file; give --out a folder (created if missing)")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _init_into(out, images, labels, label_field, config_name, seed, overwrite)
+    except BaseException:
+        if created:  # a refused or interrupted init leaves no folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _init_into(out: Path, images, labels: Sequence[str | os.PathLike], label_field: str, config_name: str,
+               seed: int, overwrite: bool) -> Project:
     config_path = check_output_path(out / config_name, overwrite)
     manifest_path = check_output_path(out / "manifest.csv", overwrite)
     scenes = find_images(images)
@@ -307,7 +320,7 @@ def _config_text(scenes: list[_SceneFacts], schema: ClassSchema, label_field: st
     band_list = ", ".join(_yaml_text(b) if isinstance(b, str) else str(b) for b in bands)
     return f"""# Written by geoseg init: a run on your own scenes and polygon labels. Edit freely, then
 #   geoseg train --config THIS_FILE        (any key can be overridden: --set budget=30m)
-# The CPU recipe: a light U-Net trained from scratch for a fixed time (see docs/benchmarks.md, "On a CPU").
+# The CPU recipe: a light U-Net trained from scratch for a fixed time (see docs/tutorials/cpu.md).
 batch_size: 4
 ce_weights: null               # or 'auto' (median-frequency balancing), or one weight per class
 downsize_res: null

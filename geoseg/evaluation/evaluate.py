@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from geoseg.errors import ConfigError, GeoSegError, InputError
 from geoseg.evaluation.report import write_report
 from geoseg.evaluation.scoring import Evaluation, combine, evaluate_raster
 from geoseg.inference.predict import PredictOptions, predict_scene
 from geoseg.io.atomic import atomic_write_text, check_not_input
-from geoseg.io.classes import DEEPGLOBE
+from geoseg.io.classes import DEEPGLOBE, ClassSchema
 from geoseg.io.manifest import SceneRecord, read_records
 from geoseg.io.raster import open_raster
 from geoseg.models.checkpoint import Checkpoint, load_checkpoint
@@ -33,11 +33,14 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
              split: str = "test", image: str | os.PathLike | None = None,
              out_dir: str | os.PathLike | None = None, worst: int = 8, class_name: str | None = None,
              chip: int = 256, bootstrap: int = 1000, json_path: str | os.PathLike | None = None,
-             overwrite: bool = False, label_field: str = "class_id") -> dict[str, Any]:
+             overwrite: bool = False, label_field: str = "class_id",
+             truth_codes: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Score ``prediction`` against ``truth``, or predict ``data``'s ``split`` with ``model`` and score it.
 
-    Writes the report into ``out_dir`` (default ``<prediction>_evaluation``, or
-    ``evaluation`` with ``data``) and returns what :func:`~geoseg.evaluation.report.write_report`
+    ``truth_codes`` (class name → code) reads a reference raster that codes the classes its own way.
+    Writes the report into ``out_dir`` (default ``<prediction>_evaluation`` beside the prediction, or
+    ``evaluation_<split>`` in the model's run folder with ``data``; never the current folder unasked) and
+    returns what :func:`~geoseg.evaluation.report.write_report`
     returns (scores, intervals, files, worst chips). ``json_path`` gets a copy of the metrics.
     """
     inputs = {"prediction": prediction, "truth": truth, "scene": image, "model": model, "data": data}
@@ -47,9 +50,10 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
         if prediction or truth:
             raise InputError("give either PREDICTION --truth LABELS or --model CKPT --data DATA, not both")
         checkpoint = load_checkpoint(resolve_model(model))
-        out = Path(out_dir or "evaluation")
+        out = Path(out_dir or checkpoint.path.parent / f"evaluation_{split}")
+        truth_schema = checkpoint.classes.with_codes(truth_codes) if truth_codes else None
         ev = evaluate_model(checkpoint, data, out, split, chip=chip, overwrite=overwrite,
-                            label_field=label_field)
+                            label_field=label_field, truth_schema=truth_schema)
     else:
         if not prediction or not truth:
             raise InputError("give PREDICTION --truth LABELS, or --model CKPT --data DATA")
@@ -60,7 +64,8 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
             check_not_input(out / name, inputs)
         out.mkdir(parents=True, exist_ok=True)
         ev = evaluate_raster(prediction, truth, schema, chip, error_map=out / "error_map.tif", image=image,
-                             label_field=label_field)
+                             label_field=label_field,
+                             truth_schema=schema.with_codes(truth_codes) if truth_codes else None)
     run_metrics = checkpoint.path.with_name("metrics.json") if checkpoint else None
     result = write_report(ev, out, worst, class_name, run_metrics, bootstrap)
     if json_path:
@@ -70,7 +75,8 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
 
 def evaluate_model(checkpoint: str | os.PathLike | Checkpoint, data: str | os.PathLike,
                    out_dir: str | os.PathLike, split: str = "test", options: PredictOptions | None = None,
-                   chip: int = 512, overwrite: bool = False, label_field: str = "class_id") -> Evaluation:
+                   chip: int = 512, overwrite: bool = False, label_field: str = "class_id",
+                   truth_schema: ClassSchema | None = None) -> Evaluation:
     """Predict every scene of ``split`` in ``data`` (a manifest, DeepGlobe folder or run config) into
     ``out_dir/predictions`` and score them together (error maps in ``out_dir/error_maps``)."""
     records, label_field = _records(data, label_field)
@@ -91,7 +97,8 @@ def evaluate_model(checkpoint: str | os.PathLike | Checkpoint, data: str | os.Pa
         (folder.parent / "error_maps").mkdir(exist_ok=True)
         error_map = folder.parent / "error_maps" / f"{Path(rec.image).stem}.tif"
         results.append(evaluate_raster(out, rec.label, ckpt.classes, chip, image=rec.image,
-                                       error_map=error_map, label_field=label_field))
+                                       error_map=error_map, label_field=label_field,
+                                       truth_schema=truth_schema))
     return combine(results)
 
 

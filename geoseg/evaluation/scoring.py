@@ -91,7 +91,8 @@ class Evaluation:
 
 def evaluate_raster(prediction: str | os.PathLike, truth: str | os.PathLike, schema: ClassSchema,
                     chip: int = 512, error_map: str | os.PathLike | None = None,
-                    image: str | os.PathLike | None = None, label_field: str = "class_id") -> Evaluation:
+                    image: str | os.PathLike | None = None, label_field: str = "class_id",
+                    truth_schema: ClassSchema | None = None) -> Evaluation:
     """Confusion matrices (per chip and in all) of a class raster against its labels.
 
     Nodata in either raster and truth of an ignored class are left out; an
@@ -99,14 +100,15 @@ def evaluate_raster(prediction: str | os.PathLike, truth: str | os.PathLike, sch
     ``error_map`` a GeoTIFF on the prediction's grid marks each pixel correct,
     wrong or not labelled (with a colour table and category names).
     ``image`` is the scene the prediction was made from (default: the
-    ``scene`` tag geoseg writes), used for galleries.
+    ``scene`` tag geoseg writes), used for galleries. ``truth_schema``: the same classes with the codes a
+    reference raster uses for them (see :meth:`~geoseg.io.classes.ClassSchema.with_codes`).
     """
     lut = schema.code_to_index_lut(keep_ignored=True)  # predicting 'unknown' on a labelled pixel is wrong
     n = len(schema)
     chips: list[ChipScore] = []
     with open_raster(prediction) as pred, contextlib.ExitStack() as stack:
         grid = GeoGrid.from_dataset(pred)
-        labels = LabelReader(truth, grid, schema, label_field, align=True)
+        labels = LabelReader(truth, grid, truth_schema or schema, label_field, align=True)
         scene = str(image) if image else pred.tags().get("scene")
         errors = (stack.enter_context(styled_class_raster(error_map, grid, ERROR_CLASSES,
                                                           {"content": "prediction errors"}))

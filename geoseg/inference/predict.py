@@ -220,7 +220,7 @@ def _predict_outputs(scene: str | os.PathLike, checkpoint_path: Path, paths: Out
                                       progress=pbar.update)
         count, rows = polygons.polygons, polygons.summary
         say(f"wrote {count} polygons → {paths.vector}")
-        say(summary_table(rows))
+        say(summary_table(rows, ground=result.grid.crs is not None))
     area = shapely.from_wkb(read_area(options.aoi, result.grid.crs)) if options.aoi else None
     write_stac_item(paths.raster, result.grid, checkpoint.classes, scene=str(scene),
                     checkpoint=checkpoint.path.resolve(), options=described(options, vector),

@@ -8,8 +8,8 @@ default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -91,6 +91,24 @@ class ClassSchema:
             lut[i] = c.code
         return lut
 
+    def with_codes(self, codes: Mapping[str, int], source: str = "--truth-codes") -> "ClassSchema":
+        """The same classes, in the same order, with the codes another raster gives them (``codes``: class
+        name, in any case, to code; unnamed classes keep their own), so that raster can be read as labels."""
+        by_name = {c.name.lower(): c for c in self.classes}
+        unknown = [name for name in codes if name.lower() not in by_name]
+        if unknown:
+            raise ConfigError(f"{source} names '{unknown[0]}', which is not a class; classes are "
+                              f"{', '.join(self.names)}")
+        given = {name.lower(): int(code) for name, code in codes.items()}
+        renamed = tuple(replace(c, code=given.get(c.name.lower(), c.code)) for c in self.classes)
+        seen: dict[int, str] = {}
+        for c in renamed:
+            if c.code in seen:
+                raise ConfigError(f"{source} gives '{seen[c.code]}' and '{c.name}' the same code {c.code}; "
+                                  "give each class its own code in the reference (name every class it holds)")
+            seen[c.code] = c.name
+        return ClassSchema(renamed)
+
     def colormap(self) -> dict[int, tuple[int, int, int, int]]:
         """GDAL colour table keyed by class code (nodata left transparent)."""
         cmap = {code: (0, 0, 0, 0) for code in range(256)}
@@ -154,3 +172,17 @@ DEEPGLOBE = ClassSchema((
     LandClass(5, "barren", (255, 255, 255)),
     LandClass(6, "unknown", (0, 0, 0), ignore=True),
 ))
+
+
+def parse_code_mapping(text: str, source: str = "--truth-codes") -> dict[str, int]:
+    """``building=10,road=30``: class names to the codes another raster uses for them."""
+    mapping: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, code = part.partition("=")
+        if not sep or not name.strip() or not code.strip().isdigit():
+            raise ConfigError(f"{source} takes NAME=CODE pairs separated by commas (e.g. "
+                              f"building=10,road=30), got {part!r}")
+        mapping[name.strip()] = int(code)
+    if not mapping:
+        raise ConfigError(f"{source} is empty; give NAME=CODE pairs such as building=10,road=30")
+    return mapping

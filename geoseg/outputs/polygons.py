@@ -105,10 +105,14 @@ def _summary_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def summary_table(rows: list[dict]) -> str:
-    lines = [f"{'class':<14}{'pixels':>12}{'area (m²)':>16}{'share':>9}"]
+def summary_table(rows: list[dict], ground: bool = True) -> str:
+    """The printed class summary; ``ground=False`` (a raster without a CRS) heads the area column with the
+    raster's own units, since no size in metres is known."""
+    lines = [f"{'class':<14}{'pixels':>12}{'area (m²)' if ground else 'area (units²)':>16}{'share':>9}"]
     for r in rows:
         lines.append(f"{r['class_name']:<14}{r['pixels']:>12,}{r['area_m2']:>16,.0f}{r['share']:>8.1%}")
+    if not ground:
+        lines.append("(no CRS: areas are in the raster's own units, not square metres)")
     return "\n".join(lines)
 
 

@@ -30,6 +30,10 @@ _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([hms])")
 #: the first step, from a few probe steps, and after each epoch, from the epoch's real speed.
 PLANNED_SHARE = 0.95
 REPLANNED_SHARE = 0.98
+#: The shortest budget accepted: less cannot hold loading the scenes, one probe and one epoch.
+MINIMUM_SECONDS = 10.0
+#: Below this share of the first plan's steps, the closing line says the run trained less than planned.
+SHORTFALL_SHARE = 0.8
 #: Seconds kept for the end of a run (the final checkpoint, logger shut-down).
 FINAL_SECONDS = 0.5
 #: Seconds an epoch's checkpoints and logs are planned to take, before the first epoch has shown it.
@@ -37,27 +41,41 @@ CHECKPOINT_SECONDS = 0.5
 
 
 def parse_budget(value: Any, key: str = "budget") -> float | None:
-    """Seconds from ``15m``, ``90s``, ``1h30m``, ``2.5m`` or a number of seconds; None stays None."""
+    """Seconds from ``15m``, ``90s``, ``1h30m`` or ``2.5m``; None stays None. A number without a unit is
+    refused rather than guessed (``3`` meant three minutes to the user who typed it, three seconds to a
+    parser), and so is a budget too short to set up and train, before any set-up is spent on it."""
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().lower().replace(" ", "")
-        parts = _PART.findall(text)
-        if "".join(n + u for n, u in parts) != text:
-            try:
-                seconds = float(text)
-            except ValueError:
-                seconds = math.nan
-        else:
-            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    text = value.strip().lower().replace(" ", "") if isinstance(value, str) else ""
+    parts = _PART.findall(text)
+    if text and "".join(n + u for n, u in parts) == text:
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    elif _is_plain_number(value):
+        raise ConfigError(f"config key '{key}' needs a unit: {_number_text(value)}m, {_number_text(value)}h "
+                          f"or {_number_text(value)}s? (got {value!r})")
     else:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"config key '{key}' must be a time such as 15m, 90s or 1h30m (or seconds), "
-                          f"got {value!r}")
+        raise ConfigError(f"config key '{key}' must be a time such as 15m, 90s or 1h30m, got {value!r}")
+    if seconds < MINIMUM_SECONDS:
+        raise ConfigError(f"a {key} of {text} is too short to set up and train; give at "
+                          f"least {format_seconds(MINIMUM_SECONDS)} (e.g. 15m)")
     return seconds
+
+
+def _is_plain_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return math.isfinite(value) and value > 0
+    try:
+        return math.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _number_text(value: Any) -> str:
+    return f"{float(value):g}"
 
 
 def format_seconds(seconds: float) -> str:
@@ -90,12 +108,27 @@ class BudgetPlan:
     epoch_overhead: float   # validation and checkpoints, seconds per epoch
     spent: float            # seconds gone before the first step (set-up, baseline, the probe)
 
+    @property
+    def steps(self) -> int:
+        return self.epochs * math.ceil(self.chips_per_epoch / self.batch_size)
+
     def describe(self) -> str:
-        steps = self.epochs * math.ceil(self.chips_per_epoch / self.batch_size)
+        steps = self.steps
         return (f"budget {format_seconds(self.seconds)}: {self.chips_per_epoch} chips per epoch × "
                 f"{self.epochs} epochs ({steps} steps of {self.batch_size}; measured "
                 f"{1 / self.speeds.train:.2f} chips/s training, validation ~{self.epoch_overhead:.0f} s per "
                 f"epoch, {self.spent:.0f} s of set-up)")
+
+
+def closing_line(plan: BudgetPlan, elapsed: float, steps_done: int) -> str:
+    """How a budgeted run ended: its time, and the steps it trained against those first planned, with the
+    likely cause when far fewer were trained (a shared machine slows the run after its probe)."""
+    line = (f"trained {steps_done} of the {plan.steps} steps first planned in {format_seconds(elapsed)} of "
+            f"the {format_seconds(plan.seconds)} budget")
+    if steps_done < SHORTFALL_SHARE * plan.steps:
+        line += ("; the machine ran slower than the probe measured (another process on its cores?), so the "
+                 "model saw fewer chips than planned: train again on a quieter machine or for longer")
+    return line
 
 
 def plan_budget(seconds: float, spent: float, speeds: Speeds, epochs: int, batch_size: int, val_chips: int,

@@ -28,6 +28,69 @@ LOGGERS = ("csv", "wandb")
 MODEL_CONFIG_REQUIRED = ("classes", "encoder_name", "encoder_weights", "in_channels")
 
 
+#: What each config key means, for the generated reference (docs/reference/config.md); a test checks that
+#: every key :class:`RunConfig` accepts has one.
+KEY_DOCS: dict[str, str] = {
+    "batch_size": "Chips per training step (per process under torchrun).",
+    "ce_weights": "Class weights of the loss: a list (one per class; 0 leaves the class out of loss and "
+                  "metrics), `null`, or `auto`: median-frequency balancing computed once from the labels, "
+                  "printed and written to `class_weights.json`.",
+    "downsize_res": "The reference experiment's whole-image resize: each scene is sampled as if resized so "
+                    "its longer side is this many pixels. Prefer `resolution`.",
+    "epochs": "Validation rounds; with `budget`, the chips in each are set from the measured speed.",
+    "loss_fn": "`CrossEntropyLoss`, `DiceLoss`, `FocalLoss`, `LovaszLoss` or `CE+Dice`; ignored classes "
+               "never count.",
+    "lr": "Learning rate (the peak of a cosine or one-cycle schedule).",
+    "model_architecture": "A segmentation-models-pytorch architecture: `Unet`, `UnetPlusPlus`, `FPN`, "
+                          "`DeepLabV3Plus`, …",
+    "model_config": "Its arguments: `classes`, `encoder_name`, `encoder_weights` (`imagenet`, `null`, or a "
+                    "local weights file for offline machines), `in_channels`, and any other the architecture"
+                    " takes (e.g. `decoder_channels`).",
+    "num_workers": "Loader processes reading chips while the model trains (0: read in the training process, "
+                   "best on 2 cores).",
+    "optimizer": "`Adam`, `AdamW` or `SGD`.",
+    "manifest": "A CSV with columns `image,label,split` (paths relative to it), or a folder in the DeepGlobe"
+                " layout. Labels are class rasters, RGB colour masks or polygons.",
+    "label_field": "The polygon labels' class attribute: integer codes, or class names as text (any case).",
+    "split_fractions": "Train, validation and test shares when `manifest` is a folder (split by scene).",
+    "resolution": "Train at this ground resolution (metres per pixel, geodesic): every scene is read at it, "
+                  "and prediction reads scenes the same way. `null`: the scenes' own pixels.",
+    "classes": "`deepglobe`, `from_labels`, or a list of `{code, name, color, ignore}`: codes are what "
+               "rasters hold, the model trains on their positions.",
+    "bands": "Input bands by number or by band description (`[B04, B03, B02, B08]`); GDAL scale and offset "
+             "are applied.",
+    "normalization": "`mean_std` (the training scenes' statistics; ImageNet's with ImageNet weights on RGB) "
+                     "or `percentile LOW HIGH` (each band clipped to its training percentiles, mapped to "
+                     "-1…1).",
+    "chip_size": "Chip side in pixels (at `resolution`).",
+    "chips_per_epoch": "Random training chips per epoch; with `budget`, replaced by what fits.",
+    "val_chips": "Cap on the validation grid's chips (`null`: all).",
+    "weight_decay": "The optimizer's weight decay.",
+    "weight_averaging": "A decay (e.g. `0.99`) to validate and save an exponential moving average of the "
+                        "weights; `null`: none.",
+    "augment": "Flips, 90° rotations and a mild gain on training chips.",
+    "band_jitter": "With `augment`: each chip's bands scaled by gains from 1 ± this (`0.08`), for colour "
+                   "shifts between scenes.",
+    "rare_class_sampling": "Share (0–1) of training chips centred on cells rich in classes rarer than the "
+                           "median class; 0: uniform.",
+    "unlabelled_chips": "Where labels cover part of the scenes: the share of chips drawn anywhere, for "
+                        "context (the rest are drawn where labels are).",
+    "baseline": "Also fit the per-pixel gradient-boosting baseline and report its validation scores beside "
+                "the network's (skipped, with a line, under a 4-minute budget).",
+    "lr_schedule": "`none`, `cosine`, `onecycle` (per step) or `plateau` (on validation mIoU).",
+    "early_stopping": "Stop after this many epochs without a better validation mIoU; `null`: never.",
+    "budget": "Train for this long, with a unit (`15m`, `90s`, `1h30m`): chips per epoch from the measured "
+              "speed, re-planned after each epoch; `null`: `chips_per_epoch` chips per epoch.",
+    "precision": "`auto` (bf16 where the CPU or GPU has it), `bf16`, `fp16` (GPU only) or `fp32`.",
+    "seed": "Seeds chips, augmentation, splits and weights: a run repeats exactly.",
+    "output_dir": "Folder of the run folders (relative to the config file).",
+    "run_name": "The run folder's name (default: a timestamp).",
+    "logger": "`csv`, or `wandb` (an offline Weights & Biases run unless `WANDB_MODE=online`).",
+    "sample_images": "Validation chips drawn as image | truth | prediction panels each time.",
+    "sample_every": "Draw those panels every K epochs.",
+}
+
+
 @dataclass
 class RunConfig:
     """A validated training run configuration."""

@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ from geoseg.training.budget import (
     BudgetPlan,
     Deadline,
     checkpoint_seconds,
+    closing_line,
     format_seconds,
     measure_speeds,
     plan_budget,
@@ -136,6 +137,10 @@ class EpochTraining:
     first_step_done: float | None
 
 
+#: Budgets shorter than this skip the baseline (said in one line): its fit would take a large share of them.
+BASELINE_BUDGET_SECONDS = 240.0
+
+
 class Trainer:
     """One training run, set up step by step in the order the steps consume random numbers."""
 
@@ -193,6 +198,7 @@ class Trainer:
         counts, val_counts = _label_census(cfg, self.train_scenes, self.val_scenes, cell,
                                           self.run_dir if self.main else None)
         self.class_weights, rarity = _class_weights_for(cfg, counts, self.run_dir if self.main else None)
+        self.train_pixels = sum(c.reshape(-1, c.shape[-1]).sum(axis=0) for c in counts)
         self.train_ds = train_ds = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size,
                                                self.mean, self.std, ignored, cfg.label_field, self.clip)
         val_ds = ChipDataset(self.val_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
@@ -210,6 +216,12 @@ class Trainer:
         """The per-pixel yardstick, fitted on the first epoch's chips (its own random stream)."""
         cfg = self.cfg
         self.baseline = None
+        budget = cfg.budget_seconds
+        if cfg.baseline and self.main and budget is not None and budget < BASELINE_BUDGET_SECONDS:
+            say(f"baseline skipped: a {format_seconds(budget)} budget has no time to spare for the per-pixel "
+                f"yardstick (it takes up to a minute); it is fitted with budgets from "
+                f"{format_seconds(BASELINE_BUDGET_SECONDS)}, or alone with geoseg baseline --config CONFIG")
+            return
         if cfg.baseline and self.main:
             self.baseline = fit_baseline(self.train_ds, list(self.train_sampler.epoch_chips()),
                                          self.val_loader.dataset, self.val_sampler.all_specs,
@@ -319,6 +331,7 @@ class Trainer:
         self.setup()
         cfg, progress = self.cfg, self.progress
         self._announce()
+        first_step = progress.step
         for epoch in range(progress.first_epoch, min(cfg.epochs, until_epoch or cfg.epochs) + 1):
             row, steps, samples = self.run_epoch(epoch)
             if self.deadline and epoch < cfg.epochs:
@@ -335,9 +348,11 @@ class Trainer:
                     f"(best {progress.best_miou:.3f})")
                 break
         result = self._finish()
+        if self.main:
+            _warn_of_unpredicted_classes(cfg, self.evaluated, self.train_pixels, progress.history)
         if self.deadline:
-            say(f"trained in {format_seconds(time.perf_counter() - self.started)} of the "
-                f"{format_seconds(self.deadline.plan.seconds)} budget")
+            elapsed = time.perf_counter() - self.started
+            say(closing_line(self.deadline.plan, elapsed, progress.step - first_step))
         return result
 
     def _announce(self) -> None:
@@ -592,6 +607,31 @@ def normalisation(cfg: RunConfig, train_scenes: list[SceneInfo], state: dict[str
     if cfg.model_config.get("encoder_weights") == "imagenet" and len(cfg.bands) == 3:
         return IMAGENET_MEAN, IMAGENET_STD, None
     return *band_statistics(train_scenes, cfg.bands), None
+
+
+def _warn_of_unpredicted_classes(cfg: RunConfig, evaluated: Sequence[int], train_pixels: np.ndarray,
+                                 history: Sequence[dict[str, Any]]) -> None:
+    """One warning for the classes that have training labels but that the best epoch never predicted on
+    validation: the model has not learnt them, and their map share will read 0 % without it."""
+    scored = [row for row in history if not math.isnan(row.get("val_miou", math.nan))]
+    if not scored or "val_confusion" not in scored[0]:
+        return
+    best = max(scored, key=lambda row: row["val_miou"])
+    predicted = np.asarray(best["val_confusion"]).sum(axis=0)
+    unseen = [i for i in evaluated if train_pixels[i] > 0 and predicted[i] == 0]
+    if not unseen:
+        return
+    told = [f"'{cfg.classes.names[i]}' ({int(train_pixels[i]):,} labelled training pixels)" for i in unseen]
+    names = told[0] if len(told) == 1 else ", ".join(told[:-1]) + " and " + told[-1]
+    advice = ["digitise more of " + ("it" if len(unseen) == 1 else "them")]
+    if cfg.ce_weights != "auto":
+        advice.append("set ce_weights: auto")
+    if not cfg.rare_class_sampling:
+        advice.append("set rare_class_sampling: 0.5")
+    advice_text = ", ".join(advice[:-1]) + " or " + advice[-1] if len(advice) > 1 else advice[0]
+    warnings.warn(f"the model never predicted {names} on validation (best epoch {best['epoch']}): it has not "
+                  f"learnt {'it' if len(unseen) == 1 else 'them'} and the map will hold none; {advice_text}",
+                  GeoSegWarning)
 
 
 def _label_census(cfg: RunConfig, train: list[SceneInfo], val: list[SceneInfo], cell: int,
