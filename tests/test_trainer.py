@@ -206,3 +206,27 @@ def test_a_class_with_labels_that_validation_never_saw_predicted_gets_one_warnin
     assert [str(w.message) for w in caught] == [
         "the model never predicted 'urban' (56 labelled training pixels) on validation (best epoch 2): it "
         "has not learnt it and the map will hold none; digitise more of it"]
+
+
+def test_a_network_below_the_baseline_is_said_and_the_baseline_kept_as_a_model(tmp_path, sample_dir):
+    """Two training chips cannot make a network beat the per-pixel baseline: the run says so in one warning
+    and saves the baseline beside best.ckpt, as a checkpoint prediction runs like any other."""
+    from geoseg.errors import GeoSegWarning
+    from geoseg.inference.predict import predict_scene
+    from geoseg.models.baseline import ARCHITECTURE
+    from geoseg.models.checkpoint import load_checkpoint
+
+    cfg = config(tmp_path, sample_dir / "manifest.csv", epochs=1, chips_per_epoch=2, run_name="weak",
+                 baseline=True)
+    said = (r"the network's best validation mIoU 0\.\d+ is below the per-pixel baseline's 0\.\d+: the "
+            r"baseline is saved as .*baseline\.ckpt")
+    with pytest.warns(GeoSegWarning, match=said):
+        result = train(cfg)
+    saved = result.run_dir / "baseline.ckpt"
+    baseline = load_checkpoint(saved)
+    assert baseline.architecture == ARCHITECTURE
+    assert baseline.metrics["val_miou"] > result.best_val_miou
+    out = predict_scene(sample_dir / "test_1.tif", baseline, tmp_path / "by_baseline.tif")
+    with rasterio.open(out.raster) as src:
+        codes = set(np.unique(src.read(1)).tolist())
+    assert codes <= {0, 1, 2, 3, 4, 5, 6, 255} and len(codes - {255}) >= 2  # classes inside the footprint

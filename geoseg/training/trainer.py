@@ -350,10 +350,31 @@ class Trainer:
         result = self._finish()
         if self.main:
             _warn_of_unpredicted_classes(cfg, self.evaluated, self.train_pixels, progress.history)
+            self.keep_a_better_baseline(result)
         if self.deadline:
             elapsed = time.perf_counter() - self.started
             say(closing_line(self.deadline.plan, elapsed, progress.step - first_step))
         return result
+
+    def keep_a_better_baseline(self, result: TrainResult) -> Path | None:
+        """When the per-pixel baseline scored a higher validation mIoU than the network's best epoch, save it
+        beside ``best.ckpt`` as ``baseline.ckpt`` (a model predict, evaluate and QGIS run) and say so in one
+        warning: a network worse than the yardstick is never left unsaid."""
+        if self.baseline is None or math.isnan(self.baseline.scores["miou"]):
+            return None
+        network, yardstick = result.best_val_miou, self.baseline.scores["miou"]
+        if not (math.isnan(network) or network < yardstick):
+            return None
+        ckpt = _run_checkpoint(self.cfg, self.train_scenes, architecture=BASELINE, model_config={},
+                               state_dict=self.baseline.ensemble.to_tensors(),
+                               normalisation=(self.mean, self.std, self.clip), resolution=self.resolution,
+                               epoch=0, metrics={f"val_{k}": v for k, v in self.baseline.scores.items()})
+        path = save_checkpoint(ckpt, self.run_dir / "baseline.ckpt")
+        warnings.warn(f"the network's best validation mIoU {network:.3f} is below the per-pixel baseline's "
+                      f"{yardstick:.3f}: the baseline is saved as {path} (predict with --model {path}); "
+                      "train longer, label more, or try pretrained weights before trusting the network",
+                      GeoSegWarning)
+        return path
 
     def _announce(self) -> None:
         cfg, world = self.cfg, self.world
