@@ -211,3 +211,12 @@ def run_config(tmp_path, manifest, **changes):
            "seed": 3, "logger": "csv"}
     raw.update(changes)
     return parse_config(raw, tmp_path)
+
+
+def readme_block(heading: str) -> list[str]:
+    """The command lines of the first code block under ``heading`` in the README, as printed."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index(heading):]
+    block = section[section.index("```") + 3:]
+    block = block[block.index("\n") + 1:block.index("```")]
+    return [line for line in block.splitlines() if line.strip()]

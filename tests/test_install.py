@@ -10,19 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import readme_block
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_install_lines() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Install"):]
-    block = section[section.index("```") + 3:]
-    block = block[block.index("\n") + 1:block.index("```")]
-    return [line for line in block.splitlines() if line.strip()]
-
-
 def test_the_readme_install_lines_work_from_a_fresh_clone(tmp_path):
-    lines = readme_install_lines()
+    lines = readme_block("## Install")
     assert lines[0].startswith("git clone <this repository> geoseg && cd geoseg")
     assert any(line.startswith("make install") for line in lines)
     script = "\n".join(["set -e", *(line.replace("<this repository>", str(ROOT)) for line in lines),

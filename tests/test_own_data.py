@@ -21,9 +21,8 @@ from test_multispectral import l2a_scene
 
 from geoseg.data.project import loader_workers
 
-from conftest import UTM, write_raster
+from conftest import UTM, readme_block, write_raster
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_MODEL = ["--set", "model_config.encoder_depth=3", "--set", "model_config.decoder_channels=[32,16,8]",
                "--set", "chips_per_epoch=24", "--set", "batch_size=4", "--set", "val_chips=8", "--set",
                "budget=null"]
@@ -45,15 +44,6 @@ def ground(width: int, height: int = 240) -> np.ndarray:
     return np.clip(base + rng.normal(0, 12, base.shape), 1, 255).astype(np.uint8)
 
 
-def readme_block(heading: str = "## Your own data") -> list[str]:
-    """The command lines of the first code block under ``heading`` in the README, as printed."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index(heading):]
-    block = section[section.index("```") + 3:]
-    block = block[block.index("\n") + 1:block.index("```")]
-    return [line for line in block.splitlines() if line.strip()]
-
-
 def run_as_printed(line: str, cwd: Path) -> subprocess.CompletedProcess:
     """One README line through a shell (globs expanded as a user's shell does), with this environment's
     ``geoseg`` first on PATH, as after ``source .venv/bin/activate``."""
@@ -69,7 +59,7 @@ def test_the_readme_walkthrough_as_printed_polygons_over_an_orthophoto_then_a_re
     orthophoto with polygons over a third of it (a text field), then a region of two adjacent scenes and an
     area of interest. Between init and train, the written geoseg.yaml is shrunk to a tiny model and a few
     chips (as a user may edit it): the commands themselves are the README's."""
-    commands = readme_block()
+    commands = readme_block("## Your own data")
     assert [c.split()[1] for c in commands] == ["init", "train", "predict", "evaluate"]
     image = ground(720)
     write_raster(tmp_path / "ortho.tif", image[:, :, :360], Affine(1, 0, 500000, 0, -1, 5000000))

@@ -50,9 +50,9 @@ def parse_budget(value: Any, key: str = "budget") -> float | None:
     parts = _PART.findall(text)
     if text and "".join(n + u for n, u in parts) == text:
         seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    elif _is_plain_number(value):
-        raise ConfigError(f"config key '{key}' needs a unit: {_number_text(value)}m, {_number_text(value)}h "
-                          f"or {_number_text(value)}s? (got {value!r})")
+    elif (number := _plain_number(value)) is not None:
+        raise ConfigError(f"config key '{key}' needs a unit: {number:g}m, {number:g}h or {number:g}s? "
+                          f"(got {value!r})")
     else:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
@@ -63,19 +63,15 @@ def parse_budget(value: Any, key: str = "budget") -> float | None:
     return seconds
 
 
-def _is_plain_number(value: Any) -> bool:
+def _plain_number(value: Any) -> float | None:
+    """``value`` as a positive finite number when it is one without a unit (``3``, ``"45"``), else None."""
     if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return math.isfinite(value) and value > 0
+        return None
     try:
-        return math.isfinite(float(value)) and float(value) > 0
+        number = float(value)
     except (TypeError, ValueError):
-        return False
-
-
-def _number_text(value: Any) -> str:
-    return f"{float(value):g}"
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def format_seconds(seconds: float) -> str:
@@ -113,9 +109,8 @@ class BudgetPlan:
         return self.epochs * math.ceil(self.chips_per_epoch / self.batch_size)
 
     def describe(self) -> str:
-        steps = self.steps
         return (f"budget {format_seconds(self.seconds)}: {self.chips_per_epoch} chips per epoch × "
-                f"{self.epochs} epochs ({steps} steps of {self.batch_size}; measured "
+                f"{self.epochs} epochs ({self.steps} steps of {self.batch_size}; measured "
                 f"{1 / self.speeds.train:.2f} chips/s training, validation ~{self.epoch_overhead:.0f} s per "
                 f"epoch, {self.spent:.0f} s of set-up)")
 

@@ -198,7 +198,7 @@ class Trainer:
         counts, val_counts = _label_census(cfg, self.train_scenes, self.val_scenes, cell,
                                           self.run_dir if self.main else None)
         self.class_weights, rarity = _class_weights_for(cfg, counts, self.run_dir if self.main else None)
-        self.train_pixels = sum(c.reshape(-1, c.shape[-1]).sum(axis=0) for c in counts)
+        self.train_pixels = _class_pixels(counts)
         self.train_ds = train_ds = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size,
                                                self.mean, self.std, ignored, cfg.label_field, self.clip)
         val_ds = ChipDataset(self.val_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
@@ -655,6 +655,11 @@ def _warn_of_unpredicted_classes(cfg: RunConfig, evaluated: Sequence[int], train
                   GeoSegWarning)
 
 
+def _class_pixels(cell_counts: list[np.ndarray]) -> np.ndarray:
+    """Labelled pixels per class over scenes, from their per-cell class counts."""
+    return sum(c.reshape(-1, c.shape[-1]).sum(axis=0) for c in cell_counts)
+
+
 def _label_census(cfg: RunConfig, train: list[SceneInfo], val: list[SceneInfo], cell: int,
                  run_dir: Path | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Label pixels per class and ``cell``-sized cell of the training and validation scenes (cached), told
@@ -663,8 +668,7 @@ def _label_census(cfg: RunConfig, train: list[SceneInfo], val: list[SceneInfo], 
     kw = {"cache_dir": cfg.output_path / ".cache", "label_field": cfg.label_field}
     counts = class_cell_counts(train, cfg.classes, cell, cfg.ignored_indices, **kw)
     val_counts = class_cell_counts(val, cfg.classes, cell, cfg.ignored_indices, **kw)
-    pixels = {split: sum(c.reshape(-1, c.shape[-1]).sum(axis=0) for c in cs)
-              for split, cs in (("train", counts), ("val", val_counts))}
+    pixels = {"train": _class_pixels(counts), "val": _class_pixels(val_counts)}
     polygons = {split: polygon_counts(scenes, cfg.classes, cfg.label_field)
                 for split, scenes in (("train", train), ("val", val))}
     report = {name: {f"{split}_{what}": int(table[split][i]) for what, table in (("pixels", pixels),
