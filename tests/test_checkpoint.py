@@ -1,3 +1,5 @@
+import time
+
 import pytest
 import torch
 
@@ -48,12 +50,55 @@ def test_unknown_encoder_is_a_config_error():
         build_model("Unet", {**TINY_MODEL, "encoder_name": "resnet9000"})
 
 
-def test_missing_pretrained_weights_are_one_clear_sentence(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(WeightsUnavailableError, match="encoder_weights: null"):
+def offline_hub(monkeypatch, cache):
+    """The Hugging Face client pointed at ``cache`` and at a hub address that refuses connections at once."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+
+
+def cached_imagenet_resnet18(cache):
+    """A resnet18 encoder's weights (seeded random numbers) where the hub client keeps smp's 'imagenet'."""
+    import torch
+    from safetensors.torch import save_file
+    from segmentation_models_pytorch.encoders import encoders, get_encoder
+
+    settings = encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    repo = f"models--{settings['repo_id'].replace('/', '--')}"
+    folder = cache / repo / "snapshots" / settings["revision"]
+    folder.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(7)
+    state = {k: torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+             for k, v in get_encoder("resnet18").state_dict().items()}
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
+    (folder / "config.json").write_text("{}")
+    return state
+
+
+def test_pretrained_weights_come_from_the_local_cache_when_the_hub_is_unreachable(monkeypatch, tmp_path):
+    import torch
+
+    offline_hub(monkeypatch, tmp_path / "hub")
+    state = cached_imagenet_resnet18(tmp_path / "hub")
+    started = time.perf_counter()
+    model = build_model("Unet", {**TINY_MODEL, "encoder_weights": "imagenet", "in_channels": 4})
+    assert time.perf_counter() - started < 10
+    own = model.encoder.state_dict()
+    assert all(torch.equal(own[k], state[k]) for k in own if k != "conv1.weight")
+    # four bands: smp repeats the RGB filters and scales them by 3/4
+    assert torch.allclose(own["conv1.weight"][:, 3], state["conv1.weight"][:, 0] * 0.75)
+
+
+def test_missing_pretrained_weights_are_one_clear_sentence_at_once(monkeypatch, tmp_path):
+    offline_hub(monkeypatch, tmp_path / "empty")
+    started = time.perf_counter()
+    said = r"\(no connection to 127.0.0.1\).*encoder_weights: null"
+    with pytest.raises(WeightsUnavailableError, match=said):
         build_model("Unet", {**TINY_MODEL, "encoder_weights": "imagenet"})
+    assert time.perf_counter() - started < 10  # not the hub client's retries
 
 
 def test_fp16_is_for_gpus_only():
@@ -121,3 +166,33 @@ def test_the_training_record_is_read_typed_and_checked(tmp_path):
     for bad in ({"resolution": "1m"}, {"resolution": -2}, {"downsize_res": 12.5}, {"manifest": 7}):
         with pytest.raises(CheckpointError, match="training config's .* must be"):
             TrainingRecord.from_config(bad, "m.ckpt")
+
+
+def test_training_goes_on_from_scratch_with_one_warning_where_pretrained_weights_cannot_be_had(
+        monkeypatch, tmp_path, sample_dir, capsys):
+    from geoseg.errors import GeoSegWarning
+    from geoseg.training.trainer import train
+
+    from conftest import run_config
+
+    offline_hub(monkeypatch, tmp_path / "empty")
+    cfg = run_config(tmp_path, sample_dir / "manifest.csv", epochs=1, baseline=False, run_name="scratch",
+                     model_config={**TINY_MODEL, "encoder_weights": "imagenet"})
+    said = (r"pretrained 'imagenet' weights for encoder 'resnet18' are neither reachable nor in the local "
+            r"cache \(no connection to 127.0.0.1\): training from scratch; .*model_config.encoder_weights: "
+            r"/path/to/encoder.pth")
+    with pytest.warns(GeoSegWarning, match=said):
+        result = train(cfg)
+    assert result.best.exists() and "starts from the pretrained" not in capsys.readouterr().out
+
+    state = cached_imagenet_resnet18(tmp_path / "hub")
+    offline_hub(monkeypatch, tmp_path / "hub")
+    pretrained = {**TINY_MODEL, "encoder_weights": "imagenet"}
+    trained = train(run_config(tmp_path, sample_dir / "manifest.csv", epochs=1, baseline=False,
+                               run_name="pretrained", model_config=pretrained, lr=1e-12))
+    assert "encoder resnet18 starts from the pretrained 'imagenet' weights" in capsys.readouterr().out
+    weights = load_checkpoint(trained.best).state_dict
+    # lr 1e-12: the encoder's convolutions are still the cached weights
+    assert torch.allclose(weights["encoder.conv1.weight"], state["conv1.weight"], atol=1e-6)
+    assert not torch.allclose(load_checkpoint(result.best).state_dict["encoder.conv1.weight"],
+                              state["conv1.weight"], atol=1e-2)

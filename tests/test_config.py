@@ -108,7 +108,7 @@ def test_bundled_pipelines_are_valid():
     assert {"sample.yaml", "deepglobe/reference.yaml", "deepglobe/improved.yaml"} <= set(configs)
     sample = configs["sample.yaml"]
     assert sample.manifest_path == (root.parent / "sample_data" / "manifest.csv").resolve()
-    assert sample.manifest_path.is_file() and sample.model_config["encoder_weights"] is None
+    assert sample.manifest_path.is_file() and sample.model_config["encoder_weights"] == "imagenet"
     reference = configs["deepglobe/reference.yaml"]
     assert (reference.batch_size, reference.ce_weights, reference.downsize_res, reference.epochs) == (
         6, [0.89, 0.40, 0.91, 0.88, 0.96, 0.92, 0.0], 512, 40)

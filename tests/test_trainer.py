@@ -208,25 +208,46 @@ def test_a_class_with_labels_that_validation_never_saw_predicted_gets_one_warnin
         "has not learnt it and the map will hold none; digitise more of it"]
 
 
-def test_a_network_below_the_baseline_is_said_and_the_baseline_kept_as_a_model(tmp_path, sample_dir):
-    """Two training chips cannot make a network beat the per-pixel baseline: the run says so in one warning
-    and saves the baseline beside best.ckpt, as a checkpoint prediction runs like any other."""
+def test_a_network_below_the_baseline_is_said_and_best_ckpt_is_the_better_model(tmp_path, sample_dir):
+    """Two training chips cannot make a network beat the per-pixel baseline: the run says so in one warning,
+    keeps the network as network.ckpt and the baseline as baseline.ckpt, and best.ckpt becomes the better of
+    the baseline and the blend of the two (blend.ckpt, where it beat both on validation); prediction runs it
+    like any other model. With best_model: network, best.ckpt stays the network."""
     from geoseg.errors import GeoSegWarning
     from geoseg.inference.predict import predict_scene
-    from geoseg.models.baseline import ARCHITECTURE
     from geoseg.models.checkpoint import load_checkpoint
+    from geoseg.models.fields import BASELINE, BLEND
 
     cfg = config(tmp_path, sample_dir / "manifest.csv", epochs=1, chips_per_epoch=2, run_name="weak",
                  baseline=True)
-    said = (r"the network's best validation mIoU 0\.\d+ is below the per-pixel baseline's 0\.\d+: the "
-            r"baseline is saved as .*baseline\.ckpt")
+    said = (r"the network's best validation mIoU 0\.\d+ is below the per-pixel baseline's 0\.\d+: best\.ckpt "
+            r"is now the (blend of network and baseline \(val mIoU 0\.\d+\)|baseline), the network alone "
+            r".*network\.ckpt and the baseline .*baseline\.ckpt")
     with pytest.warns(GeoSegWarning, match=said):
         result = train(cfg)
-    saved = result.run_dir / "baseline.ckpt"
-    baseline = load_checkpoint(saved)
-    assert baseline.architecture == ARCHITECTURE
-    assert baseline.metrics["val_miou"] > result.best_val_miou
-    out = predict_scene(sample_dir / "test_1.tif", baseline, tmp_path / "by_baseline.tif")
+    run = result.run_dir
+    network, baseline, best = (load_checkpoint(run / name) for name in ("network.ckpt", "baseline.ckpt",
+                                                                        "best.ckpt"))
+    assert network.architecture == "Unet" and baseline.architecture == BASELINE
+    assert baseline.metrics["val_miou"] > result.best_val_miou == network.metrics["val_miou"]
+    rows = json.loads((run / "metrics.json").read_text())
+    blend_miou = rows[0]["blend_val_miou"]
+    assert blend_miou >= baseline.metrics["val_miou"] - 1e-9  # share 0 is the baseline itself
+    if (run / "blend.ckpt").exists():
+        assert best.architecture == BLEND
+        assert (run / "best.ckpt").read_bytes() == (run / "blend.ckpt").read_bytes()
+        assert best.metrics["val_miou"] == blend_miou > baseline.metrics["val_miou"]
+        assert 0 < best.model_config["network_weight"] == rows[0]["blend_network_weight"] < 1
+    else:
+        assert best.architecture == BASELINE and blend_miou == pytest.approx(baseline.metrics["val_miou"])
+    out = predict_scene(sample_dir / "test_1.tif", run / "best.ckpt", tmp_path / "by_best.tif")
     with rasterio.open(out.raster) as src:
         codes = set(np.unique(src.read(1)).tolist())
     assert codes <= {0, 1, 2, 3, 4, 5, 6, 255} and len(codes - {255}) >= 2  # classes inside the footprint
+
+    kept = config(tmp_path, sample_dir / "manifest.csv", epochs=1, chips_per_epoch=2, run_name="kept",
+                  baseline=True, best_model="network")
+    with pytest.warns(GeoSegWarning, match=r"best\.ckpt stays the network \(best_model: network\)"):
+        result = train(kept)
+    assert load_checkpoint(result.best).architecture == "Unet"
+    assert not (result.run_dir / "network.ckpt").exists()

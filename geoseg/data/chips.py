@@ -93,7 +93,7 @@ class ChipDataset(Dataset):
     def __getitem__(self, spec: ChipSpec) -> dict[str, torch.Tensor]:
         image, label = self.read(spec)
         return {"image": torch.from_numpy(np.ascontiguousarray(image)),
-                "mask": torch.from_numpy(np.ascontiguousarray(label)).long()}
+                "mask": torch.from_numpy(np.ascontiguousarray(label)).long(), "scene": spec.scene}
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -320,7 +320,8 @@ def _config_text(scenes: list[_SceneFacts], schema: ClassSchema, label_field: st
     band_list = ", ".join(_yaml_text(b) if isinstance(b, str) else str(b) for b in bands)
     return f"""# Written by geoseg init: a run on your own scenes and polygon labels. Edit freely, then
 #   geoseg train --config THIS_FILE        (any key can be overridden: --set budget=30m)
-# The CPU recipe: a light U-Net trained from scratch for a fixed time (see docs/tutorials/cpu.md).
+# The CPU recipe: a light U-Net from an ImageNet encoder (from scratch where its weights cannot be had),
+# trained for a fixed time (see docs/tutorials/cpu.md).
 batch_size: 4
 ce_weights: null               # or 'auto' (median-frequency balancing), or one weight per class
 downsize_res: null
@@ -331,7 +332,7 @@ model_architecture: Unet
 model_config:
   classes: {len(schema)}
   encoder_name: resnet18
-  encoder_weights: null        # 'imagenet' where the download is possible (RGB imagery)
+  encoder_weights: imagenet   # downloaded once; offline: the cache, a file path, or from scratch
   in_channels: {len(bands)}
   decoder_channels: [128, 64, 32, 16, 16]
 num_workers: {loader_workers()}              # loader processes (0 on 2 cores: read in the training process)

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from geoseg.errors import CheckpointError
-
-ARCHITECTURE = "PixelBaseline"
+from geoseg.models.fields import BASELINE as ARCHITECTURE  # noqa: F401  (the name its checkpoints carry)
 
 
 def pixel_features(x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from geoseg import __version__
 from geoseg.errors import CheckpointError, ConfigError, WeightsUnavailableError
 from geoseg.io.atomic import atomic_output
 from geoseg.io.classes import ClassSchema
-from geoseg.models.fields import ModelFieldError, checkpoint_fields
+from geoseg.models.fields import BASELINE, BLEND, TORCH_ONLY, ModelFieldError, checkpoint_fields
 
 if TYPE_CHECKING:  # torch is imported where it is used: prediction with ONNX Runtime runs without it
     import torch
@@ -54,17 +54,67 @@ def build_model(architecture: str, model_config: dict[str, Any], pretrained: boo
         return model
     if is_weights_file(weights):
         return _load_encoder_weights(model, weights, kwargs.get("encoder_name"))
+    hub = _hub_address()
+    reachable = _reachable(hub)
     try:
-        with _quiet():
+        with _quiet(), _hub_offline(not reachable):
             return smp.create_model(architecture, encoder_weights=weights, **kwargs)
     except Exception as exc:  # network, cache or hub failures all mean the same to the user
-        raise WeightsUnavailableError(
+        why = f"no connection to {hub[0]}" if not reachable else type(exc).__name__
+        error = WeightsUnavailableError(
             f"pretrained '{weights}' weights for encoder '{kwargs.get('encoder_name')}' could not be "
-            "downloaded "
-            f"or found in the local cache ({type(exc).__name__}); connect to the internet once, copy them "
-            "into "
-            f"the torch/Hugging Face cache, or set model_config.encoder_weights: null"
-        ) from None
+            f"downloaded or found in the local cache ({why}); connect to the internet once, copy them into "
+            "the Hugging Face cache (HF_HOME), give a local file as model_config.encoder_weights: "
+            "/path/to/encoder.pth, or set model_config.encoder_weights: null")
+        error.what = f"pretrained '{weights}' weights for encoder '{kwargs.get('encoder_name')}'"
+        error.why, error.host = why, hub[0]
+        raise error from None
+
+
+#: Seconds the weights' host is given to answer before the local cache alone is asked (offline machines then
+#: fail at once instead of after the hub client's retries).
+HUB_TIMEOUT = 3.0
+
+
+def _hub_address() -> tuple[str, int]:
+    """Host and port pretrained weights come from: the HTTPS proxy where one is set, else the Hugging Face
+    hub (``HF_ENDPOINT``)."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlparse(proxy if proxy else constants.ENDPOINT)
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+def _reachable(address: tuple[str, int]) -> bool:
+    """Whether a TCP connection to ``address`` opens within :data:`HUB_TIMEOUT` (never where the hub is
+    set offline: ``HF_HUB_OFFLINE=1``)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        socket.create_connection(address, timeout=HUB_TIMEOUT).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    """The Hugging Face client set to its local cache only while ``offline``."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _first_clause(exc: Exception) -> str:
@@ -219,11 +269,15 @@ class Checkpoint:
         suffix = self.path.suffix.lower() if self.path is not None else ""
         if suffix in MODEL_FORMATS:
             return MODEL_FORMATS[suffix].build(self, threads)
-        if self.architecture == "PixelBaseline":
+        if self.architecture == BASELINE:
             from geoseg.models.baseline import PixelBaselineModel, TreeEnsemble
 
             ensemble = TreeEnsemble.from_tensors(self.state_dict, 4 * len(self.bands), len(self.classes))
             return PixelBaselineModel(ensemble, len(self.classes))
+        if self.architecture == BLEND:
+            from geoseg.models.blend import build_blend
+
+            return build_blend(self).eval()
         self._check_weights_fit()
         model = build_model(self.architecture, self.model_config, pretrained=False)
         try:
@@ -312,7 +366,7 @@ def checkpoint_from_fields(raw: Any, path: Path, weights: bool) -> Checkpoint:
     any field that is wrong is one sentence naming the file and the field."""
     try:
         fields = checkpoint_fields(raw, weights=weights)
-        if weights and fields["architecture"] == "PixelBaseline":
+        if weights and fields["architecture"] in TORCH_ONLY:
             _check_baseline(fields, path)
     except (ModelFieldError, RecursionError) as exc:
         what = exc if isinstance(exc, ModelFieldError) else "its fields are nested too deeply"
@@ -323,11 +377,18 @@ def checkpoint_from_fields(raw: Any, path: Path, weights: bool) -> Checkpoint:
 
 
 def _check_baseline(fields: dict[str, Any], path: Path) -> None:
-    """The baseline's trees are well formed (see :class:`~geoseg.models.baseline.TreeEnsemble`)."""
+    """The baseline's trees (a blend's too) are well formed (see ``TreeEnsemble``)."""
     from geoseg.models.baseline import PickledBaselineError, TreeEnsemble
 
+    state = fields["state_dict"]
+    if fields["architecture"] == BLEND:  # its trees under baseline. (its network is checked when built)
+        from geoseg.models.blend import YARDSTICK
+
+        if not any(k.startswith(YARDSTICK) for k in state):
+            raise ModelFieldError(f"state_dict must hold the baseline's tensors under {YARDSTICK}")
+        state = {k[len(YARDSTICK):]: v for k, v in state.items() if k.startswith(YARDSTICK)}
     try:
-        TreeEnsemble.from_tensors(fields["state_dict"], 4 * len(fields["bands"]), len(fields["classes"]))
+        TreeEnsemble.from_tensors(state, 4 * len(fields["bands"]), len(fields["classes"]))
     except PickledBaselineError as exc:
         raise CheckpointError(f"{path} {exc}") from None
     except ValueError as exc:

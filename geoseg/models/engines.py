@@ -36,6 +36,7 @@ from geoseg.io.fingerprint import cache_key, file_identity
 from geoseg.io.manifest import read_records
 from geoseg.io.raster import open_raster, read_padded, resolve_bands
 from geoseg.models.checkpoint import Checkpoint, autocast_dtype, default_device, load_checkpoint
+from geoseg.models.fields import BASELINE, TORCH_ONLY
 from geoseg.models.hardware import may_have_bf16, may_have_gpu
 
 ENGINES = ("auto", "torch", "onnx", "int8")
@@ -106,6 +107,8 @@ def select_engine(model: str | os.PathLike | Checkpoint, engine: str = "auto",
     if loaded is None:
         cached = _cached_model(path, known[0]) if known and path.is_file() else None
         loaded = replace(load_checkpoint(cached), path=path) if cached else load_checkpoint(path)
+    if loaded.architecture in TORCH_ONLY:
+        return EngineChoice(loaded, *_torch_only(loaded, asked), precision)
     if known:
         kind, reason = known
     elif asked == "auto":
@@ -113,6 +116,17 @@ def select_engine(model: str | os.PathLike | Checkpoint, engine: str = "auto",
     else:
         kind, reason = asked, "asked for"
     return EngineChoice(loaded, kind, reason, precision)
+
+
+def _torch_only(ckpt: Checkpoint, asked: str) -> tuple[str, str]:
+    """(torch, why) for a model ONNX cannot hold (the per-pixel baseline's trees, alone or blended); asking
+    for an ONNX Runtime engine for it is one sentence."""
+    what = ("the per-pixel baseline" if ckpt.architecture == BASELINE else
+            "a network blended with the baseline")
+    if asked in ("onnx", "int8"):
+        raise InputError(f"{ckpt.path or 'the model'} is {what}, whose trees ONNX Runtime cannot run; "
+                         "predict it with --engine auto or torch")
+    return "torch", f"{what}: its trees run in torch only"
 
 
 def _asked_engine(engine: str) -> str:

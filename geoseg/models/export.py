@@ -43,6 +43,7 @@ from geoseg import __version__
 from geoseg.errors import InputError
 from geoseg.io.atomic import atomic_output, check_output_path
 from geoseg.models.checkpoint import Checkpoint, load_checkpoint
+from geoseg.models.fields import BASELINE, TORCH_ONLY
 
 OPSET = 17
 CHECKPOINT_KEYS = ("architecture", "model_config", "classes", "bands", "mean", "std", "clip", "chip_size",
@@ -70,6 +71,10 @@ def export_onnx(checkpoint: Checkpoint | str | os.PathLike, output: str | os.Pat
 
     output = check_output_path(output, overwrite)
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    if ckpt.architecture in TORCH_ONLY:
+        raise InputError(f"{ckpt.path or 'the model'} {_holds_trees(ckpt)}, which ONNX cannot hold: it runs "
+                         "in geoseg predict, evaluate and the QGIS provider only; export the network alone "
+                         "(the run's network.ckpt, or best.ckpt where it is the network)")
     tile = _tile_size(ckpt, tile)
     model = (_WithProbabilities(ckpt.build()) if dynamic else _Probabilities(ckpt.build())).eval()
     x = torch.zeros(1, len(ckpt.bands), tile, tile)
@@ -88,6 +93,11 @@ def export_onnx(checkpoint: Checkpoint | str | os.PathLike, output: str | os.Pat
             entry.key, entry.value = key, value
         onnx.save(graph, str(tmp))
     return output
+
+
+def _holds_trees(ckpt: Checkpoint) -> str:
+    return ("is the per-pixel baseline, a forest of trees" if ckpt.architecture == BASELINE else
+            "blends a network with the per-pixel baseline's trees")
 
 
 class _Probabilities(torch.nn.Module):

@@ -30,6 +30,11 @@ MAX_TENSORS = 100_000
 #: What an architecture's, a config key's or a run id's name may look like.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_+\-.]{0,127}")
 RUN_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+#: The per-pixel baseline's architecture name, and a network blended with it (:mod:`geoseg.models.blend`).
+BASELINE = "PixelBaseline"
+BLEND = "NetworkBaselineBlend"
+#: Architectures only torch runs: ONNX cannot hold the baseline's trees.
+TORCH_ONLY = (BASELINE, BLEND)
 
 
 class ModelFieldError(ValueError):
@@ -190,8 +195,17 @@ def _model_config(value: Any, architecture: str, classes: int, bands: int) -> di
     _plain_mapping(value, "model_config")
     for key in value:
         _require(NAME.fullmatch(key), f"model_config key {key[:40]!r}", "a keyword name")
-    if architecture == "PixelBaseline":
+    if architecture == BASELINE:
         return dict(value)
+    if architecture == BLEND:
+        _require(set(value) == {"network_architecture", "network_config", "network_weight"}, "model_config",
+                 "network_architecture, network_config and network_weight (a blended model)")
+        network = _name(value["network_architecture"], "model_config.network_architecture")
+        _require(network not in TORCH_ONLY, "model_config.network_architecture", "a network's architecture")
+        weight = value["network_weight"]
+        _require(_is_number(weight) and 0 < weight < 1, "model_config.network_weight",
+                 "a number between 0 and 1")
+        return {**value, "network_config": _model_config(value["network_config"], network, classes, bands)}
     _require(value.get("classes") == classes and _is_int(value.get("classes")), "model_config.classes",
              f"{classes}, the number of classes")
     _require(value.get("in_channels") == bands and _is_int(value.get("in_channels")),

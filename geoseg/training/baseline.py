@@ -13,6 +13,7 @@ import torch
 
 from geoseg.io.classes import IGNORE_INDEX
 from geoseg.models.baseline import PixelBaselineModel, TreeEnsemble, pixel_features
+from geoseg.training.blend import MAX_BYTES
 from geoseg.training.metrics import confusion_matrix, summarize
 
 #: Pixels drawn from the training chips to fit on.
@@ -28,12 +29,16 @@ class BaselineResult:
     pixels: int
     scores: dict[str, float]          # val ``miou``, ``accuracy``, ``iou_<class>``
     confusion: np.ndarray
+    val_probabilities: np.ndarray | None = None  # [chips, classes, h, w] float16, where asked for and small
 
 
 def fit_baseline(train, train_specs: Sequence, val, val_specs: Sequence, names: Sequence[str],
-                 evaluated: Sequence[int], seed: int = 0, pixels: int = PIXELS) -> BaselineResult:
+                 evaluated: Sequence[int], seed: int = 0, pixels: int = PIXELS,
+                 keep_probabilities: bool = False) -> BaselineResult:
     """Fit on up to ``pixels`` labelled pixels drawn evenly from the first :data:`CHIPS` ``train_specs``
-    chips of the dataset ``train``, score on every ``val_specs`` chip of ``val``."""
+    chips of the dataset ``train``, score on every ``val_specs`` chip of ``val``; with
+    ``keep_probabilities``, its class probabilities on those chips are kept (for fitting a blend with the
+    network) where they fit in :data:`~geoseg.training.blend.MAX_BYTES`."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     start = time.perf_counter()
@@ -58,13 +63,18 @@ def fit_baseline(train, train_specs: Sequence, val, val_specs: Sequence, names: 
     ensemble = TreeEnsemble.from_classifier(classifier, x.shape[1])
     model = PixelBaselineModel(ensemble, len(names))
     cm = np.zeros((len(names), len(names)), np.int64)
+    chip = getattr(val, "chip", 0)
+    kept = [] if keep_probabilities and len(val_specs) * len(names) * chip * chip * 2 <= MAX_BYTES else None
     with torch.inference_mode():
         for spec in val_specs:
             image, label = val.read(spec)
-            pred = model(torch.from_numpy(np.ascontiguousarray(image))[None]).argmax(1)[0]
-            cm += confusion_matrix(np.ascontiguousarray(label), pred, len(names))
+            logp = model(torch.from_numpy(np.ascontiguousarray(image))[None])
+            cm += confusion_matrix(np.ascontiguousarray(label), logp.argmax(1)[0], len(names))
+            if kept is not None:
+                kept.append(logp[0].exp().numpy().astype(np.float16))
     scores = summarize(cm, names, evaluated)
-    return BaselineResult(ensemble, time.perf_counter() - start, len(y), scores, cm)
+    probabilities = np.stack(kept) if kept else None
+    return BaselineResult(ensemble, time.perf_counter() - start, len(y), scores, cm, probabilities)
 
 
 def describe(result: BaselineResult, names: Sequence[str], evaluated: Sequence[int]) -> str:

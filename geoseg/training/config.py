@@ -76,7 +76,11 @@ KEY_DOCS: dict[str, str] = {
     "unlabelled_chips": "Where labels cover part of the scenes: the share of chips drawn anywhere, for "
                         "context (the rest are drawn where labels are).",
     "baseline": "Also fit the per-pixel gradient-boosting baseline and report its validation scores beside "
-                "the network's (skipped, with a line, under a 4-minute budget).",
+                "the network's (skipped, with a line, under a 4-minute budget); with it, each validation "
+                "also scores the blend of the two, and a better blend is saved as `blend.ckpt`.",
+    "best_model": "`auto`: where the network scores below the baseline on validation, `best.ckpt` becomes "
+                  "the better of the baseline and their blend (the network is kept as `network.ckpt`); "
+                  "`network`: `best.ckpt` is always the network.",
     "lr_schedule": "`none`, `cosine`, `onecycle` (per step) or `plateau` (on validation mIoU).",
     "early_stopping": "Stop after this many epochs without a better validation mIoU; `null`: never.",
     "budget": "Train for this long, with a unit (`15m`, `90s`, `1h30m`): chips per epoch from the measured "
@@ -126,6 +130,7 @@ class RunConfig:
     rare_class_sampling: float = 0.0   # share of chips centred on cells rich in rare classes (0 = uniform)
     unlabelled_chips: float = 0.0      # where labels are sparse: share of chips drawn anywhere (context)
     baseline: bool = True              # also fit the per-pixel baseline and report its val IoU beside
+    best_model: str = "auto"           # auto | network: best.ckpt where the baseline beats the network
     lr_schedule: str = "none"          # none | cosine | onecycle | plateau
     early_stopping: int | None = None  # stop after this many epochs without a better val mIoU
     budget: str | float | None = None  # a time ('15m'): chips_per_epoch set from the measured speed
@@ -310,6 +315,7 @@ def _check_learning(cfg: RunConfig) -> None:
     _check(_is_number(cfg.band_jitter) and 0 <= cfg.band_jitter < 1, "band_jitter", cfg.band_jitter,
            "a number from 0 to below 1 (e.g. 0.08: gains from 0.92 to 1.08)")
     _check(isinstance(cfg.baseline, bool), "baseline", cfg.baseline, "true or false")
+    _check(cfg.best_model in ("auto", "network"), "best_model", cfg.best_model, "auto or network")
 
 
 def _check_data(cfg: RunConfig) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,12 +36,13 @@ from geoseg.data.statistics import (
     median_frequency_weights,
     polygon_counts,
 )
-from geoseg.errors import CheckpointError, ConfigError, GeoSegWarning
-from geoseg.io.atomic import atomic_write_text
+from geoseg.errors import CheckpointError, ConfigError, GeoSegWarning, WeightsUnavailableError
+from geoseg.io.atomic import atomic_output, atomic_write_text
 from geoseg.io.classes import DEEPGLOBE, IGNORE_INDEX
 from geoseg.io.manifest import read_records
 from geoseg.models import fields as model_fields
 from geoseg.models.baseline import ARCHITECTURE as BASELINE
+from geoseg.models.blend import blended_checkpoint
 from geoseg.models.checkpoint import (
     Checkpoint,
     autocast_dtype,
@@ -56,6 +58,7 @@ from geoseg.training import distributed
 from geoseg.training.averaging import WeightAverage
 from geoseg.training.baseline import describe as describe_baseline
 from geoseg.training.baseline import fit_baseline
+from geoseg.training.blend import BlendSearch
 from geoseg.training.budget import (
     BudgetPlan,
     Deadline,
@@ -183,8 +186,23 @@ class Trainer:
         return self
 
     def configure_model(self, pretrained: bool) -> None:
+        """The network, from the pretrained encoder weights the config asks for where they can be had (a
+        local file, the local cache or a download), else from scratch with one warning that says how to give
+        them."""
         cfg = self.cfg
-        model = build_model(cfg.model_architecture, cfg.model_config, pretrained=pretrained)
+        self.pretrained = cfg.model_config.get("encoder_weights")
+        try:
+            model = build_model(cfg.model_architecture, cfg.model_config, pretrained=pretrained)
+        except WeightsUnavailableError as exc:
+            self.pretrained = None
+            warnings.warn(f"{exc.what} are neither reachable nor in the local cache ({exc.why}): training "
+                          f"from scratch; to start from them, run once where {exc.host} is reachable (they "
+                          "stay in the Hugging Face cache, HF_HOME) or give a local file as "
+                          "model_config.encoder_weights: /path/to/encoder.pth", GeoSegWarning)
+            model = build_model(cfg.model_architecture, cfg.model_config, pretrained=False)
+        if pretrained and self.pretrained and self.main:
+            say(f"encoder {cfg.model_config.get('encoder_name')} starts from the pretrained "
+                f"'{Path(self.pretrained).name}' weights")
         self.model = model.to(self.device).to(memory_format=torch.channels_last)
         self.average = WeightAverage(self.model, cfg.weight_averaging) if cfg.weight_averaging else None
         self.resolution = _model_resolution(cfg, self.train_scenes)
@@ -215,7 +233,7 @@ class Trainer:
     def configure_baseline(self) -> None:
         """The per-pixel yardstick, fitted on the first epoch's chips (its own random stream)."""
         cfg = self.cfg
-        self.baseline = None
+        self.baseline = self.blend = None
         budget = cfg.budget_seconds
         if cfg.baseline and self.main and budget is not None and budget < BASELINE_BUDGET_SECONDS:
             say(f"baseline skipped: a {format_seconds(budget)} budget has no time to spare for the per-pixel "
@@ -225,8 +243,11 @@ class Trainer:
         if cfg.baseline and self.main:
             self.baseline = fit_baseline(self.train_ds, list(self.train_sampler.epoch_chips()),
                                          self.val_loader.dataset, self.val_sampler.all_specs,
-                                         cfg.classes.names, self.evaluated, cfg.seed)
+                                         cfg.classes.names, self.evaluated, cfg.seed,
+                                         keep_probabilities=self.world == 1)
             say(describe_baseline(self.baseline, cfg.classes.names, self.evaluated))
+            if self.baseline.val_probabilities is not None:  # each validation also scores their blend
+                self.blend = BlendSearch(self.baseline.val_probabilities, cfg.classes.names, self.evaluated)
 
     def configure_budget(self, state: dict[str, Any] | None) -> Deadline | None:
         """With ``budget``: the chips per epoch that fit, from speeds measured on a copy of the model (a
@@ -350,31 +371,78 @@ class Trainer:
         result = self._finish()
         if self.main:
             _warn_of_unpredicted_classes(cfg, self.evaluated, self.train_pixels, progress.history)
-            self.keep_a_better_baseline(result)
+            self._say_validation_by_scene(progress.history)
+            if until_epoch is None or until_epoch >= cfg.epochs:  # the run is complete
+                self.settle_best_model(result)
         if self.deadline:
             elapsed = time.perf_counter() - self.started
             say(closing_line(self.deadline.plan, elapsed, progress.step - first_step))
         return result
 
-    def keep_a_better_baseline(self, result: TrainResult) -> Path | None:
-        """When the per-pixel baseline scored a higher validation mIoU than the network's best epoch, save it
-        beside ``best.ckpt`` as ``baseline.ckpt`` (a model predict, evaluate and QGIS run) and say so in one
-        warning: a network worse than the yardstick is never left unsaid."""
+    def settle_best_model(self, result: TrainResult) -> None:
+        """With the per-pixel baseline: save the blend of network and baseline (``blend.ckpt``) where it
+        scored higher on validation than either; and where the network scored below the baseline, say so in
+        one warning, save the baseline (``baseline.ckpt``) and (``best_model: auto``) make ``best.ckpt`` the
+        better of the blend and the baseline, the network kept as ``network.ckpt``."""
         if self.baseline is None or math.isnan(self.baseline.scores["miou"]):
-            return None
+            return
         network, yardstick = result.best_val_miou, self.baseline.scores["miou"]
-        if not (math.isnan(network) or network < yardstick):
-            return None
+        scored = [row for row in result.history if not math.isnan(row["val_miou"])]
+        best_row = max(scored, key=lambda row: row["val_miou"]) if scored else {}
+        weight, blended = best_row.get("blend_network_weight"), best_row.get("blend_val_miou", math.nan)
+        beaten = -1.0 if math.isnan(network) else network
+        blend = None
+        if weight is not None and 0 < weight < 1 and blended > max(beaten, yardstick):
+            blend = self._save_blend(weight, {"val_miou": blended, "blend_network_weight": weight,
+                                              "network_val_miou": network, "baseline_val_miou": yardstick})
+            say(f"blend: the network's probabilities × {weight:.1f} + the baseline's × {1 - weight:.1f} (the "
+                f"share fitted on validation) score val mIoU {blended:.3f} against the network's "
+                f"{network:.3f} and the baseline's {yardstick:.3f}: saved as {blend}")
+        if beaten >= yardstick:
+            return
+        baseline = self._save_baseline()
+        told = (f"the network's best validation mIoU {network:.3f} is below the per-pixel baseline's "
+                f"{yardstick:.3f}")
+        advice = ("train longer, label more, or start from pretrained weights before trusting the network "
+                  "alone")
+        if self.cfg.best_model == "network":
+            kept = f"the baseline is saved as {baseline}" + (f" and the blend as {blend}" if blend else "")
+            warnings.warn(f"{told}: best.ckpt stays the network (best_model: network); {kept}; {advice}",
+                          GeoSegWarning)
+            return
+        network_path = self.run_dir / "network.ckpt"
+        _copy_file(self.best_path, network_path)
+        _copy_file(blend or baseline, self.best_path)
+        record_latest(self.best_path)
+        what = (f"the blend of network and baseline (val mIoU {blended:.3f})" if blend else
+                "the baseline")
+        warnings.warn(f"{told}: best.ckpt is now {what}, the network alone {network_path} and the baseline "
+                      f"{baseline} (predict with --model any of them); {advice}", GeoSegWarning)
+
+    def _save_baseline(self) -> Path:
         ckpt = _run_checkpoint(self.cfg, self.train_scenes, architecture=BASELINE, model_config={},
                                state_dict=self.baseline.ensemble.to_tensors(),
                                normalisation=(self.mean, self.std, self.clip), resolution=self.resolution,
                                epoch=0, metrics={f"val_{k}": v for k, v in self.baseline.scores.items()})
-        path = save_checkpoint(ckpt, self.run_dir / "baseline.ckpt")
-        warnings.warn(f"the network's best validation mIoU {network:.3f} is below the per-pixel baseline's "
-                      f"{yardstick:.3f}: the baseline is saved as {path} (predict with --model {path}); "
-                      "train longer, label more, or try pretrained weights before trusting the network",
-                      GeoSegWarning)
-        return path
+        return save_checkpoint(ckpt, self.run_dir / "baseline.ckpt")
+
+    def _save_blend(self, weight: float, metrics: dict[str, Any]) -> Path:
+        """``blend.ckpt``: the network's best epoch (``best.ckpt``, or ``network.ckpt`` once ``best.ckpt`` is
+        another model) blended with the baseline."""
+        kept = self.run_dir / "network.ckpt"
+        network = load_checkpoint(kept if kept.exists() else self.best_path)
+        ckpt = blended_checkpoint(network, self.baseline.ensemble.to_tensors(), weight, metrics)
+        return save_checkpoint(ckpt, self.run_dir / "blend.ckpt")
+
+    def _say_validation_by_scene(self, history: Sequence[dict[str, Any]]) -> None:
+        """The best epoch's validation mIoU of each validation scene, in one line: a mean over chips can
+        hide a scene the model fails on."""
+        scored = [row for row in history if not math.isnan(row["val_miou"]) and row.get("val_scenes")]
+        if not scored or len(scored[-1]["val_scenes"]) < 2:
+            return
+        best = max(scored, key=lambda row: row["val_miou"])
+        say(f"validation by scene (epoch {best['epoch']}): " + ", ".join(
+            f"{s['scene']} {s['miou']:.3f}" for s in best["val_scenes"]))
 
     def _announce(self) -> None:
         cfg, world = self.cfg, self.world
@@ -404,11 +472,13 @@ class Trainer:
                 f"{len(self.train_sampler)} chips")
         sample_now = self.main and (epoch % cfg.sample_every == 0 or epoch == cfg.epochs)
         shown = cfg.sample_images if sample_now else 0
-        val_sums, val_cm, samples = _validate(self.validated_model, self.val_loader, self.loss_fn,
-                                              self.device, self.amp, n, shown, epoch=(epoch, cfg.epochs))
+        val_sums, val_cm, samples, scene_cm = _validate(
+            self.validated_model, self.val_loader, self.loss_fn, self.device, self.amp, n, shown,
+            epoch=(epoch, cfg.epochs), scenes=len(self.val_scenes), blend=self.blend)
         t2 = time.perf_counter()
         # every rank saw its own chips: sum confusion matrices and losses, then score (never average IoUs)
         train_cm, val_cm = distributed.all_sum(train_cm), distributed.all_sum(val_cm)
+        scene_cm = distributed.all_sum(scene_cm)
         train_sums, val_sums = distributed.all_sum(train_sums), distributed.all_sum(val_sums)
         tr = summarize(train_cm, cfg.classes.names, self.evaluated)
         va = summarize(val_cm, cfg.classes.names, self.evaluated)
@@ -421,8 +491,16 @@ class Trainer:
                "lr": self.optimizer.param_groups[0]["lr"],
                "train_chips": trained * self.world, "train_chips_per_s": trained * self.world / (t1 - t0),
                "val_chips_per_s": len(self.val_sampler.all_specs) / (t2 - t1), "val_seconds": t2 - t1,
-               "val_confusion": val_cm.tolist()}
+               "val_confusion": val_cm.tolist(), "val_scenes": self._scores_by_scene(scene_cm)}
+        if self.blend is not None:  # the blend with the baseline at its best share on this validation
+            row["blend_network_weight"], row["blend_val_miou"] = self.blend.best()
         return row, steps, samples
+
+    def _scores_by_scene(self, confusion: np.ndarray) -> list[dict[str, Any]]:
+        """Validation mIoU and labelled pixels of each validation scene (a list: JSON only, not CSV)."""
+        names = self.cfg.classes.names
+        return [{"scene": Path(scene.record.image).name, "miou": summarize(cm, names, self.evaluated)["miou"],
+                 "labelled_pixels": int(cm.sum())} for scene, cm in zip(self.val_scenes, confusion)]
 
     def train_epoch(self, epoch: int, deadline: float | None = None) -> EpochTraining:
         """One pass over the sampler's chips (ending early at ``deadline``, a ``time.perf_counter()``), each
@@ -480,7 +558,7 @@ class Trainer:
             for s in steps:
                 self.wandb.log({"train/batch_loss": s["batch_loss"], "train/loss_ema": s["loss_ema"],
                                 "train/lr": s["lr"]}, step=s["step"])
-            self.wandb.log({f"epoch/{k}": v for k, v in row.items() if k != "val_confusion"},
+            self.wandb.log({f"epoch/{k}": v for k, v in row.items() if not isinstance(v, list)},
                            step=self.progress.step)
 
     def save_checkpoints(self, epoch: int, row: dict[str, Any]) -> None:
@@ -573,6 +651,12 @@ def train_baseline(cfg: RunConfig, output: str | Path | None = None) -> tuple[Pa
                           metrics={f"val_{k}": v for k, v in result.scores.items()})
     path = save_checkpoint(ckpt, output or run_dir / "baseline.ckpt")
     return path, result
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    """``source`` copied to ``target`` atomically (a checkpoint another process may be reading)."""
+    with atomic_output(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def _model_resolution(cfg: RunConfig, train_scenes: list[SceneInfo]) -> float | None:
@@ -797,10 +881,16 @@ def _tuples(v):
 
 
 @torch.no_grad()
-def _validate(model, loader, loss_fn, device, amp, n_classes, n_samples, epoch=None):
+def _validate(model, loader, loss_fn, device, amp, n_classes, n_samples, epoch=None, scenes=1, blend=None):
+    """Loss sums, confusion matrix, sample chips and confusion matrix per scene [scenes, K, K] of one pass
+    over the validation chips; ``blend`` (a :class:`~geoseg.training.blend.BlendSearch`) scores the blend
+    with the baseline on the same pass."""
     model.eval()
     total, batches = 0.0, 0
     cm = np.zeros((n_classes, n_classes), np.int64)
+    scene_cm = np.zeros((scenes, n_classes, n_classes), np.int64)
+    if blend is not None:
+        blend.start()
     images, truths, preds = [], [], []
     with bar(len(loader.sampler), "validate", unit="chip", epoch=epoch) as pbar:
         for batch in loader:
@@ -816,10 +906,15 @@ def _validate(model, loader, loss_fn, device, amp, n_classes, n_samples, epoch=N
                     batches += 1
             pred = logits.argmax(1)
             cm += confusion_matrix(y, pred, n_classes)
+            for scene in batch["scene"].unique().tolist():
+                at = (batch["scene"] == scene).to(y.device)
+                scene_cm[scene] += confusion_matrix(y[at], pred[at], n_classes)
+            if blend is not None:
+                blend.add(logits, y)
             for k in range(min(len(x), n_samples - len(images))):
                 images.append(batch["image"][k].numpy())
                 truths.append(y[k].cpu().numpy().astype(np.uint8))
                 preds.append(pred[k].cpu().numpy().astype(np.uint8))
             pbar.update(len(x))
     samples = (images, truths, preds) if images else None
-    return np.array([total, batches], np.float64), cm, samples
+    return np.array([total, batches], np.float64), cm, samples, scene_cm
