@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +17,7 @@ import torch
 
 from geoseg.errors import CheckpointError, InputError
 from geoseg.inference.predict import PredictOptions, predict_scene
-from geoseg.models.blend import blended_checkpoint
-from geoseg.models.checkpoint import load_checkpoint, save_checkpoint
+from geoseg.models.checkpoint import blended_checkpoint, load_checkpoint, save_checkpoint
 from geoseg.models.engines import select_engine
 from geoseg.models.export import export_onnx
 from geoseg.models.fields import BLEND
@@ -174,3 +174,27 @@ def test_the_run_keeps_a_blend_that_beats_both_and_best_ckpt_follows_the_better_
     assert load_checkpoint(run / "baseline.ckpt").metrics["val_miou"] == 0.40
 
     assert all(not math.isnan(s["miou"]) and s["labelled_pixels"] > 0 for s in row["val_scenes"])
+
+
+def test_the_qgis_provider_runs_a_blend_as_geoseg_predict_does(tmp_path, sample_dir, network_and_baseline,
+                                                                monkeypatch):
+    """Real QGIS (qgis_process) running geoseg:predict on a blended model gives `geoseg predict`'s raster."""
+    from test_qgis_provider import GEOSEG, QGIS_PROCESS, SYSTEM_PYTHON, qgis_process
+
+    from geoseg.cli.qgis_plugin import install_plugin
+
+    if QGIS_PROCESS is None or not Path(SYSTEM_PYTHON).exists():
+        pytest.skip("QGIS (qgis_process, python3-qgis) is not installed")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    install_plugin(executable=GEOSEG)
+    network, baseline = network_and_baseline
+    blend = blended_checkpoint(network, baseline.state_dict, 0.4, {})
+    model = save_checkpoint(blend, tmp_path / "blend.ckpt")
+    scene = sample_dir / "test_1.tif"
+    subprocess.run([GEOSEG, "predict", scene, "-o", tmp_path / "cli.tif", "--model", model, "--quiet"],
+                   check=True)
+    r = qgis_process("run", "geoseg:predict", "--", f"INPUT={scene}", f"MODEL={model}",
+                     f"OUTPUT_RASTER={tmp_path / 'q.tif'}", f"OUTPUT_VECTOR={tmp_path / 'q.gpkg'}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with rasterio.open(tmp_path / "cli.tif") as a, rasterio.open(tmp_path / "q.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1)) and a.transform == b.transform

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -275,9 +275,7 @@ class Checkpoint:
             ensemble = TreeEnsemble.from_tensors(self.state_dict, 4 * len(self.bands), len(self.classes))
             return PixelBaselineModel(ensemble, len(self.classes))
         if self.architecture == BLEND:
-            from geoseg.models.blend import build_blend
-
-            return build_blend(self).eval()
+            return self._build_blend()
         self._check_weights_fit()
         model = build_model(self.architecture, self.model_config, pretrained=False)
         try:
@@ -286,6 +284,17 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint weights do not fit {self.architecture}: "
                                   f"{str(exc).splitlines()[0]}") from None
         return model.eval()
+
+    def _build_blend(self) -> Any:
+        """A blended checkpoint's model, each part built (and checked) as its own checkpoint would be."""
+        from geoseg.models.blend import NETWORK, YARDSTICK, BlendModel
+
+        odd = [k for k in self.state_dict if not k.startswith((NETWORK, YARDSTICK))]
+        if odd:
+            raise CheckpointError(f"{self.path or 'the checkpoint'} holds weights that belong to no part of "
+                                  f"its blend (e.g. {odd[0][:80]!r}); {REBUILD}")
+        return BlendModel(network_part(self).build(), baseline_part(self).build(),
+                          float(self.model_config["network_weight"])).eval()
 
     def _check_weights_fit(self) -> None:
         """The weights have exactly the names and shapes of the model the config describes: checked on a
@@ -322,6 +331,40 @@ class Checkpoint:
             "resolution": self.resolution, "train_config": self.train_config, "epoch": self.epoch,
             "metrics": self.metrics, "training_state": self.training_state, "data": self.data,
         }
+
+
+#: Where a blended checkpoint's ``state_dict`` keeps each part (as :mod:`geoseg.models.blend` reads them).
+_NETWORK, _YARDSTICK = "network.", "baseline."
+
+
+def blended_checkpoint(network: Checkpoint, baseline_state: dict[str, Any], weight: float,
+                       metrics: dict[str, Any]) -> Checkpoint:
+    """The blend of ``network`` (a network's checkpoint) and the baseline whose tree arrays are
+    ``baseline_state``, the network's probabilities weighted ``weight`` and the baseline's ``1 - weight``
+    (see :mod:`geoseg.models.blend`)."""
+    state = {**{_NETWORK + k: v for k, v in network.state_dict.items()},
+             **{_YARDSTICK + k: v for k, v in baseline_state.items()}}
+    config = {"network_architecture": network.architecture, "network_config": dict(network.model_config),
+              "network_weight": float(weight)}
+    return replace(network, architecture=BLEND, model_config=config, state_dict=state, metrics=metrics,
+                   training_state=None, path=None)
+
+
+def network_part(ckpt: Checkpoint) -> Checkpoint:
+    """The network of a blended checkpoint, as a checkpoint of its own."""
+    config = ckpt.model_config
+    return replace(ckpt, architecture=config["network_architecture"], model_config=config["network_config"],
+                   state_dict=_part(ckpt.state_dict, _NETWORK))
+
+
+def baseline_part(ckpt: Checkpoint) -> Checkpoint:
+    """The per-pixel baseline of a blended checkpoint, as a checkpoint of its own."""
+    return replace(ckpt, architecture=BASELINE, model_config={},
+                   state_dict=_part(ckpt.state_dict, _YARDSTICK))
+
+
+def _part(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
@@ -382,11 +425,9 @@ def _check_baseline(fields: dict[str, Any], path: Path) -> None:
 
     state = fields["state_dict"]
     if fields["architecture"] == BLEND:  # its trees under baseline. (its network is checked when built)
-        from geoseg.models.blend import YARDSTICK
-
-        if not any(k.startswith(YARDSTICK) for k in state):
-            raise ModelFieldError(f"state_dict must hold the baseline's tensors under {YARDSTICK}")
-        state = {k[len(YARDSTICK):]: v for k, v in state.items() if k.startswith(YARDSTICK)}
+        state = _part(state, _YARDSTICK)
+        if not state:
+            raise ModelFieldError(f"state_dict must hold the baseline's tensors under {_YARDSTICK}")
     try:
         TreeEnsemble.from_tensors(state, 4 * len(fields["bands"]), len(fields["classes"]))
     except PickledBaselineError as exc:

@@ -42,10 +42,10 @@ from geoseg.io.classes import DEEPGLOBE, IGNORE_INDEX
 from geoseg.io.manifest import read_records
 from geoseg.models import fields as model_fields
 from geoseg.models.baseline import ARCHITECTURE as BASELINE
-from geoseg.models.blend import blended_checkpoint
 from geoseg.models.checkpoint import (
     Checkpoint,
     autocast_dtype,
+    blended_checkpoint,
     build_model,
     default_device,
     load_checkpoint,
