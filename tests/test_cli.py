@@ -83,6 +83,17 @@ def test_train_predict_evaluate_end_to_end(sample_dir, tmp_path, geoseg_home):
     assert (tmp_path / "ev" / "predictions" / "test_1.tif").exists()
     assert (tmp_path / "ev" / "error_maps" / "test_1.tif").exists()
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["pixels"] > 0
+    with rasterio.open(tmp_path / "ev" / "predictions" / "test_1.tif") as plain:
+        assert plain.tags()["tta"] == "none"
+    # ... with test-time flips, as predict --tta flips would
+    r = geoseg("evaluate", "--model", run / "best.ckpt", "--data", sample_dir / "manifest.csv", "--tta",
+               "flips", "--out", tmp_path / "ev_tta", "--chip", 64, "--quiet", "--bootstrap", "0")
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(tmp_path / "ev_tta" / "predictions" / "test_1.tif") as flipped:
+        assert flipped.tags()["tta"] == "flips"
+    r = geoseg("evaluate", out / "landcover.tif", "--truth", sample_dir / "test_1_classes.tif", "--tta",
+               "flips")
+    assert r.returncode == 2 and "geoseg predict --tta" in r.stderr and "Traceback" not in r.stderr
 
     # a second predict refuses to overwrite without --overwrite, and leaves the outputs alone
     before = (out / "landcover.tif").read_bytes()

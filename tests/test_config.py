@@ -55,6 +55,9 @@ def _raw(**changes):
     ({"precision": "fp8"}, "precision"),
     ({"band_jitter": 1.0}, "band_jitter"),
     ({"band_jitter": "0.1"}, "band_jitter"),
+    ({"scene_jitter": 0.6}, "scene_jitter"),
+    ({"scene_jitter": -0.1}, "scene_jitter"),
+    ({"scene_jitter": "0.2"}, "scene_jitter"),
 ])
 def test_bad_values_name_the_key(changes, key):
     with pytest.raises(ConfigError) as exc:

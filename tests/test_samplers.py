@@ -3,6 +3,7 @@
 import numpy as np
 import rasterio
 
+from geoseg.data.appearance import NEUTRAL
 from geoseg.data.chips import ChipSpec
 from geoseg.data.samplers import GridChipSampler, RandomChipSampler
 from geoseg.data.scenes import SceneInfo
@@ -86,3 +87,21 @@ def test_band_jitter_draws_one_gain_per_band_within_its_range(tmp_path):
     assert list(RandomChipSampler(scenes, 64, 300, seed=5, band_jitter=0.1, bands=4)) == jittered
     unaugmented = RandomChipSampler(scenes, 64, 300, seed=5, augment=False, band_jitter=0.1, bands=4)
     assert all(s.band_gains == () and s.gain == 1.0 and s.aug == 0 for s in unaugmented)
+
+
+def test_scene_jitter_draws_a_look_per_chip_and_moves_no_chip(tmp_path):
+    scenes = [_scene(tmp_path, "a", 200, 200)]
+    plain = list(RandomChipSampler(scenes, 64, 300, seed=5))
+    looked = list(RandomChipSampler(scenes, 64, 300, seed=5, scene_jitter=0.2))
+    assert all(s.look == NEUTRAL for s in plain)
+    assert [s._replace(look=NEUTRAL) for s in looked] == plain  # the same chips, gains and flips
+    looks = np.array([s.look[:5] + s.look[6:] for s in looked])  # all but the noise seed
+    low = [-0.2, 0.8, 0.8, -0.5, 0.0, 0.9]
+    high = [0.2, 1.2, 1.2, 0.5, 0.05, 1.1]
+    assert (looks >= low).all() and (looks <= high).all()
+    span = looks.max(axis=0) - looks.min(axis=0)
+    assert (span > 0.9 * (np.array(high) - low)).all()  # each change drawn over its whole range
+    assert len({s.look.noise_seed for s in looked}) == 300
+    assert list(RandomChipSampler(scenes, 64, 300, seed=5, scene_jitter=0.2)) == looked
+    unaugmented = RandomChipSampler(scenes, 64, 300, seed=5, augment=False, scene_jitter=0.2)
+    assert all(s.look == NEUTRAL for s in unaugmented)

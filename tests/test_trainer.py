@@ -47,7 +47,8 @@ def test_resume_continues_exactly(tmp_path, sample_dir):
     """2 epochs in one go = 1 epoch, stopped, then resumed for the second (schedule, sampling, weights
     included)."""
     manifest = sample_dir / "manifest.csv"
-    keys = dict(lr_schedule="cosine", ce_weights="auto", rare_class_sampling=0.5, weight_averaging=0.9)
+    keys = dict(lr_schedule="cosine", ce_weights="auto", rare_class_sampling=0.5, weight_averaging=0.9,
+                band_jitter=0.08, scene_jitter=0.2)
     full = train(config(tmp_path, manifest, run_name="full", **keys))
     first = train(config(tmp_path, manifest, run_name="split", **keys), until_epoch=1)
     assert len(first.history) == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from geoseg.cli._app import cli, model_option, overwrite_option, quiet_option, report_results
+from geoseg.inference.options import TTA_MODES
 from geoseg.progress import set_quiet
 
 
@@ -37,12 +38,14 @@ from geoseg.progress import set_quiet
               help="Chip size for the per-chip scores.")
 @click.option("--bootstrap", type=click.IntRange(0), default=1000, show_default=True,
               help="Bootstrap resamples for the mIoU interval (0: none).")
+@click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
+              help="With --model: test-time augmentation, as geoseg predict --tta.")
 @click.option("--json", "json_path", type=click.Path(), default=None,
               help="Also write the metrics JSON here.")
 @overwrite_option
 @quiet_option
 def evaluate(prediction, truth, label_field, truth_codes, model, data, split, image, out_dir, worst,
-             class_name, chip, bootstrap, json_path, overwrite, quiet) -> None:
+             class_name, chip, bootstrap, tta, json_path, overwrite, quiet) -> None:
     """Score predictions against labels: metrics, plots, an error map and the worst chips.
 
     Either PREDICTION --truth LABELS (an existing class raster), or --model CKPT --data DATA [--split test].
@@ -56,7 +59,7 @@ def evaluate(prediction, truth, label_field, truth_codes, model, data, split, im
                             out_dir=out_dir, worst=worst, class_name=class_name, chip=chip,
                             bootstrap=bootstrap, json_path=json_path, overwrite=overwrite,
                             label_field=label_field,
-                            truth_codes=parse_code_mapping(truth_codes) if truth_codes else None)
+                            truth_codes=parse_code_mapping(truth_codes) if truth_codes else None, tta=tta)
     _print_report(result)
     click.echo(f"report: {result['files']['report']}")
     report_results(report=result["files"]["report"], folder=Path(result["files"]["report"]).parent)

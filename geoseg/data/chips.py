@@ -17,6 +17,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
+from geoseg.data.appearance import NEUTRAL, Look, apply_look
 from geoseg.data.model_input import normalise
 from geoseg.data.scenes import SceneInfo
 from geoseg.errors import ConfigError
@@ -35,6 +36,7 @@ class ChipSpec(NamedTuple):
     aug: int = 0
     gain: float = 1.0
     band_gains: tuple[float, ...] = ()  # a colour shift: one gain per band (empty: none)
+    look: Look = NEUTRAL  # another scene's look (brightness, contrast, …, scale): scene augmentation
 
 
 class ChipDataset(Dataset):
@@ -75,9 +77,10 @@ class ChipDataset(Dataset):
         info = self.scenes[spec.scene]
         src, labels = self._handles(spec.scene)
         sx, sy = info.scale
-        window = Window(spec.col * sx, spec.row * sy, self.chip * sx, self.chip * sy)
+        zoom = spec.look.scale  # the chip's ground size in chips: > 1 sees the scene coarser
+        window = Window(spec.col * sx, spec.row * sy, self.chip * sx * zoom, self.chip * sy * zoom)
         shape = (self.chip, self.chip)
-        resampling = Resampling.nearest if (sx, sy) == (1, 1) else Resampling.bilinear
+        resampling = Resampling.nearest if (sx * zoom, sy * zoom) == (1, 1) else Resampling.bilinear
         bands = info.bands or self.bands
         image = read_boundless(src, bands, window, (len(bands), *shape), 0, resampling)
         image = to_physical(image, src, bands)
@@ -88,6 +91,7 @@ class ChipDataset(Dataset):
         if spec.band_gains:
             image = image * np.asarray(spec.band_gains, np.float32)[:, None, None]
         image = normalise(np.asarray(image, np.float32), valid, self.mean, self.std, self.clip)
+        image = apply_look(image, valid, spec.look)
         return augment(image, spec.aug), augment(label, spec.aug)
 
     def __getitem__(self, spec: ChipSpec) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ from typing import Iterator, Sequence, TypeVar
 import numpy as np
 from torch.utils.data import Sampler
 
+from geoseg.data.appearance import NEUTRAL, Look, draw_look
 from geoseg.data.chips import ChipSpec
 from geoseg.data.scenes import SceneInfo
 
@@ -28,16 +29,20 @@ class RandomChipSampler(Sampler):
     ``class_weights`` entry above 1, e.g. median-frequency weights: rarer than
     the median class), each weighted by its class weight. With ``band_jitter``
     > 0 each chip's ``bands`` are scaled by gains drawn from 1 ± ``band_jitter``
-    apiece: the colour shift between sensors, seasons and scenes.
+    apiece: the colour shift between sensors, seasons and scenes. With ``scene_jitter`` > 0 each chip gets
+    another scene's look of that strength (:func:`~geoseg.data.appearance.draw_look`: brightness, contrast,
+    saturation, sharpness, noise, scale). Gains and looks have random streams of their own: turning them on
+    or off moves no chip.
     """
 
     def __init__(self, scenes: Sequence[SceneInfo], chip: int, n: int, seed: int = 0, augment: bool = True,
                  rare: float = 0.0, cell_counts: Sequence[np.ndarray] | None = None,
                  class_weights: np.ndarray | None = None, rank: int = 0, world: int = 1,
                  cell: int | None = None, unlabelled: float = 0.0, band_jitter: float = 0.0,
-                 bands: int = 0):
+                 bands: int = 0, scene_jitter: float = 0.0):
         self.rank, self.world = rank, world
         self.band_jitter, self.bands = (band_jitter, bands) if augment else (0.0, 0)
+        self.scene_jitter = scene_jitter if augment else 0.0
         self.shapes = [s.sampled_shape for s in scenes]
         self.chip, self.n, self.seed, self.augment = chip, n, seed, augment
         self.cell = cell or chip
@@ -73,6 +78,7 @@ class RandomChipSampler(Sampler):
         """All ranks' chips of the current epoch, in order."""
         rng = np.random.default_rng([self.seed, self.epoch])
         colour = np.random.default_rng([self.seed, self.epoch, 1])  # own stream: jitter moves no chip
+        looks = np.random.default_rng([self.seed, self.epoch, 2])   # and one for the scenes' looks
         for _ in range(self.n):
             if self.rare and rng.random() < self.rare:
                 i, row, col = self._around(self.rare_cells, rng)
@@ -85,13 +91,17 @@ class RandomChipSampler(Sampler):
                 col = int(rng.integers(0, max(0, w - self.chip) + 1))
             aug = int(rng.integers(0, 8)) if self.augment else 0
             gain = float(rng.uniform(0.92, 1.08)) if self.augment else 1.0
-            yield ChipSpec(i, row, col, aug, gain, self._band_gains(colour))
+            yield ChipSpec(i, row, col, aug, gain, self._band_gains(colour), self._look(looks))
 
     def _band_gains(self, rng: np.random.Generator) -> tuple[float, ...]:
         """One gain per band from 1 ± ``band_jitter`` (none without jitter)."""
         if not self.band_jitter:
             return ()
         return tuple(float(g) for g in rng.uniform(1 - self.band_jitter, 1 + self.band_jitter, self.bands))
+
+    def _look(self, rng: np.random.Generator) -> Look:
+        """Another scene's look of strength ``scene_jitter`` (neutral without)."""
+        return draw_look(rng, self.scene_jitter) if self.scene_jitter else NEUTRAL
 
     def _around(self, cells: "_CellDraw", rng: np.random.Generator) -> tuple[int, int, int]:
         """A chip holding a cell drawn from ``cells``, at a random place around it (inside the scene)."""

@@ -34,8 +34,9 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
              out_dir: str | os.PathLike | None = None, worst: int = 8, class_name: str | None = None,
              chip: int = 256, bootstrap: int = 1000, json_path: str | os.PathLike | None = None,
              overwrite: bool = False, label_field: str = "class_id",
-             truth_codes: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """Score ``prediction`` against ``truth``, or predict ``data``'s ``split`` with ``model`` and score it.
+             truth_codes: Mapping[str, int] | None = None, tta: str = "none") -> dict[str, Any]:
+    """Score ``prediction`` against ``truth``, or predict ``data``'s ``split`` with ``model`` and score it
+    (with test-time augmentation ``tta``, as ``geoseg predict --tta``).
 
     ``truth_codes`` (class name → code) reads a reference raster that codes the classes its own way.
     Writes the report into ``out_dir`` (default ``<prediction>_evaluation`` beside the prediction, or
@@ -52,11 +53,14 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
         checkpoint = load_checkpoint(resolve_model(model))
         out = Path(out_dir or checkpoint.path.parent / f"evaluation_{split}")
         truth_schema = checkpoint.classes.with_codes(truth_codes) if truth_codes else None
-        ev = evaluate_model(checkpoint, data, out, split, chip=chip, overwrite=overwrite,
-                            label_field=label_field, truth_schema=truth_schema)
+        ev = evaluate_model(checkpoint, data, out, split, PredictOptions(tta=tta), chip=chip,
+                            overwrite=overwrite, label_field=label_field, truth_schema=truth_schema)
     else:
         if not prediction or not truth:
             raise InputError("give PREDICTION --truth LABELS, or --model CKPT --data DATA")
+        if tta != "none":
+            raise InputError("--tta applies where geoseg evaluate predicts (--model CKPT --data DATA); "
+                             "predict PREDICTION with geoseg predict --tta instead")
         checkpoint = _checkpoint_of(prediction, model)
         schema = checkpoint.classes if checkpoint else DEEPGLOBE
         out = Path(out_dir or Path(prediction).with_name(Path(prediction).stem + "_evaluation"))

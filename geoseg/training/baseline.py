@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from geoseg.data.appearance import NEUTRAL
 from geoseg.io.classes import IGNORE_INDEX
 from geoseg.models.baseline import PixelBaselineModel, TreeEnsemble, pixel_features
 from geoseg.training.blend import MAX_BYTES
@@ -43,7 +44,7 @@ def fit_baseline(train, train_specs: Sequence, val, val_specs: Sequence, names: 
 
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    specs = [s._replace(aug=0, gain=1.0, band_gains=()) for s in list(train_specs)[:CHIPS]]
+    specs = [s._replace(aug=0, gain=1.0, band_gains=(), look=NEUTRAL) for s in list(train_specs)[:CHIPS]]
     per_chip = max(1, pixels // max(1, len(specs)))
     xs, ys = [], []
     for spec in specs:

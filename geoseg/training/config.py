@@ -71,6 +71,9 @@ KEY_DOCS: dict[str, str] = {
     "augment": "Flips, 90° rotations and a mild gain on training chips.",
     "band_jitter": "With `augment`: each chip's bands scaled by gains from 1 ± this (`0.08`), for colour "
                    "shifts between scenes.",
+    "scene_jitter": "With `augment`: each chip shown with another scene's look, of this strength (0–0.5; "
+                    "`0.2`: brightness ±0.2 and noise up to 0.05 band standard deviations, contrast and "
+                    "saturation 0.8–1.2, from a slight blur to a slight sharpening, scale 0.9–1.1); 0: none.",
     "rare_class_sampling": "Share (0–1) of training chips centred on cells rich in classes rarer than the "
                            "median class; 0: uniform.",
     "unlabelled_chips": "Where labels cover part of the scenes: the share of chips drawn anywhere, for "
@@ -127,6 +130,7 @@ class RunConfig:
     weight_averaging: float | None = None  # validate and save an EMA of the weights with this decay (0.99)
     augment: bool = True
     band_jitter: float = 0.0           # with augment: each chip's bands scaled by gains from 1 ± this (0.08)
+    scene_jitter: float = 0.0          # with augment: another scene's look per chip, of this strength (0.2)
     rare_class_sampling: float = 0.0   # share of chips centred on cells rich in rare classes (0 = uniform)
     unlabelled_chips: float = 0.0      # where labels are sparse: share of chips drawn anywhere (context)
     baseline: bool = True              # also fit the per-pixel baseline and report its val IoU beside
@@ -314,6 +318,8 @@ def _check_learning(cfg: RunConfig) -> None:
     _check(isinstance(cfg.augment, bool), "augment", cfg.augment, "true or false")
     _check(_is_number(cfg.band_jitter) and 0 <= cfg.band_jitter < 1, "band_jitter", cfg.band_jitter,
            "a number from 0 to below 1 (e.g. 0.08: gains from 0.92 to 1.08)")
+    _check(_is_number(cfg.scene_jitter) and 0 <= cfg.scene_jitter <= 0.5, "scene_jitter", cfg.scene_jitter,
+           "a number from 0 to 0.5 (e.g. 0.2: brightness ±0.2, contrast 0.8–1.2, scale 0.9–1.1)")
     _check(isinstance(cfg.baseline, bool), "baseline", cfg.baseline, "true or false")
     _check(cfg.best_model in ("auto", "network"), "best_model", cfg.best_model, "auto or network")
 

@@ -224,7 +224,7 @@ class Trainer:
         self.train_sampler = RandomChipSampler(self.train_scenes, cfg.chip_size, cfg.chips_per_epoch,
                                                cfg.seed, cfg.augment, cfg.rare_class_sampling, counts, rarity,
                                                self.rank, self.world, cell, cfg.unlabelled_chips,
-                                               cfg.band_jitter, len(cfg.bands))
+                                               cfg.band_jitter, len(cfg.bands), cfg.scene_jitter)
         self.val_sampler = GridChipSampler(self.val_scenes, cfg.chip_size, cfg.val_chips, self.rank,
                                            self.world, val_counts, cell)
         self.train_loader = _loader(train_ds, self.train_sampler, cfg)
