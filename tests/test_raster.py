@@ -56,12 +56,13 @@ def test_a_window_wholly_outside_is_empty_and_invalid(tmp_path):
 
 @pytest.mark.parametrize("window", [Window(0, 0, 16, 16), Window(20, 10, 16, 16), Window(40, 30, 16, 16),
                                     Window(-5, 3, 16, 16), Window(50, 40, 16, 16), Window(100, 0, 8, 8),
-                                    Window(2.5, 1, 16, 16), Window(0, 0, 32, 32)])
+                                    Window(2.5, 1, 16, 16), Window(0, 0, 32, 32), Window(-20, -30, 16, 16),
+                                    Window(-4, -4, 64, 60)])
 @pytest.mark.parametrize("out", [16, 8])
-def test_windows_inside_read_directly_as_boundless_reads_do(tmp_path, window, out):
-    """The direct read of a window inside the raster (chips' fast path) gives what rasterio's boundless read
-    gives, pixels and masks alike; windows across the edge, outside, fractional or resampled go the boundless
-    way."""
+def test_windows_of_whole_pixels_read_directly_as_boundless_reads_do(tmp_path, window, out):
+    """The direct read of a window of whole pixels (chips' fast path: the part inside the raster, the rest
+    filled) gives what rasterio's boundless read gives, pixels and masks alike, inside, across the edges and
+    outside; fractional or resampled windows go the boundless way."""
     rng = np.random.default_rng(1)
     data = rng.integers(1, 250, (3, 48, 56), dtype=np.uint8)
     data[:, 5:9, 30:40] = 0
@@ -75,3 +76,20 @@ def test_windows_inside_read_directly_as_boundless_reads_do(tmp_path, window, ou
     assert np.array_equal(got, expected) and np.array_equal(got_mask, expected_mask)
     if window == Window(20, 10, 16, 16) and out == 16:
         assert np.array_equal(got, data[:, 10:26, 20:36])  # the window's own pixels
+
+
+@pytest.mark.parametrize("indexes", [None, 2, [3, 1]])
+def test_direct_reads_across_the_edge_keep_an_alpha_mask_and_any_band_selection(tmp_path, indexes):
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 250, (4, 40, 40), dtype=np.uint8)
+    data[3] = 255
+    data[3, :10, :10] = 0  # transparent corner
+    path = write_raster(tmp_path / "a.tif", data, photometric="RGB", alpha="YES")
+    with open_raster(path) as src:
+        for window in (Window(-6, -6, 24, 24), Window(30, 25, 24, 24)):
+            shape = (24, 24) if isinstance(indexes, int) else (len(indexes or range(4)), 24, 24)
+            got = read_boundless(src, indexes, window, shape, fill_value=9)
+            expected = src.read(indexes, window=window, out_shape=shape, boundless=True, fill_value=9)
+            assert got.dtype == expected.dtype and np.array_equal(got, expected)
+            mask = read_boundless(src, None, window, (24, 24), mask=True)
+            assert np.array_equal(mask, src.dataset_mask(window=window, boundless=True))

@@ -17,7 +17,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from geoseg.data.appearance import NEUTRAL, Look, apply_look
+from geoseg.data.appearance import NEUTRAL, Look, apply_look, rescaled
 from geoseg.data.model_input import normalise
 from geoseg.data.scenes import SceneInfo
 from geoseg.errors import ConfigError
@@ -75,24 +75,38 @@ class ChipDataset(Dataset):
     def read(self, spec: ChipSpec) -> tuple[np.ndarray, np.ndarray]:
         """Normalised image [bands, chip, chip] and label indices [chip, chip] for one spec."""
         info = self.scenes[spec.scene]
-        src, labels = self._handles(spec.scene)
         sx, sy = info.scale
         zoom = spec.look.scale  # the chip's ground size in chips: > 1 sees the scene coarser
-        window = Window(spec.col * sx, spec.row * sy, self.chip * sx * zoom, self.chip * sy * zoom)
-        shape = (self.chip, self.chip)
-        resampling = Resampling.nearest if (sx * zoom, sy * zoom) == (1, 1) else Resampling.bilinear
-        bands = info.bands or self.bands
-        image = read_boundless(src, bands, window, (len(bands), *shape), 0, resampling)
-        image = to_physical(image, src, bands)
-        valid = _dataset_valid(src, window, shape) & finite_pixels(image)
-        label = self.ignore_lut[labels.read(window, shape)]
-        label[~valid] = IGNORE_INDEX
+        if zoom != 1 and (sx, sy) == (1, 1):
+            # read at the scene's pixels and rescaled here: GDAL's resampled read of a fractional window
+            # costs several times the whole chip's read
+            side = math.ceil(self.chip * zoom) + 1
+            native = self._read_window(spec.scene, Window(spec.col, spec.row, side, side), (side, side))
+            image, valid, label = rescaled(*native, self.chip, zoom)
+        else:
+            window = Window(spec.col * sx, spec.row * sy, self.chip * sx * zoom, self.chip * sy * zoom)
+            image, valid, label = self._read_window(spec.scene, window, (self.chip, self.chip))
         image = image * spec.gain
         if spec.band_gains:
             image = image * np.asarray(spec.band_gains, np.float32)[:, None, None]
         image = normalise(np.asarray(image, np.float32), valid, self.mean, self.std, self.clip)
         image = apply_look(image, valid, spec.look)
         return augment(image, spec.aug), augment(label, spec.aug)
+
+    def _read_window(self, scene: int, window: Window,
+                     shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The scene's image (physical values), validity and label indices (ignore where not valid) in
+        ``window``, read at ``shape``: bilinear for the image where that resamples, nearest otherwise."""
+        src, labels = self._handles(scene)
+        info = self.scenes[scene]
+        resampling = Resampling.nearest if (window.height, window.width) == shape else Resampling.bilinear
+        bands = info.bands or self.bands
+        image = read_boundless(src, bands, window, (len(bands), *shape), 0, resampling)
+        image = to_physical(image, src, bands)
+        valid = _dataset_valid(src, window, shape) & finite_pixels(image)
+        label = self.ignore_lut[labels.read(window, shape)]
+        label[~valid] = IGNORE_INDEX
+        return image, valid, label
 
     def __getitem__(self, spec: ChipSpec) -> dict[str, torch.Tensor]:
         image, label = self.read(spec)
