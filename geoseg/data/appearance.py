@@ -10,10 +10,10 @@ the sampler's own; the dihedral flips are in :func:`geoseg.data.chips.augment`.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 #: Standard deviation (chip pixels) of the Gaussian a look's sharpness blurs towards or sharpens away from.
 SHARPNESS_SIGMA = 1.0
@@ -67,26 +67,15 @@ def apply_look(image: np.ndarray, valid: np.ndarray, look: Look) -> np.ndarray:
 
 
 def _sharpened(image: np.ndarray, valid: np.ndarray, amount: float) -> np.ndarray:
-    """``image + amount · (image − blurred)``, the blur a normalised convolution over valid pixels only
-    (separable: two small matrix products per band)."""
-    rows, cols = _gaussian_matrix(valid.shape[0]), _gaussian_matrix(valid.shape[1])
+    """``image + amount · (image − blurred)``, the blur a normalised convolution over valid pixels only.
+    (Filters, not matrix products: BLAS's own threads would compete with torch's for the cores.)"""
     weight = valid.astype(np.float32)
-    blurred = np.stack([rows @ (band * weight) @ cols.T for band in image])
-    blurred /= np.maximum(rows @ weight @ cols.T, 1e-6)
+    blurred = np.stack([_blur(band * weight) for band in image]) / np.maximum(_blur(weight), 1e-6)
     return (image + amount * (image - blurred)).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=8)
-def _gaussian_matrix(n: int) -> np.ndarray:
-    """[n, n] weights of a Gaussian blur of ``SHARPNESS_SIGMA`` pixels along one axis (out to 3 σ), the
-    edge pixels repeated beyond the edge."""
-    radius = int(3 * SHARPNESS_SIGMA + 0.5)
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / SHARPNESS_SIGMA) ** 2)
-    taps /= taps.sum()
-    m = np.zeros((n, n), np.float32)
-    for offset, tap in zip(range(-radius, radius + 1), taps):
-        np.add.at(m, (np.arange(n), np.clip(np.arange(n) + offset, 0, n - 1)), tap)
-    return m
+def _blur(a: np.ndarray) -> np.ndarray:
+    return gaussian_filter(a, SHARPNESS_SIGMA, mode="nearest", truncate=3.0)
 
 
 def rescaled(image: np.ndarray, valid: np.ndarray, label: np.ndarray, size: int,
@@ -96,23 +85,25 @@ def rescaled(image: np.ndarray, valid: np.ndarray, label: np.ndarray, size: int,
     the image sampled bilinearly from valid pixels only (nodata never mixes in), validity and labels from
     the nearest pixel."""
     centres = (np.arange(size, dtype=np.float64) + 0.5) * scale  # output pixel centres, in input pixels
-    rows, cols = _bilinear_matrix(centres, valid.shape[0]), _bilinear_matrix(centres, valid.shape[1])
     weight = valid.astype(np.float32)
-    total = rows @ weight @ cols.T
-    out = np.stack([rows @ (band * weight) @ cols.T for band in image]) / np.maximum(total, 1e-6)
+    weighted = np.concatenate([image * weight, weight[None]])
+    for axis in (-2, -1):
+        weighted = _linear(weighted, centres, axis)
+    out = weighted[:-1] / np.maximum(weighted[-1], 1e-6)
     pick = np.ix_(np.minimum(centres.astype(int), valid.shape[0] - 1),
                   np.minimum(centres.astype(int), valid.shape[1] - 1))
     return out.astype(np.float32), valid[pick], label[pick]
 
 
-def _bilinear_matrix(centres: np.ndarray, n: int) -> np.ndarray:
-    """[len(centres), n] weights of linear interpolation at ``centres`` (pixel coordinates: pixel i's centre
-    is i + ½) between the centres of ``n`` pixels, the edge pixels' values held beyond them."""
+def _linear(a: np.ndarray, centres: np.ndarray, axis: int) -> np.ndarray:
+    """``a`` interpolated linearly along ``axis`` at ``centres`` (pixel coordinates: pixel i's centre is
+    i + ½), the edge pixels' values held beyond them."""
+    n = a.shape[axis]
     x = np.clip(centres - 0.5, 0, n - 1)
     low = np.floor(x).astype(int)
-    high = np.minimum(low + 1, n - 1)
     frac = (x - low).astype(np.float32)
-    m = np.zeros((len(centres), n), np.float32)
-    np.add.at(m, (np.arange(len(centres)), low), 1 - frac)
-    np.add.at(m, (np.arange(len(centres)), high), frac)
-    return m
+    shape = [1] * a.ndim
+    shape[axis] = len(centres)
+    frac = frac.reshape(shape)
+    return (np.take(a, low, axis=axis) * (1 - frac)
+            + np.take(a, np.minimum(low + 1, n - 1), axis=axis) * frac)
