@@ -58,6 +58,11 @@ def _raw(**changes):
     ({"scene_jitter": 0.6}, "scene_jitter"),
     ({"scene_jitter": -0.1}, "scene_jitter"),
     ({"scene_jitter": "0.2"}, "scene_jitter"),
+    ({"self_training": -1}, "self_training"),
+    ({"self_training": 1.5}, "self_training"),
+    ({"self_training": 11}, "self_training"),
+    ({"pseudo_label_confidence": 0.4}, "pseudo_label_confidence"),
+    ({"pseudo_label_confidence": 1.1}, "pseudo_label_confidence"),
 ])
 def test_bad_values_name_the_key(changes, key):
     with pytest.raises(ConfigError) as exc:

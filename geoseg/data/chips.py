@@ -54,6 +54,7 @@ class ChipDataset(Dataset):
         self.label_field = label_field
         self._open: dict[int, tuple] = {}
         self._pid = None
+        self.pseudo_labels: list[np.ndarray] | None = None  # self-training's, per scene
 
     def __len__(self) -> int:
         """The number of chip positions on a non-overlapping grid over the sampled scenes (indexing is by
@@ -73,7 +74,13 @@ class ChipDataset(Dataset):
         return self._open[i]
 
     def read(self, spec: ChipSpec) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised image [bands, chip, chip] and label indices [chip, chip] for one spec."""
+        """Normalised image [bands, chip, chip] and label indices [chip, chip] for one spec, augmented."""
+        image, _, label = self.read_chip(spec)
+        return augment(image, spec.aug), augment(label, spec.aug)
+
+    def read_chip(self, spec: ChipSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Normalised image [bands, chip, chip], validity and label indices [chip, chip] for one spec, before
+        the dihedral augmentation; unlabelled pixels take the scene's pseudo-labels where it has some."""
         info = self.scenes[spec.scene]
         sx, sy = info.scale
         zoom = spec.look.scale  # the chip's ground size in chips: > 1 sees the scene coarser
@@ -86,12 +93,27 @@ class ChipDataset(Dataset):
         else:
             window = Window(spec.col * sx, spec.row * sy, self.chip * sx * zoom, self.chip * sy * zoom)
             image, valid, label = self._read_window(spec.scene, window, (self.chip, self.chip))
+        if self.pseudo_labels and zoom == 1:
+            label = self._with_pseudo_labels(label, spec)
         image = image * spec.gain
         if spec.band_gains:
             image = image * np.asarray(spec.band_gains, np.float32)[:, None, None]
         image = normalise(np.asarray(image, np.float32), valid, self.mean, self.std, self.clip)
-        image = apply_look(image, valid, spec.look)
-        return augment(image, spec.aug), augment(label, spec.aug)
+        return apply_look(image, valid, spec.look), valid, label
+
+    def set_pseudo_labels(self, labels: Sequence[np.ndarray] | None) -> None:
+        """Class indices (``IGNORE_INDEX``: none) per scene at its sampling, read into the chips' unlabelled
+        pixels from now on (:mod:`geoseg.training.self_training`); None: no more."""
+        self.pseudo_labels = list(labels) if labels is not None else None
+
+    def _with_pseudo_labels(self, label: np.ndarray, spec: ChipSpec) -> np.ndarray:
+        """``label`` with its unlabelled pixels taken from the scene's pseudo-labels."""
+        pseudo = self.pseudo_labels[spec.scene]
+        window = np.full(label.shape, IGNORE_INDEX, np.uint8)
+        part = pseudo[max(0, spec.row):spec.row + self.chip, max(0, spec.col):spec.col + self.chip]
+        top, left = max(0, -spec.row), max(0, -spec.col)
+        window[top:top + part.shape[0], left:left + part.shape[1]] = part
+        return np.where(label == IGNORE_INDEX, window, label)
 
     def _read_window(self, scene: int, window: Window,
                      shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -53,9 +53,7 @@ class RandomChipSampler(Sampler):
         self.labelled = None
         self.unlabelled = unlabelled
         if cell_counts is not None:
-            labelled = [c.sum(axis=-1).astype(np.float64) for c in cell_counts]
-            if any((c == 0).any() for c in labelled):  # sparse labels
-                self.labelled = _CellDraw(labelled)
+            self.draw_where([c.sum(axis=-1) for c in cell_counts])
         if self.rare:
             w = np.asarray(class_weights, np.float64)
             rarity = np.where(w > 1, w, 0.0)  # classes rarer than the median class
@@ -66,6 +64,12 @@ class RandomChipSampler(Sampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def draw_where(self, labelled: Sequence[np.ndarray]) -> None:
+        """Draw chips around cells in proportion to their labelled pixels (``labelled``: [rows, cols] per
+        scene, e.g. once self-training has added pseudo-labels); anywhere where every cell holds some."""
+        labelled = [np.asarray(c, np.float64) for c in labelled]
+        self.labelled = _CellDraw(labelled) if any((c == 0).any() for c in labelled) else None
 
     def __len__(self) -> int:
         return -(-self.n // self.world)

@@ -115,6 +115,8 @@ def training_state(state: Any) -> dict[str, Any]:
         state_dict(state["live_model"], "training_state.live_model")
     if state.get("chips_per_epoch") is not None:
         _int(state["chips_per_epoch"], "training_state.chips_per_epoch", 1, 10**9)
+    if state.get("pseudo_rounds") is not None:
+        _int(state["pseudo_rounds"], "training_state.pseudo_rounds", 0, 1000)
     wandb_id = state.get("wandb_id")
     _require(wandb_id is None or (isinstance(wandb_id, str) and RUN_ID.fullmatch(wandb_id)),
              "training_state.wandb_id", "null or a run id of letters, digits, - and _")

@@ -78,6 +78,11 @@ KEY_DOCS: dict[str, str] = {
                            "median class; 0: uniform.",
     "unlabelled_chips": "Where labels cover part of the scenes: the share of chips drawn anywhere, for "
                         "context (the rest are drawn where labels are).",
+    "self_training": "Rounds of self-training (`0`: none): where labels cover part of the training scenes, "
+                     "the model's confident predictions on their unlabelled pixels become labels for the "
+                     "epochs after each round (rounds spread evenly over the run).",
+    "pseudo_label_confidence": "With `self_training`: the least class probability (0.5–1) a prediction "
+                               "needs to become a label.",
     "baseline": "Also fit the per-pixel gradient-boosting baseline and report its validation scores beside "
                 "the network's (skipped, with a line, under a 4-minute budget); with it, each validation "
                 "also scores the blend of the two, and a better blend is saved as `blend.ckpt`.",
@@ -133,6 +138,8 @@ class RunConfig:
     scene_jitter: float = 0.0          # with augment: another scene's look per chip, of this strength (0.2)
     rare_class_sampling: float = 0.0   # share of chips centred on cells rich in rare classes (0 = uniform)
     unlabelled_chips: float = 0.0      # where labels are sparse: share of chips drawn anywhere (context)
+    self_training: int = 0             # rounds of pseudo-labelling the training scenes' unlabelled pixels
+    pseudo_label_confidence: float = 0.9  # with self_training: the least probability that becomes a label
     baseline: bool = True              # also fit the per-pixel baseline and report its val IoU beside
     best_model: str = "auto"           # auto | network: best.ckpt where the baseline beats the network
     lr_schedule: str = "none"          # none | cosine | onecycle | plateau
@@ -320,6 +327,10 @@ def _check_learning(cfg: RunConfig) -> None:
            "a number from 0 to below 1 (e.g. 0.08: gains from 0.92 to 1.08)")
     _check(_is_number(cfg.scene_jitter) and 0 <= cfg.scene_jitter <= 0.5, "scene_jitter", cfg.scene_jitter,
            "a number from 0 to 0.5 (e.g. 0.2: brightness ±0.2, contrast 0.8–1.2, scale 0.9–1.1)")
+    _check(_is_int(cfg.self_training) and 0 <= cfg.self_training <= 10, "self_training", cfg.self_training,
+           "a number of rounds from 0 to 10")
+    _check(_is_number(cfg.pseudo_label_confidence) and 0.5 <= cfg.pseudo_label_confidence <= 1,
+           "pseudo_label_confidence", cfg.pseudo_label_confidence, "a probability from 0.5 to 1 (e.g. 0.9)")
     _check(isinstance(cfg.baseline, bool), "baseline", cfg.baseline, "true or false")
     _check(cfg.best_model in ("auto", "network"), "best_model", cfg.best_model, "auto or network")
 

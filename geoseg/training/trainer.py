@@ -78,6 +78,14 @@ from geoseg.training.optimization import (
     retarget_schedule,
     steps_per_batch,
 )
+from geoseg.training.self_training import (
+    cell_counts,
+    load_pseudo_labels,
+    pseudo_label,
+    pseudo_label_file,
+    round_epochs,
+    save_pseudo_labels,
+)
 from geoseg.training.step import training_step
 from geoseg.training.tracking import LocalLog, WandbLog
 
@@ -108,6 +116,7 @@ class Progress:
     first_epoch: int = 1
     stale: int = 0          # epochs since the best validation mIoU
     wandb_id: str | None = None
+    pseudo_rounds: int = 0  # self-training rounds run so far
 
 
 def train(cfg: RunConfig, device: torch.device | None = None, resume: str | Path | None = None,
@@ -217,6 +226,7 @@ class Trainer:
                                           self.run_dir if self.main else None)
         self.class_weights, rarity = _class_weights_for(cfg, counts, self.run_dir if self.main else None)
         self.train_pixels = _class_pixels(counts)
+        self.labelled_cells, self.cell = [c.sum(axis=-1) for c in counts], cell
         self.train_ds = train_ds = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size,
                                                self.mean, self.std, ignored, cfg.label_field, self.clip)
         val_ds = ChipDataset(self.val_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean, self.std,
@@ -336,8 +346,13 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         _restore_rng(state["rng"])
+        rounds = state.get("pseudo_rounds") or 0
+        if rounds:
+            self.use_pseudo_labels(load_pseudo_labels(
+                self.run_dir / pseudo_label_file(rounds), [s.sampled_shape for s in self.train_scenes],
+                len(self.cfg.classes)))
         return Progress(list(state["history"]), state["best_miou"], state["step"], state["epoch"] + 1,
-                        state["stale"], state.get("wandb_id"))
+                        state["stale"], state.get("wandb_id"), rounds)
 
     def _distributed_model(self) -> torch.nn.Module:
         model, device = self.model, self.device
@@ -355,6 +370,8 @@ class Trainer:
         first_step = progress.step
         for epoch in range(progress.first_epoch, min(cfg.epochs, until_epoch or cfg.epochs) + 1):
             row, steps, samples = self.run_epoch(epoch)
+            if epoch in round_epochs(cfg.epochs, cfg.self_training):
+                self.self_train(epoch, row)
             if self.deadline and epoch < cfg.epochs:
                 self.replan(epoch, row)
             self.log_epoch(epoch, row, steps, samples)
@@ -378,6 +395,34 @@ class Trainer:
             elapsed = time.perf_counter() - self.started
             say(closing_line(self.deadline.plan, elapsed, progress.step - first_step))
         return result
+
+    def self_train(self, epoch: int, row: dict[str, Any]) -> None:
+        """One round of self-training after ``epoch``: the validated model pseudo-labels the training scenes'
+        unlabelled pixels (:func:`~geoseg.training.self_training.pseudo_label`), which the chips of the later
+        epochs read (chips are drawn where they are too); ``row`` gets the pixels found."""
+        cfg = self.cfg
+        number = self.progress.pseudo_rounds + 1
+        # ignoring no class: its unlabelled pixels are those without a label
+        unignoring = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean,
+                                 self.std, (), cfg.label_field, self.clip)
+        labels, found = pseudo_label(self.validated_model, unignoring, self.device, self.amp,
+                                     cfg.pseudo_label_confidence, cfg.ignored_indices, cfg.batch_size * 2)
+        say(found.describe(number, epoch, cfg.pseudo_label_confidence, cfg.classes.names))
+        row["pseudo_pixels"], row["pseudo_seconds"] = found.pixels, found.seconds
+        if not found.pixels:
+            return
+        if self.main:
+            save_pseudo_labels(labels, self.run_dir / pseudo_label_file(number))
+        self.use_pseudo_labels(labels)
+        self.progress.pseudo_rounds = number
+
+    def use_pseudo_labels(self, labels: list[np.ndarray]) -> None:
+        """Training chips read ``labels`` into their unlabelled pixels and are drawn where either kind of
+        label is; the loader starts afresh (its worker processes hold copies of the dataset)."""
+        self.train_ds.set_pseudo_labels(labels)
+        pseudo = cell_counts(labels, self.cell)
+        self.train_sampler.draw_where([true + extra for true, extra in zip(self.labelled_cells, pseudo)])
+        self.train_loader = _loader(self.train_ds, self.train_sampler, self.cfg)
 
     def settle_best_model(self, result: TrainResult) -> None:
         """With the per-pixel baseline: save the blend of network and baseline (``blend.ckpt``) where it
@@ -599,7 +644,7 @@ class Trainer:
                 "rng": _rng_state(), "wandb_id": self.wandb.run.id if self.wandb else None,
                 "mean": list(self.mean), "std": list(self.std), "clip": self.clip,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
-                "chips_per_epoch": cfg.chips_per_epoch,
+                "chips_per_epoch": cfg.chips_per_epoch, "pseudo_rounds": p.pseudo_rounds,
             }
             if self.average is not None:  # the checkpoint's weights are the average, the one validated
                 training_state["live_model"] = self.model.state_dict()

@@ -1,0 +1,169 @@
+"""Self-training on sparse labels: the model's confident predictions on the training scenes' unlabelled pixels
+become labels (pseudo-labels) for the epochs after a round.
+
+Where polygons cover a small part of the scenes, most pixels a chip shows carry no label and give the loss
+nothing. A round predicts every training scene (overlapping tiles, each keeping its centre), keeps the
+classes predicted with a probability of at least ``pseudo_label_confidence`` on pixels that are valid and
+unlabelled, and hands them to the chip dataset, which fills a chip's unlabelled pixels with them; chips are
+then also drawn where only pseudo-labels are. Labelled pixels, nodata and pixels labelled with an ignored
+class are never pseudo-labelled. Whether the rounds help is judged on the validation scenes (never
+pseudo-labelled), where ``best.ckpt`` keeps the best epoch before or after them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from geoseg.data.chips import ChipDataset, ChipSpec
+from geoseg.errors import CheckpointError
+from geoseg.io.atomic import atomic_output
+from geoseg.io.classes import IGNORE_INDEX
+
+
+def pseudo_label_file(number: int) -> str:
+    """The file in the run folder that keeps round ``number``'s pseudo-labels, for ``--resume``."""
+    return f"pseudo_labels_{number}.npz"
+
+
+@dataclass
+class Round:
+    """What one round of pseudo-labelling found: pixels pseudo-labelled per class, the unlabelled valid
+    pixels they were chosen from, and the seconds it took."""
+
+    per_class: np.ndarray
+    unlabelled: int
+    seconds: float
+
+    @property
+    def pixels(self) -> int:
+        return int(self.per_class.sum())
+
+    def describe(self, number: int, epoch: int, confidence: float, names: Sequence[str]) -> str:
+        """One line for the log."""
+        if not self.unlabelled:
+            return (f"self-training round {number} (after epoch {epoch}): the training scenes have no "
+                    "unlabelled pixels, nothing to pseudo-label")
+        classes = ", ".join(f"{name} {int(n):,}" for name, n in zip(names, self.per_class) if n)
+        return (f"self-training round {number} (after epoch {epoch}): {self.pixels:,} of {self.unlabelled:,} "
+                f"unlabelled pixels ({self.pixels / self.unlabelled:.0%}) pseudo-labelled at confidence ≥ "
+                f"{confidence:g} ({classes or 'none'}; {self.seconds:.1f} s)")
+
+
+def round_epochs(epochs: int, rounds: int) -> list[int]:
+    """The epochs after which a round runs: spread evenly over the run, never after its last epoch."""
+    if rounds <= 0 or epochs <= 1:
+        return []
+    return sorted({min(epochs - 1, max(1, round(epochs * k / (rounds + 1)))) for k in range(1, rounds + 1)})
+
+
+def tile_starts(length: int, tile: int, margin: int) -> list[int]:
+    """Tile offsets along one axis: tiles of ``tile`` overlapping by ``2 × margin``, the first at 0 and the
+    last reaching ``length``."""
+    stride = tile - 2 * margin
+    starts = [0]
+    while starts[-1] + tile < length:
+        starts.append(starts[-1] + stride)
+    return starts
+
+
+@torch.no_grad()
+def pseudo_label(model: torch.nn.Module, dataset: ChipDataset, device: torch.device,
+                 amp: torch.dtype | None, confidence: float, excluded: Sequence[int] = (),
+                 batch_size: int = 8) -> tuple[list[np.ndarray], Round]:
+    """Pseudo-labels of every scene of ``dataset`` (a dataset that ignores no class, so that its unlabelled
+    pixels are the ones without a label): class indices at the scenes' sampling, ``IGNORE_INDEX`` where a
+    pixel is labelled, not valid, or predicted with less than ``confidence`` or as an ``excluded`` class.
+
+    Each tile keeps its prediction but for a margin of an eighth of a tile on the sides another tile
+    covers: pixels are predicted with context on every side, as in training."""
+    started = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    chip = dataset.chip
+    margin = chip // 8
+    kept_classes = torch.ones(len(dataset.schema), dtype=torch.bool)
+    kept_classes[list(excluded)] = False
+    per_class = np.zeros(len(kept_classes), np.int64)
+    unlabelled_total = 0
+    labels = []
+    for scene, info in enumerate(dataset.scenes):
+        h, w = info.sampled_shape
+        out = np.full((h, w), IGNORE_INDEX, np.uint8)
+        unlabelled = np.zeros((h, w), bool)
+        specs = [ChipSpec(scene, r, c) for r in tile_starts(h, chip, margin)
+                 for c in tile_starts(w, chip, margin)]
+        for first in range(0, len(specs), batch_size):
+            part = specs[first:first + batch_size]
+            chips = [dataset.read_chip(spec) for spec in part]
+            x = torch.from_numpy(np.stack([image for image, _, _ in chips])).to(device).contiguous(
+                memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(x)
+            probability, predicted = torch.softmax(logits.float(), dim=1).max(dim=1)
+            sure = (probability >= confidence) & kept_classes[predicted.cpu()].to(predicted.device)
+            predicted = torch.where(sure, predicted, IGNORE_INDEX).cpu().numpy().astype(np.uint8)
+            for spec, (_, valid, label), guess in zip(part, chips, predicted):
+                open_ = valid & (label == IGNORE_INDEX)
+                _write_centre(out, np.where(open_, guess, IGNORE_INDEX), spec, margin)
+                _write_centre(unlabelled, open_, spec, margin)
+        unlabelled_total += int(unlabelled.sum())
+        found = out[out != IGNORE_INDEX]
+        per_class += np.bincount(found, minlength=len(per_class))[:len(per_class)]
+        labels.append(out)
+    model.train(was_training)
+    return labels, Round(per_class, unlabelled_total, time.perf_counter() - started)
+
+
+def _write_centre(out: np.ndarray, tile: np.ndarray, spec: ChipSpec, margin: int) -> None:
+    """``tile`` written into ``out`` at the spec's place, without its top and left margins where a tile
+    before it covers them (tiles are written in row-major order, so a later tile takes the bottom and right
+    margins over)."""
+    top, left = (margin if spec.row > 0 else 0), (margin if spec.col > 0 else 0)
+    rows = slice(spec.row + top, min(out.shape[0], spec.row + tile.shape[0]))
+    cols = slice(spec.col + left, min(out.shape[1], spec.col + tile.shape[1]))
+    out[rows, cols] = tile[top:top + rows.stop - rows.start, left:left + cols.stop - cols.start]
+
+
+def cell_counts(labels: Sequence[np.ndarray], cell: int) -> list[np.ndarray]:
+    """Pseudo-labelled pixels per ``cell``-sized cell of each scene ([rows, cols]), aligned as the label
+    census's cells."""
+    counts = []
+    for label in labels:
+        h, w = label.shape
+        rows, cols = -(-h // cell), -(-w // cell)
+        padded = np.zeros((rows * cell, cols * cell), np.int64)
+        padded[:h, :w] = label != IGNORE_INDEX
+        counts.append(padded.reshape(rows, cell, cols, cell).sum(axis=(1, 3)))
+    return counts
+
+
+def save_pseudo_labels(labels: Sequence[np.ndarray], path: Path) -> Path:
+    """The pseudo-labels written atomically as plain arrays (``--resume`` reads them without pickle)."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, *labels)
+    return path
+
+
+def load_pseudo_labels(path: Path, shapes: Sequence[tuple[int, int]], classes: int) -> list[np.ndarray]:
+    """The pseudo-labels a resumed run had, checked against its scenes: one uint8 array per scene of its
+    sampled shape holding class indices or ``IGNORE_INDEX``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            labels = [data[f"arr_{i}"] for i in range(len(data.files))]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"the pseudo-labels of the run being resumed ({path}) cannot be read ({exc}); "
+                              "resume from a run folder with its pseudo-label files intact") from None
+    fits = len(labels) == len(shapes) and all(
+        a.dtype == np.uint8 and a.shape == tuple(shape) and bool(((a < classes) | (a == IGNORE_INDEX)).all())
+        for a, shape in zip(labels, shapes))
+    if not fits:
+        raise CheckpointError(f"the pseudo-labels in {path} do not fit the run's training scenes; resume "
+                              f"from a run folder with its own pseudo-label files")
+    return labels
