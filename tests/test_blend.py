@@ -97,10 +97,10 @@ def test_a_blend_predicts_the_weighted_mean_of_its_parts_block_invariant(tmp_pat
     assert np.array_equal(rasters[0], rasters[1])
     assert len(set(np.unique(rasters[0]).tolist()) - {255}) >= 2
 
-    # evaluated through the CLI like any model
-    report = tmp_path / "evaluation"
+    # evaluated through the CLI like any model, beside the checkpoint under its own name
+    report = tmp_path / "blend_evaluation_test"
     done = subprocess.run([sys.executable, "-m", "geoseg", "evaluate", "--model", str(path), "--data",
-                           str(sample_dir / "manifest.csv"), "--split", "test", "--out", str(report),
+                           str(sample_dir / "manifest.csv"), "--split", "test",
                            "--bootstrap", "0", "--worst", "0", "--quiet"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     metrics = json.loads((report / "metrics.json").read_text())

@@ -63,6 +63,7 @@ def _raw(**changes):
     ({"self_training": 11}, "self_training"),
     ({"pseudo_label_confidence": 0.4}, "pseudo_label_confidence"),
     ({"pseudo_label_confidence": 1.1}, "pseudo_label_confidence"),
+    ({"pseudo_label_share": 1.5}, "pseudo_label_share"),
 ])
 def test_bad_values_name_the_key(changes, key):
     with pytest.raises(ConfigError) as exc:

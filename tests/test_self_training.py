@@ -105,6 +105,33 @@ def test_pseudo_labels_are_the_confident_predictions_on_unlabelled_valid_pixels(
     assert found.per_class[2] == 0 and found.per_class[:2].sum() == found.pixels
 
 
+def test_a_class_balanced_share_takes_each_class_s_most_confident_predictions(sparse_scene):
+    """With a confidence no prediction reaches, each class still gets its ``share`` most confident
+    predictions (against the per-pixel model's probabilities computed apart)."""
+    scene, image, labels = sparse_scene
+    model = per_pixel_model()
+    dataset = ChipDataset([scene], SCHEMA, [1, 2, 3], 32, MEAN, STD)
+    (pseudo,), found = pseudo_label(model, dataset, torch.device("cpu"), None, 1.0, excluded=[2], share=0.3)
+    valid = (image != 0).all(axis=0)
+    x = (image.astype(np.float64) - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]
+    w = model.weight.detach().double().numpy()[:, :, 0, 0]
+    logits = np.einsum("kb,bhw->khw", w, x) + model.bias.detach().double().numpy()[:, None, None]
+    p = np.exp(logits - logits.max(0))
+    p /= p.sum(0)
+    open_ = valid & (labels == 0)
+    for c in (0, 1):
+        mine = open_ & (p.argmax(0) == c)
+        wanted = int(0.3 * mine.sum())
+        cut = np.sort(p.max(0)[mine])[::-1][wanted - 1]  # the wanted-th most confident
+        kept = pseudo == c
+        assert wanted <= kept.sum() <= wanted + 0.01 * mine.sum()
+        assert (p.max(0)[kept] >= cut - 1e-4).all() and (p.max(0)[mine & ~kept] <= cut + 1e-4).all()
+        assert found.per_class[c] == kept.sum()
+    assert not (pseudo == 2).any()  # excluded, whatever its share
+    none, _ = pseudo_label(model, dataset, torch.device("cpu"), None, 1.0)
+    assert (none[0] == IGNORE_INDEX).mean() > 0.99  # without a share, a confidence of 1 takes (almost) none
+
+
 class EdgeMarker(torch.nn.Module):
     """Class 1 on a tile's outer ``margin`` pixels, class 0 inside: shows which part of each tile is kept."""
 
@@ -161,7 +188,9 @@ def test_a_run_pseudo_labels_the_unlabelled_part_and_draws_chips_there(tmp_path,
     trainer = Trainer(sparse_config(tmp_path, manifest, epochs=2, chips_per_epoch=8, self_training=1,
                                     pseudo_label_confidence=0.5, baseline=False))
     result = trainer.fit()
-    assert "self-training round 1 (after epoch 1):" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "self-training round 1 (after epoch 1):" in out
+    assert "self-training: best val mIoU" in out and "up to round 1 (after epoch 1)" in out
     row = result.history[0]
     assert row["pseudo_pixels"] > 100 and "pseudo_pixels" not in result.history[1]
     (labels,) = load_pseudo_labels(result.run_dir / pseudo_label_file(1), [(192, 192)], 3)

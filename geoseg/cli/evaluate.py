@@ -29,7 +29,8 @@ from geoseg.progress import set_quiet
               help="The scene PREDICTION was made from (default: recorded in its tags), for the gallery.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Report folder (default: <prediction>_evaluation beside PREDICTION, or "
-                   "evaluation_<split> in the model's run folder with --data).")
+                   "with --data evaluation_<split> beside a run's best.ckpt, <name>_evaluation_<split> "
+                   "beside any other checkpoint).")
 @click.option("--worst", type=click.IntRange(0), default=8, show_default=True,
               help="List and render the K chips with the lowest IoU (0: none).")
 @click.option("--class", "class_name", default=None,

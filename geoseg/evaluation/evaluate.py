@@ -40,7 +40,7 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
 
     ``truth_codes`` (class name → code) reads a reference raster that codes the classes its own way.
     Writes the report into ``out_dir`` (default ``<prediction>_evaluation`` beside the prediction, or
-    ``evaluation_<split>`` in the model's run folder with ``data``; never the current folder unasked) and
+    :func:`model_report_folder` in the model's run folder with ``data``; never the current folder unasked) and
     returns what :func:`~geoseg.evaluation.report.write_report`
     returns (scores, intervals, files, worst chips). ``json_path`` gets a copy of the metrics.
     """
@@ -51,7 +51,7 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
         if prediction or truth:
             raise InputError("give either PREDICTION --truth LABELS or --model CKPT --data DATA, not both")
         checkpoint = load_checkpoint(resolve_model(model))
-        out = Path(out_dir or checkpoint.path.parent / f"evaluation_{split}")
+        out = Path(out_dir or model_report_folder(checkpoint.path, split))
         truth_schema = checkpoint.classes.with_codes(truth_codes) if truth_codes else None
         ev = evaluate_model(checkpoint, data, out, split, PredictOptions(tta=tta), chip=chip,
                             overwrite=overwrite, label_field=label_field, truth_schema=truth_schema)
@@ -75,6 +75,14 @@ def evaluate(prediction: str | os.PathLike | None = None, truth: str | os.PathLi
     if json_path:
         atomic_write_text(json_path, result["files"]["metrics"].read_text(encoding="utf-8"))
     return result
+
+
+def model_report_folder(checkpoint: Path, split: str) -> Path:
+    """Where ``evaluate --model CKPT --data`` reports by default: ``evaluation_<split>`` beside a run's
+    ``best.ckpt``, ``<name>_evaluation_<split>`` beside any other checkpoint (``baseline.ckpt``,
+    ``blend.ckpt``, …), so that the models of one run folder are evaluated side by side."""
+    folder = f"evaluation_{split}"
+    return checkpoint.parent / (folder if checkpoint.name == "best.ckpt" else f"{checkpoint.stem}_{folder}")
 
 
 def evaluate_model(checkpoint: str | os.PathLike | Checkpoint, data: str | os.PathLike,

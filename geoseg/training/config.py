@@ -81,8 +81,11 @@ KEY_DOCS: dict[str, str] = {
     "self_training": "Rounds of self-training (`0`: none): where labels cover part of the training scenes, "
                      "the model's confident predictions on their unlabelled pixels become labels for the "
                      "epochs after each round (rounds spread evenly over the run).",
-    "pseudo_label_confidence": "With `self_training`: the least class probability (0.5–1) a prediction "
-                               "needs to become a label.",
+    "pseudo_label_confidence": "With `self_training`: a prediction with at least this probability (0.5–1) "
+                               "becomes a label.",
+    "pseudo_label_share": "With `self_training`: also each class's most confident predictions, this share "
+                          "(0–1) of them, become labels (class-balanced: a rare class the model is never "
+                          "very sure of is not left out); 0: by `pseudo_label_confidence` alone.",
     "baseline": "Also fit the per-pixel gradient-boosting baseline and report its validation scores beside "
                 "the network's (skipped, with a line, under a 4-minute budget); with it, each validation "
                 "also scores the blend of the two, and a better blend is saved as `blend.ckpt`.",
@@ -140,6 +143,7 @@ class RunConfig:
     unlabelled_chips: float = 0.0      # where labels are sparse: share of chips drawn anywhere (context)
     self_training: int = 0             # rounds of pseudo-labelling the training scenes' unlabelled pixels
     pseudo_label_confidence: float = 0.9  # with self_training: the least probability that becomes a label
+    pseudo_label_share: float = 0.0    # with self_training: also each class's most confident share
     baseline: bool = True              # also fit the per-pixel baseline and report its val IoU beside
     best_model: str = "auto"           # auto | network: best.ckpt where the baseline beats the network
     lr_schedule: str = "none"          # none | cosine | onecycle | plateau
@@ -331,6 +335,8 @@ def _check_learning(cfg: RunConfig) -> None:
            "a number of rounds from 0 to 10")
     _check(_is_number(cfg.pseudo_label_confidence) and 0.5 <= cfg.pseudo_label_confidence <= 1,
            "pseudo_label_confidence", cfg.pseudo_label_confidence, "a probability from 0.5 to 1 (e.g. 0.9)")
+    _check(_is_number(cfg.pseudo_label_share) and 0 <= cfg.pseudo_label_share <= 1, "pseudo_label_share",
+           cfg.pseudo_label_share, "a share from 0 to 1 (e.g. 0.3)")
     _check(isinstance(cfg.baseline, bool), "baseline", cfg.baseline, "true or false")
     _check(cfg.best_model in ("auto", "network"), "best_model", cfg.best_model, "auto or network")
 

@@ -44,7 +44,8 @@ class Round:
     def pixels(self) -> int:
         return int(self.per_class.sum())
 
-    def describe(self, number: int, epoch: int, confidence: float, names: Sequence[str]) -> str:
+    def describe(self, number: int, epoch: int, confidence: float, names: Sequence[str],
+                 share: float = 0.0) -> str:
         """One line for the log."""
         if not self.unlabelled:
             return (f"self-training round {number} (after epoch {epoch}): the training scenes have no "
@@ -52,7 +53,8 @@ class Round:
         classes = ", ".join(f"{name} {int(n):,}" for name, n in zip(names, self.per_class) if n)
         return (f"self-training round {number} (after epoch {epoch}): {self.pixels:,} of {self.unlabelled:,} "
                 f"unlabelled pixels ({self.pixels / self.unlabelled:.0%}) pseudo-labelled at confidence ≥ "
-                f"{confidence:g} ({classes or 'none'}; {self.seconds:.1f} s)")
+                f"{confidence:g}" + (f" or in their class's {share:.0%} most confident" if share else "")
+                + f" ({classes or 'none'}; {self.seconds:.1f} s)")
 
 
 def round_epochs(epochs: int, rounds: int) -> list[int]:
@@ -72,52 +74,99 @@ def tile_starts(length: int, tile: int, margin: int) -> list[int]:
     return starts
 
 
+#: Confidences are kept as 16-bit fractions of 1 between the prediction and the choice of pixels.
+LEVELS = 65535
+
+
 @torch.no_grad()
 def pseudo_label(model: torch.nn.Module, dataset: ChipDataset, device: torch.device,
                  amp: torch.dtype | None, confidence: float, excluded: Sequence[int] = (),
-                 batch_size: int = 8) -> tuple[list[np.ndarray], Round]:
+                 batch_size: int = 8, share: float = 0.0) -> tuple[list[np.ndarray], Round]:
     """Pseudo-labels of every scene of ``dataset`` (a dataset that ignores no class, so that its unlabelled
     pixels are the ones without a label): class indices at the scenes' sampling, ``IGNORE_INDEX`` where a
-    pixel is labelled, not valid, or predicted with less than ``confidence`` or as an ``excluded`` class.
+    pixel is labelled, not valid, predicted as an ``excluded`` class, or not sure enough.
 
-    Each tile keeps its prediction but for a margin of an eighth of a tile on the sides another tile
-    covers: pixels are predicted with context on every side, as in training."""
+    A prediction is sure enough at a probability of ``confidence`` or more, or (``share`` > 0) when it is
+    among the ``share`` most confident predictions of its class over all scenes: class-balanced, so that a
+    class the model is never very sure of (a rare one) is not left out. Each tile keeps its prediction but
+    for a margin of an eighth of a tile on the sides another tile covers: pixels are predicted with context
+    on every side, as in training. Holds each scene's predictions (3 bytes a pixel) until all are made."""
     started = time.perf_counter()
     was_training = model.training
     model.eval()
+    classes = len(dataset.schema)
+    guesses, sureness, unlabelled_total = [], [], 0
+    for scene in range(len(dataset.scenes)):
+        guess, sure, unlabelled = _predict_scene(model, dataset, scene, device, amp, batch_size)
+        guesses.append(guess)
+        sureness.append(sure)
+        unlabelled_total += unlabelled
+    model.train(was_training)
+    thresholds = _class_thresholds(guesses, sureness, classes, confidence, share)
+    thresholds[list(excluded)] = LEVELS + 1  # never
+    labels, per_class = [], np.zeros(classes, np.int64)
+    for guess, sure in zip(guesses, sureness):
+        open_ = guess != IGNORE_INDEX
+        keep = open_.copy()
+        keep[open_] = sure[open_] >= thresholds[guess[open_]]
+        label = np.where(keep, guess, IGNORE_INDEX).astype(np.uint8)
+        per_class += np.bincount(label[keep], minlength=classes)[:classes]
+        labels.append(label)
+    return labels, Round(per_class, unlabelled_total, time.perf_counter() - started)
+
+
+def _predict_scene(model: torch.nn.Module, dataset: ChipDataset, scene: int, device: torch.device,
+                   amp: torch.dtype | None, batch_size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The model's class (``IGNORE_INDEX`` where the pixel is labelled or not valid) and its probability
+    (0–``LEVELS``) at each pixel of a scene, from overlapping tiles; and the scene's valid unlabelled
+    pixels."""
     chip = dataset.chip
     margin = chip // 8
-    kept_classes = torch.ones(len(dataset.schema), dtype=torch.bool)
-    kept_classes[list(excluded)] = False
-    per_class = np.zeros(len(kept_classes), np.int64)
-    unlabelled_total = 0
-    labels = []
-    for scene, info in enumerate(dataset.scenes):
-        h, w = info.sampled_shape
-        out = np.full((h, w), IGNORE_INDEX, np.uint8)
-        unlabelled = np.zeros((h, w), bool)
-        specs = [ChipSpec(scene, r, c) for r in tile_starts(h, chip, margin)
-                 for c in tile_starts(w, chip, margin)]
-        for first in range(0, len(specs), batch_size):
-            part = specs[first:first + batch_size]
-            chips = [dataset.read_chip(spec) for spec in part]
-            x = torch.from_numpy(np.stack([image for image, _, _ in chips])).to(device).contiguous(
-                memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = model(x)
-            probability, predicted = torch.softmax(logits.float(), dim=1).max(dim=1)
-            sure = (probability >= confidence) & kept_classes[predicted.cpu()].to(predicted.device)
-            predicted = torch.where(sure, predicted, IGNORE_INDEX).cpu().numpy().astype(np.uint8)
-            for spec, (_, valid, label), guess in zip(part, chips, predicted):
-                open_ = valid & (label == IGNORE_INDEX)
-                _write_centre(out, np.where(open_, guess, IGNORE_INDEX), spec, margin)
-                _write_centre(unlabelled, open_, spec, margin)
-        unlabelled_total += int(unlabelled.sum())
-        found = out[out != IGNORE_INDEX]
-        per_class += np.bincount(found, minlength=len(per_class))[:len(per_class)]
-        labels.append(out)
-    model.train(was_training)
-    return labels, Round(per_class, unlabelled_total, time.perf_counter() - started)
+    h, w = dataset.scenes[scene].sampled_shape
+    guess = np.full((h, w), IGNORE_INDEX, np.uint8)
+    sure = np.zeros((h, w), np.uint16)
+    specs = [ChipSpec(scene, r, c) for r in tile_starts(h, chip, margin)
+             for c in tile_starts(w, chip, margin)]
+    for first in range(0, len(specs), batch_size):
+        part = specs[first:first + batch_size]
+        chips = [dataset.read_chip(spec) for spec in part]
+        x = torch.from_numpy(np.stack([image for image, _, _ in chips])).to(device).contiguous(
+            memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(x)
+        probability, predicted = torch.softmax(logits.float(), dim=1).max(dim=1)
+        levels = torch.round(probability * LEVELS).cpu().numpy().astype(np.uint16)
+        predicted = predicted.cpu().numpy().astype(np.uint8)
+        for spec, (_, valid, label), classes, level in zip(part, chips, predicted, levels):
+            open_ = valid & (label == IGNORE_INDEX)
+            _write_centre(guess, np.where(open_, classes, IGNORE_INDEX), spec, margin)
+            _write_centre(sure, level, spec, margin)
+    return guess, sure, int((guess != IGNORE_INDEX).sum())
+
+
+def _class_thresholds(guesses: Sequence[np.ndarray], sureness: Sequence[np.ndarray], classes: int,
+                      confidence: float, share: float) -> np.ndarray:
+    """Per class, the least probability (0–``LEVELS``) that makes a pseudo-label: ``confidence``, or lower
+    where that class's ``share`` most confident predictions reach lower."""
+    floor = int(np.ceil(confidence * LEVELS - 1e-9))
+    thresholds = np.full(classes, floor, np.int64)
+    if share <= 0:
+        return thresholds
+    counts = np.zeros(classes * (LEVELS + 1), np.int64)
+    for guess, sure in zip(guesses, sureness):
+        open_ = guess != IGNORE_INDEX
+        cells = guess[open_].astype(np.int64) * (LEVELS + 1) + sure[open_]
+        counts += np.bincount(cells, minlength=counts.size)[:counts.size]
+    counts = counts.reshape(classes, LEVELS + 1)
+    for c in range(classes):
+        total = counts[c].sum()
+        if not total:
+            continue
+        from_top = np.cumsum(counts[c][::-1])  # predictions at or above each level, from the top
+        wanted = max(1, int(share * total))
+        level = LEVELS - int(np.searchsorted(from_top, wanted))  # the highest level keeping ≥ wanted
+        thresholds[c] = min(floor, level)
+    return thresholds
 
 
 def _write_centre(out: np.ndarray, tile: np.ndarray, spec: ChipSpec, margin: int) -> None:

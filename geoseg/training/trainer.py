@@ -389,6 +389,8 @@ class Trainer:
         if self.main:
             _warn_of_unpredicted_classes(cfg, self.evaluated, self.train_pixels, progress.history)
             self._say_validation_by_scene(progress.history)
+            if cfg.self_training:
+                say(_self_training_outcome(progress.history))
             if until_epoch is None or until_epoch >= cfg.epochs:  # the run is complete
                 self.settle_best_model(result)
         if self.deadline:
@@ -406,8 +408,10 @@ class Trainer:
         unignoring = ChipDataset(self.train_scenes, cfg.classes, cfg.bands, cfg.chip_size, self.mean,
                                  self.std, (), cfg.label_field, self.clip)
         labels, found = pseudo_label(self.validated_model, unignoring, self.device, self.amp,
-                                     cfg.pseudo_label_confidence, cfg.ignored_indices, cfg.batch_size * 2)
-        say(found.describe(number, epoch, cfg.pseudo_label_confidence, cfg.classes.names))
+                                     cfg.pseudo_label_confidence, cfg.ignored_indices, cfg.batch_size * 2,
+                                     cfg.pseudo_label_share)
+        say(found.describe(number, epoch, cfg.pseudo_label_confidence, cfg.classes.names,
+                           cfg.pseudo_label_share))
         row["pseudo_pixels"], row["pseudo_seconds"] = found.pixels, found.seconds
         if not found.pixels:
             return
@@ -782,6 +786,24 @@ def _warn_of_unpredicted_classes(cfg: RunConfig, evaluated: Sequence[int], train
     warnings.warn(f"the model never predicted {names} on validation (best epoch {best['epoch']}): it has not "
                   f"learnt {'it' if len(unseen) == 1 else 'them'} and the map will hold none; {advice_text}",
                   GeoSegWarning)
+
+
+def _self_training_outcome(history: Sequence[dict[str, Any]]) -> str:
+    """One line on what self-training gave: the best validation mIoU before the first round that found
+    pseudo-labels and after it, and which side ``best.ckpt`` comes from."""
+    rounds = [row["epoch"] for row in history if row.get("pseudo_pixels")]
+    if not rounds:
+        return "self-training: no round pseudo-labelled any pixel; best.ckpt learnt from the labels alone"
+    first = rounds[0]
+    scored = [row for row in history if not math.isnan(row["val_miou"])]
+    before = max((row["val_miou"] for row in scored if row["epoch"] <= first), default=math.nan)
+    after = max((row["val_miou"] for row in scored if row["epoch"] > first), default=math.nan)
+    if math.isnan(after):
+        return f"self-training: no epoch was validated after round 1 (epoch {first})"
+    side = ("learnt from the pseudo-labels too" if after > before or math.isnan(before)
+            else "is from before the first round (the pseudo-labels did not help on validation)")
+    return (f"self-training: best val mIoU {before:.3f} up to round 1 (after epoch {first}), "
+            f"{after:.3f} after it; best.ckpt {side}")
 
 
 def _class_pixels(cell_counts: list[np.ndarray]) -> np.ndarray:
