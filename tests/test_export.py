@@ -108,6 +108,9 @@ def test_a_larger_tile_for_deepness(tiny_checkpoint, tmp_path, rgb_scene):
     assert shown["tile"] == 128 and shown["overlap_percent"] == 12
     assert load_checkpoint(path).chip_size == 128
     predict_scene(rgb_scene, path, tmp_path / "t128.tif", PredictOptions())
+    with pytest.raises(InputError, match=r"--tile cannot change the 128 px chips of an exported ONNX model "
+                                         r"\(t128.onnx\); predict with its checkpoint instead"):
+        predict_scene(rgb_scene, path, tmp_path / "t256.tif", PredictOptions(tile=256))
     with pytest.raises(InputError, match="--tile must be a multiple of 32"):
         export_onnx(tiny_checkpoint, tmp_path / "bad.onnx", tile=100)
 

@@ -18,7 +18,7 @@ from geoseg.models.checkpoint import load_checkpoint
 ROLES = {"fingerprint", "outputs", "final", "where"}
 ALGORITHMS = Path(__file__).resolve().parents[1] / "qgis_plugin" / "geoseg_provider" / "algorithms.py"
 #: A value other than the default for each option, to see what it changes.
-OTHER = {"overlap": 3, "block_chips": 2, "batch_size": 3, "precision": "fp32", "engine": "onnx",
+OTHER = {"tile": 96, "overlap": 3, "block_chips": 2, "batch_size": 3, "precision": "fp32", "engine": "onnx",
          "tta": "flips", "workers": 2, "threads": 1, "processes": True, "scheduler": "tcp://127.0.0.1:1",
          "confidence": True, "probabilities": "uint8", "cog": True, "bands": (3, 2, 1), "sampling": "native",
          "aoi": "aoi.gpkg", "acquired": "2024-06-01", "commit_seconds": 9.0}

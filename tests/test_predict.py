@@ -75,8 +75,9 @@ def test_wrong_band_count_is_refused(tiny_checkpoint, tmp_path):
     assert not list(tmp_path.glob("out*"))
 
 
-def _reference_prediction(scene, ckpt_path, overlap, tta="none"):
-    """Whole-scene blending written out plainly: the answer block-wise prediction must give."""
+def _reference_prediction(scene, ckpt_path, overlap, tta="none", tile=None):
+    """Whole-scene blending written out plainly (chips of ``tile``, default the training chip): the answer
+    block-wise prediction must give."""
     import torch
     from rasterio.windows import Window
 
@@ -87,7 +88,7 @@ def _reference_prediction(scene, ckpt_path, overlap, tta="none"):
     ckpt = load_checkpoint(ckpt_path)
     model = ckpt.build()
     with open_raster(scene) as src:
-        g = ChipGrid.for_scene(src.width, src.height, ckpt.chip_size, overlap)
+        g = ChipGrid.for_scene(src.width, src.height, tile or ckpt.chip_size, overlap)
         span = Window(-g.offset, -g.offset, (g.cols - 1) * g.stride + g.chip,
                       (g.rows - 1) * g.stride + g.chip)
         data, valid, content = read_padded(src, span, ckpt.bands)
@@ -122,6 +123,24 @@ def test_block_wise_prediction_equals_whole_scene_blending(rgb_scene, tiny_check
     expected = _reference_prediction(rgb_scene, tiny_checkpoint, overlap)
     assert (got == expected).mean() >= 0.9999
     assert ((got == NODATA) == (expected == NODATA)).all()
+
+
+@pytest.mark.parametrize("tile,overlap", [(96, 16), (128, 40)])
+def test_larger_tiles_than_the_training_chip_blend_as_the_whole_scene(rgb_scene, tiny_checkpoint, tmp_path,
+                                                                       tile, overlap):
+    """A model trained on 64 px chips predicting 96 and 128 px tiles: block by block as whole-scene blending
+    of those tiles, the same for any block size, the tile recorded in the raster's tags."""
+    got, _, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "a.tif", block_chips=1, overlap=overlap,
+                         batch_size=1, tile=tile)
+    again, _, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "b.tif", block_chips=3, overlap=overlap,
+                           batch_size=1, tile=tile)
+    expected = _reference_prediction(rgb_scene, tiny_checkpoint, overlap, tile=tile)
+    assert (got == expected).mean() >= 0.9999 and (got == again).all()
+    assert ((got == NODATA) == (expected == NODATA)).all()
+    plain = _reference_prediction(rgb_scene, tiny_checkpoint, overlap)
+    assert (expected != plain).any()  # another tiling: a different blend, so the tile was really used
+    with rasterio.open(tmp_path / "a.tif") as ds:
+        assert (ds.tags()["tile"], ds.tags()["chip_size"]) == (str(tile), "64")
 
 
 def test_confidence_probabilities_and_cog(rgb_scene, tiny_checkpoint, tmp_path):

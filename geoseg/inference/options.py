@@ -41,6 +41,10 @@ def option(default: Any, help: str, *, flag: str | None = None, resume: str, des
 class PredictOptions:
     """How to run prediction; ``None`` picks a default from the checkpoint or the machine."""
 
+    tile: int | None = option(None, "Side of the chips the model predicts, in pixels, a multiple of 32 "
+                              "(default: its training chip; a fully convolutional model takes larger ones, "
+                              "with less overlap to compute).", flag="--tile", kind="int", minimum=32,
+                              resume="fingerprint")
     overlap: int | None = option(None, "Pixels shared by neighbouring chips (default chip/8).",
                                  flag="--overlap", kind="int", resume="fingerprint", qgis=True)
     block_chips: int = option(4, "Output block side in chip strides.", flag="--block-chips", kind="int",

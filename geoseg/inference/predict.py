@@ -61,6 +61,7 @@ from geoseg.io.raster import open_raster, resolve_bands
 from geoseg.models.checkpoint import Checkpoint
 from geoseg.models.defaults import resolve_model
 from geoseg.models.engines import EngineChoice, select_engine
+from geoseg.models.fields import checked_tile
 from geoseg.outputs.class_raster import (
     class_raster_profile,
     finish_raster,
@@ -285,6 +286,7 @@ def _predict_rasters(scene: str | os.PathLike, choice: EngineChoice, paths: Outp
     engine ``choice`` made for the model."""
     _check_options(options)
     ckpt = choice.checkpoint
+    options = replace(options, tile=_tile(options, choice))
     grid, bands = _inspect_scene(scene, _model_bands(options, ckpt), ckpt, polygons=paths.vector is not None,
                                  min_area=min_area)
     options = replace(options, bands=tuple(bands))
@@ -296,10 +298,11 @@ def _predict_rasters(scene: str | os.PathLike, choice: EngineChoice, paths: Outp
         loading.update(1)
         engine = choice.prepare(scene)
         loading.update(1)
-    overlap = _overlap(options, ckpt.chip_size)
+    overlap = _overlap(options, options.tile)
     scene_ref = str(scene) if is_remote(scene) else str(Path(scene).resolve())
     tags = {"geoseg_version": __version__, "checkpoint": str(ckpt.path.resolve()), "scene": scene_ref,
-            "overlap": str(overlap), "chip_size": str(ckpt.chip_size), "tta": options.tta}
+            "overlap": str(overlap), "chip_size": str(ckpt.chip_size), "tile": str(options.tile),
+            "tta": options.tta}
     tags["engine"] = engine.name
     if scale != (1.0, 1.0):
         tags["sampling"] = f"{scale[0]:.6g} × {scale[1]:.6g} scene pixels per model pixel (x × y)"
@@ -406,7 +409,7 @@ def _resample_to_scene(writer, probabilities: Path, scene_ref: str, bands: list[
 def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, overlap: int,
                    options: PredictOptions, start: float, area: bytes | None = None) -> int:
     """Run the blocks still to do on dask and write each as it finishes; the number of chips run."""
-    layout = grid_blocks(ChipGrid.for_scene(grid.width, grid.height, ckpt.chip_size, overlap),
+    layout = grid_blocks(ChipGrid.for_scene(grid.width, grid.height, options.tile, overlap),
                          max(1, options.block_chips))
     threads = default_threads(options.threads, options.workers)
     model = ModelRef.of(ckpt)  # what the block tasks carry: workers load the file, checked unchanged
@@ -421,7 +424,7 @@ def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, over
             check_workers(client, scene_ref, model.path)
         todo = sum(len(row) for row in layout) - len(writer.done)
         pbar = stack.enter_context(bar(todo, "predict", unit="block"))
-        tasks = block_tasks(layout, grid, scene=scene_ref, checkpoint=model, chip=ckpt.chip_size,
+        tasks = block_tasks(layout, grid, scene=scene_ref, checkpoint=model, chip=options.tile,
                             overlap=overlap, batch_size=options.batch_size, precision=options.precision,
                             tta=options.tta, threads=threads, bands=tuple(options.bands), area=area)
         finished = run_blocks(client, tasks, ckpt.classes.index_to_code_lut(), confidence=options.confidence,
@@ -525,9 +528,21 @@ def _check_options(options: PredictOptions) -> None:
 def _overlap(options: PredictOptions, chip: int) -> int:
     overlap = chip // 8 if options.overlap is None else options.overlap
     if not 0 <= overlap <= chip // 2:
-        raise InputError(f"--overlap must be between 0 and {chip // 2} pixels for this model's {chip} px "
-                         "chips")
+        raise InputError(f"--overlap must be between 0 and {chip // 2} pixels for {chip} px chips")
     return overlap
+
+
+def _tile(options: PredictOptions, choice: EngineChoice) -> int:
+    """The side of the chips the model predicts: ``--tile``, else its training chip. An exported ONNX
+    model keeps its own (its input may be fixed at it)."""
+    chip = choice.checkpoint.chip_size
+    if options.tile is None or options.tile == chip:
+        return chip
+    tile = checked_tile(options.tile)
+    if choice.kind == "exported":
+        raise InputError(f"--tile cannot change the {chip} px chips of an exported ONNX model "
+                         f"({choice.checkpoint.path.name}); predict with its checkpoint instead")
+    return tile
 
 
 def _sieve(raster: Path, grid: GeoGrid, min_area: float) -> None:

@@ -43,7 +43,7 @@ from geoseg import __version__
 from geoseg.errors import InputError
 from geoseg.io.atomic import atomic_output, check_output_path
 from geoseg.models.checkpoint import Checkpoint, load_checkpoint
-from geoseg.models.fields import BASELINE, TORCH_ONLY
+from geoseg.models.fields import BASELINE, TORCH_ONLY, checked_tile
 
 OPSET = 17
 CHECKPOINT_KEYS = ("architecture", "model_config", "classes", "bands", "mean", "std", "clip", "chip_size",
@@ -119,16 +119,11 @@ def _fixed_output_shape(graph, classes: int, tile: int) -> None:
 
 
 #: Pixels a tile may have on a side: at least a chip of the smallest size, at most Deepness's largest tile.
-TILE_RANGE = (32, 4096)
 
 
 def _tile_size(ckpt: Checkpoint, tile: int | None) -> int:
     """The exported model's tile side: ``tile``, or the chip size; a multiple of 32 (a U-Net's stride)."""
-    tile = ckpt.chip_size if tile is None else int(tile)
-    if not TILE_RANGE[0] <= tile <= TILE_RANGE[1] or tile % 32:
-        raise InputError(f"--tile must be a multiple of 32 between {TILE_RANGE[0]} and {TILE_RANGE[1]} "
-                         f"pixels, got {tile}")
-    return tile
+    return checked_tile(ckpt.chip_size if tile is None else int(tile))
 
 
 def _onnx_metadata(ckpt: Checkpoint, overlap: int | None = None, tile: int | None = None) -> dict[str, str]:

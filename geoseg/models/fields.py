@@ -14,11 +14,13 @@ import math
 import re
 from typing import Any
 
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, InputError
 from geoseg.io.classes import NODATA, ClassSchema, parse_color
 
 #: Chip sizes a checkpoint may declare (pixels).
 CHIP_SIZES = (8, 4096)
+#: The tiles a U-Net predicts (an export's, ``predict --tile``): multiples of 32 (it halves a chip 5 times).
+TILE_RANGE = (32, 4096)
 #: The most bands and classes a model may have.
 MAX_BANDS = 1024
 MAX_CLASSES = NODATA  # codes 0..254
@@ -35,6 +37,14 @@ BASELINE = "PixelBaseline"
 BLEND = "NetworkBaselineBlend"
 #: Architectures only torch runs: ONNX cannot hold the baseline's trees.
 TORCH_ONLY = (BASELINE, BLEND)
+
+
+def checked_tile(tile: Any) -> int:
+    """``tile`` as the side of the tiles a model predicts, or one sentence (given by the user: ``--tile``)."""
+    if not _is_int(tile) or not TILE_RANGE[0] <= tile <= TILE_RANGE[1] or tile % 32:
+        raise InputError(f"--tile must be a multiple of 32 between {TILE_RANGE[0]} and {TILE_RANGE[1]} "
+                         f"pixels, got {tile}")
+    return int(tile)
 
 
 class ModelFieldError(ValueError):
