@@ -65,6 +65,15 @@ def per_pixel_model() -> torch.nn.Module:
     return model.eval()
 
 
+def per_pixel_probabilities(model: torch.nn.Conv2d, image: np.ndarray) -> np.ndarray:
+    """The 1 × 1 convolution's class probabilities [classes, h, w] over the whole scene, in float64 numpy."""
+    x = (image.astype(np.float64) - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]
+    w = model.weight.detach().double().numpy()[:, :, 0, 0]
+    logits = np.einsum("kb,bhw->khw", w, x) + model.bias.detach().double().numpy()[:, None, None]
+    p = np.exp(logits - logits.max(0))
+    return p / p.sum(0)
+
+
 def test_round_epochs_spread_the_rounds_and_never_follow_the_last_epoch():
     assert round_epochs(10, 1) == [5]
     assert round_epochs(10, 2) == [3, 7]
@@ -88,11 +97,7 @@ def test_pseudo_labels_are_the_confident_predictions_on_unlabelled_valid_pixels(
     (pseudo,), found = pseudo_label(model, dataset, torch.device("cpu"), None, confidence, excluded=[2],
                                     batch_size=5)
     valid = (image != 0).all(axis=0)
-    x = (image.astype(np.float64) - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]
-    w = model.weight.detach().double().numpy()[:, :, 0, 0]
-    logits = np.einsum("kb,bhw->khw", w, x) + model.bias.detach().double().numpy()[:, None, None]
-    p = np.exp(logits - logits.max(0))
-    p /= p.sum(0)
+    p = per_pixel_probabilities(model, image)
     expected = np.where(valid & (labels == 0) & (p.max(0) >= confidence) & (p.argmax(0) != 2), p.argmax(0),
                         IGNORE_INDEX)
     clear = np.abs(p.max(0) - confidence) > 1e-4  # float32 against float64 at the threshold
@@ -113,11 +118,7 @@ def test_a_class_balanced_share_takes_each_class_s_most_confident_predictions(sp
     dataset = ChipDataset([scene], SCHEMA, [1, 2, 3], 32, MEAN, STD)
     (pseudo,), found = pseudo_label(model, dataset, torch.device("cpu"), None, 1.0, excluded=[2], share=0.3)
     valid = (image != 0).all(axis=0)
-    x = (image.astype(np.float64) - np.array(MEAN)[:, None, None]) / np.array(STD)[:, None, None]
-    w = model.weight.detach().double().numpy()[:, :, 0, 0]
-    logits = np.einsum("kb,bhw->khw", w, x) + model.bias.detach().double().numpy()[:, None, None]
-    p = np.exp(logits - logits.max(0))
-    p /= p.sum(0)
+    p = per_pixel_probabilities(model, image)
     open_ = valid & (labels == 0)
     for c in (0, 1):
         mine = open_ & (p.argmax(0) == c)
@@ -190,7 +191,7 @@ def test_a_run_pseudo_labels_the_unlabelled_part_and_draws_chips_there(tmp_path,
     result = trainer.fit()
     out = capsys.readouterr().out
     assert "self-training round 1 (after epoch 1):" in out
-    assert "self-training: best val mIoU" in out and "up to round 1 (after epoch 1)" in out
+    assert "self-training: best val mIoU" in out and "up to the first round (after epoch 1)" in out
     row = result.history[0]
     assert row["pseudo_pixels"] > 100 and "pseudo_pixels" not in result.history[1]
     (labels,) = load_pseudo_labels(result.run_dir / pseudo_label_file(1), [(192, 192)], 3)

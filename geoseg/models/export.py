@@ -118,9 +118,6 @@ def _fixed_output_shape(graph, classes: int, tile: int) -> None:
         dim.dim_value = value
 
 
-#: Pixels a tile may have on a side: at least a chip of the smallest size, at most Deepness's largest tile.
-
-
 def _tile_size(ckpt: Checkpoint, tile: int | None) -> int:
     """The exported model's tile side: ``tile``, or the chip size; a multiple of 32 (a U-Net's stride)."""
     return checked_tile(ckpt.chip_size if tile is None else int(tile))

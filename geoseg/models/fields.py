@@ -19,7 +19,8 @@ from geoseg.io.classes import NODATA, ClassSchema, parse_color
 
 #: Chip sizes a checkpoint may declare (pixels).
 CHIP_SIZES = (8, 4096)
-#: The tiles a U-Net predicts (an export's, ``predict --tile``): multiples of 32 (it halves a chip 5 times).
+#: The tiles a U-Net predicts (an export's, ``predict --tile``): multiples of 32 (it halves a chip 5 times),
+#: at most Deepness's largest tile.
 TILE_RANGE = (32, 4096)
 #: The most bands and classes a model may have.
 MAX_BANDS = 1024

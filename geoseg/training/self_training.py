@@ -3,7 +3,8 @@ become labels (pseudo-labels) for the epochs after a round.
 
 Where polygons cover a small part of the scenes, most pixels a chip shows carry no label and give the loss
 nothing. A round predicts every training scene (overlapping tiles, each keeping its centre), keeps the
-classes predicted with a probability of at least ``pseudo_label_confidence`` on pixels that are valid and
+classes predicted with a probability of at least ``pseudo_label_confidence`` (or, with
+``pseudo_label_share``, among their class's most confident predictions) on pixels that are valid and
 unlabelled, and hands them to the chip dataset, which fills a chip's unlabelled pixels with them; chips are
 then also drawn where only pseudo-labels are. Labelled pixels, nodata and pixels labelled with an ignored
 class are never pseudo-labelled. Whether the rounds help is judged on the validation scenes (never

@@ -799,10 +799,10 @@ def _self_training_outcome(history: Sequence[dict[str, Any]]) -> str:
     before = max((row["val_miou"] for row in scored if row["epoch"] <= first), default=math.nan)
     after = max((row["val_miou"] for row in scored if row["epoch"] > first), default=math.nan)
     if math.isnan(after):
-        return f"self-training: no epoch was validated after round 1 (epoch {first})"
+        return f"self-training: no epoch was validated after the first round (epoch {first})"
     side = ("learnt from the pseudo-labels too" if after > before or math.isnan(before)
             else "is from before the first round (the pseudo-labels did not help on validation)")
-    return (f"self-training: best val mIoU {before:.3f} up to round 1 (after epoch {first}), "
+    return (f"self-training: best val mIoU {before:.3f} up to the first round (after epoch {first}), "
             f"{after:.3f} after it; best.ckpt {side}")
 
 
