@@ -1,5 +1,5 @@
-"""Prediction engines: torch, ONNX Runtime fp32 and int8 each give one class raster whatever the blocking;
-exported models are cached by the checkpoint's content; auto's choice is said in the summary."""
+"""Prediction engines: torch, ONNX Runtime fp32, int8 and adaptive each give one class raster whatever the
+blocking; exported models are cached by the checkpoint's content; auto's choice is said in the summary."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def classes(path) -> np.ndarray:
         return src.read(1)
 
 
-@pytest.mark.parametrize("engine", ["torch", "onnx", "int8"])
+@pytest.mark.parametrize("engine", ["torch", "onnx", "int8", "adaptive"])
 def test_each_engine_gives_one_class_raster_for_every_block_size(engine, rgb_scene, tiny_checkpoint,
                                                                  tmp_path):
     rasters = []
@@ -29,8 +29,9 @@ def test_each_engine_gives_one_class_raster_for_every_block_size(engine, rgb_sce
         predict_scene(rgb_scene, tiny_checkpoint, out, PredictOptions(engine=engine, block_chips=cells))
         rasters.append(classes(out))
         with rasterio.open(out) as src:
-            assert src.tags()["engine"].startswith({"torch": "torch", "onnx": "onnx-fp32",
-                                                    "int8": "onnx-int8"}[engine])
+            expected = {"torch": "torch", "onnx": "onnx-fp32", "int8": "onnx-int8",
+                        "adaptive": "onnx-int8+fp32"}
+            assert src.tags()["engine"].startswith(expected[engine])
     assert all(np.array_equal(rasters[0], r) for r in rasters[1:])
     assert (rasters[0] != 255).sum() > 0
 
@@ -116,7 +117,7 @@ def _predict_in_a_fresh_process(scene, checkpoint, out, engine: str, env: dict |
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("engine", ["onnx", "int8"])
+@pytest.mark.parametrize("engine", ["onnx", "int8", "adaptive"])
 def test_a_cached_export_predicts_without_importing_torch(engine, rgb_scene, tiny_checkpoint, tmp_path):
     first = _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "first.tif", engine)
     assert first["torch"]  # the first prediction exports the checkpoint (torch), once

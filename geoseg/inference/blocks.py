@@ -30,7 +30,7 @@ from geoseg.io.fingerprint import cache_key, file_identity
 from geoseg.io.grid import ChipGrid, GridBlock, span_window
 from geoseg.io.raster import open_raster, read_padded
 from geoseg.models.checkpoint import Checkpoint, autocast_dtype, default_device, load_checkpoint
-from geoseg.models.onnx_runtime import OnnxModel
+from geoseg.models.onnx_runtime import ArrayModel
 
 if TYPE_CHECKING:
     import torch
@@ -129,7 +129,7 @@ def model_for(model: str | os.PathLike | ModelRef, threads: int | None = None,
             return _MODELS[key]
         ckpt = checkpoint if checkpoint is not None else load_checkpoint(path)
         model = ckpt.build(threads)
-        if not isinstance(model, OnnxModel):
+        if not isinstance(model, ArrayModel):
             import torch
 
 
@@ -203,7 +203,7 @@ def predict_probabilities(model: Model, x: np.ndarray, precision: str = "auto",
                           tta: str = "none") -> np.ndarray:
     """Softmax class probabilities [n, K, h, w] (float32) for a batch of normalised chips ``x``; ``tta``
     "flips" averages them over the four flips."""
-    if not isinstance(model, OnnxModel):
+    if not isinstance(model, ArrayModel):
         return _torch_probabilities(model, x, precision, tta).numpy()
     flips = [()] if tta == "none" else [(), (3,), (2,), (2, 3)]
     out = None

@@ -55,8 +55,9 @@ class PredictOptions:
                             "as given.", flag="--precision", choices=PRECISIONS, show_default=True,
                             resume="fingerprint")
     engine: str = option("auto", "auto: torch with bf16 where the CPU has it, else ONNX Runtime fp32; onnx; "
-                         "int8 (ONNX Runtime static quantization, calibrated on training chips). Exported "
-                         "models are cached beside the checkpoint.", flag="--engine", choices=ENGINES,
+                         "int8 (ONNX Runtime static quantization, calibrated on training chips); adaptive "
+                         "(int8, and fp32 again for the chips where int8 is unsure). Exported models are "
+                         "cached beside the checkpoint.", flag="--engine", choices=ENGINES,
                          show_default=True, resume="fingerprint", qgis=True)
     tta: str = option("none", "Test-time augmentation: average over flips (4× the compute).", flag="--tta",
                       choices=TTA_MODES, show_default=True, resume="fingerprint", qgis=True)

@@ -1,15 +1,18 @@
 """CPU engines for prediction: torch (bf16 autocast where the CPU has it, else fp32; channels_last), ONNX
-Runtime fp32 and ONNX Runtime int8 (static quantization).
+Runtime fp32, ONNX Runtime int8 (static quantization) and adaptive precision (int8, with the chips where it
+may give another class than fp32 predicted again in fp32: :mod:`geoseg.models.adaptive`).
 
 ``--engine auto`` (unless ``GEOSEG_ENGINE`` pins another) takes torch with bf16 on CPUs with AVX-512 BF16
 or AMX, where it is the fastest engine that agrees with fp32, and ONNX Runtime fp32 elsewhere, the faster
 fp32 engine with the same class raster to float rounding (the measurements are in docs/benchmarks.md). int8 is
 never chosen by ``auto``: it is faster still, but its class raster does not agree with fp32's closely enough
-on every reference model to be a default; ask for it with ``--engine int8``.
+on every reference model to be a default; ask for it with ``--engine int8``, or for ``--engine adaptive``,
+which recomputes in fp32 the chips a rule calibrated per model marks as uncertain.
 
 Exported and quantized models are made once and cached beside the checkpoint in ``.<name>.engines/``, named
 by the checkpoint's content; the int8 model's calibration chips (drawn from the checkpoint's training scenes,
-or from the scene being predicted when those are not reachable) are kept with it.
+or from the scene being predicted when those are not reachable) are kept with it, and so is the adaptive
+engine's model file (its rule, calibrated on check chips drawn the same way).
 
 The choice is made in one place, :func:`select_engine`. A prediction whose engine is such a cached model
 never imports torch (most of a cold start on a small CPU): the checkpoint's fields come from the export's
@@ -35,14 +38,19 @@ from geoseg.io.atomic import atomic_output
 from geoseg.io.fingerprint import cache_key, file_identity
 from geoseg.io.manifest import read_records
 from geoseg.io.raster import open_raster, read_padded, resolve_bands
+from geoseg.models.adaptive import SUFFIX, calibrate, write_adaptive_model
 from geoseg.models.checkpoint import Checkpoint, autocast_dtype, default_device, load_checkpoint
 from geoseg.models.fields import BASELINE, TORCH_ONLY
 from geoseg.models.hardware import may_have_bf16, may_have_gpu
+from geoseg.models.onnx_runtime import OnnxModel
 
-ENGINES = ("auto", "torch", "onnx", "int8")
+ENGINES = ("auto", "torch", "onnx", "int8", "adaptive")
 
 #: Chips the int8 model is calibrated on.
 CALIBRATION_CHIPS = 8
+#: Pixels (and the fewest and most chips) the adaptive engine's rule is calibrated on.
+CHECK_PIXELS = 2 ** 21
+CHECK_CHIPS = (16, 128)
 
 #: Why ``auto`` takes ONNX Runtime fp32.
 NO_BF16 = "no bf16 on this CPU: ONNX Runtime fp32 is the faster fp32 engine"
@@ -53,7 +61,7 @@ class Engine:
     """What predicts: the checkpoint (or exported model) to load and how it was chosen, for the summary."""
 
     checkpoint: Checkpoint
-    name: str       # torch-bf16, torch-fp32, onnx-fp32, onnx-int8
+    name: str       # torch-bf16, torch-fp32, onnx-fp32, onnx-int8, onnx-int8+fp32
     reason: str
 
 
@@ -64,16 +72,18 @@ class EngineChoice:
     engine's kind and why it was chosen. :meth:`prepare` builds what the engine runs."""
 
     checkpoint: Checkpoint
-    kind: str         # torch, onnx, int8, or exported (the model file is itself an ONNX export)
+    kind: str         # torch, onnx, int8, adaptive, or exported (the model file is itself an ONNX export)
     reason: str
     precision: str = "auto"
 
     def prepare(self, scene: str | os.PathLike) -> Engine:
         """The engine ready to run: for ONNX Runtime the export (and the int8 model, calibrated on the
-        training scenes or, where those are gone, on ``scene``), made once, cached beside the checkpoint."""
+        training scenes or, where those are gone, on ``scene``, and the adaptive rule), made once, cached
+        beside the checkpoint."""
         ckpt = self.checkpoint
         if self.kind == "exported":
-            return Engine(ckpt, "onnx-fp32", self.reason)
+            adaptive = ckpt.path is not None and ckpt.path.suffix.lower() == SUFFIX
+            return Engine(ckpt, "onnx-int8+fp32" if adaptive else "onnx-fp32", self.reason)
         if self.kind == "torch":
             import torch
 
@@ -84,7 +94,11 @@ class EngineChoice:
         exported = _exported_model(ckpt)
         if self.kind == "onnx":
             return Engine(load_checkpoint(exported), "onnx-fp32", self.reason)
-        return Engine(load_checkpoint(_quantized_model(ckpt, exported, scene)), "onnx-int8", self.reason)
+        quantized = _quantized_model(ckpt, exported, scene)
+        if self.kind == "int8":
+            return Engine(load_checkpoint(quantized), "onnx-int8", self.reason)
+        adaptive = _adaptive_model(ckpt, exported, quantized, scene)
+        return Engine(load_checkpoint(adaptive), "onnx-int8+fp32", self.reason)
 
 
 def select_engine(model: str | os.PathLike | Checkpoint, engine: str = "auto",
@@ -101,8 +115,9 @@ def select_engine(model: str | os.PathLike | Checkpoint, engine: str = "auto",
     asked = _asked_engine(engine)
     loaded = model if isinstance(model, Checkpoint) else None
     path = loaded.path if loaded is not None else Path(model)
-    if path is not None and path.suffix.lower() == ".onnx":
-        return EngineChoice(loaded or load_checkpoint(path), "exported", "an exported ONNX model", precision)
+    if path is not None and path.suffix.lower() in (".onnx", SUFFIX):
+        what = "an exported ONNX model" if path.suffix.lower() == ".onnx" else "an adaptive model file"
+        return EngineChoice(loaded or load_checkpoint(path), "exported", what, precision)
     known = _engine_without_torch(asked, precision)
     if loaded is None:
         cached = _cached_model(path, known[0]) if known and path.is_file() else None
@@ -123,7 +138,7 @@ def _torch_only(ckpt: Checkpoint, asked: str) -> tuple[str, str]:
     for an ONNX Runtime engine for it is one sentence."""
     what = ("the per-pixel baseline" if ckpt.architecture == BASELINE else
             "a network blended with the baseline")
-    if asked in ("onnx", "int8"):
+    if asked in ("onnx", "int8", "adaptive"):
         raise InputError(f"{ckpt.path or 'the model'} is {what}, whose trees ONNX Runtime cannot run; "
                          "predict it with --engine auto or torch")
     return "torch", f"{what}: its trees run in torch only"
@@ -140,7 +155,7 @@ def _asked_engine(engine: str) -> str:
 def _engine_without_torch(engine: str, precision: str) -> tuple[str, str] | None:
     """(engine, reason) where an ONNX Runtime engine is certain without asking torch: asked for, or ``auto``
     on a CPU without any bf16 feature and a machine without a GPU; else None."""
-    if engine in ("onnx", "int8"):
+    if engine in ("onnx", "int8", "adaptive"):
         return engine, "asked for"
     if engine == "auto" and precision == "auto" and not may_have_bf16() and not may_have_gpu():
         return "onnx", NO_BF16
@@ -160,9 +175,10 @@ def _auto_with_torch(precision: str) -> tuple[str, str]:
 
 
 def _cached_model(ckpt_path: Path, engine: str) -> Path | None:
-    """The cached export (``onnx``) or int8 model (``int8``) of the checkpoint at ``ckpt_path``, if made."""
-    suffix = {"onnx": "fp32", "int8": "int8"}[engine]
-    target = _engine_folder(ckpt_path) / f"{cache_key(file_identity(ckpt_path))}-{suffix}.onnx"
+    """The cached export (``onnx``), int8 model (``int8``) or adaptive model file (``adaptive``) of the
+    checkpoint at ``ckpt_path``, if made."""
+    name = {"onnx": "fp32.onnx", "int8": "int8.onnx", "adaptive": f"int8-fp32{SUFFIX}"}[engine]
+    target = _engine_folder(ckpt_path) / f"{cache_key(file_identity(ckpt_path))}-{name}"
     return target if target.exists() else None
 
 
@@ -228,6 +244,21 @@ def _quantized_model(ckpt: Checkpoint, exported: Path, scene: str | os.PathLike)
     return target
 
 
+def _adaptive_model(ckpt: Checkpoint, exported: Path, quantized: Path, scene: str | os.PathLike) -> Path:
+    """The adaptive engine's model file: the int8 and fp32 models and their recompute rule, calibrated on
+    check chips drawn at random from the training scenes (or ``scene``), made once per checkpoint content."""
+    target = engine_folder(ckpt) / f"{cache_key(file_identity(ckpt.path))}-int8-fp32{SUFFIX}"
+    if target.exists():
+        return target
+    low, high = CHECK_CHIPS
+    chips = _calibration_chips(ckpt, scene, int(np.clip(CHECK_PIXELS // ckpt.chip_size ** 2, low, high)),
+                               at_random=True)
+    shape = dict(bands=len(ckpt.bands), classes=len(ckpt.classes))
+    calibration = calibrate(OnnxModel(quantized, **shape), OnnxModel(exported, **shape), chips)
+    write_adaptive_model(target, quantized, exported, calibration)
+    return target
+
+
 @contextlib.contextmanager
 def _quiet_root_logger():
     """ONNX Runtime's quantization tools log advice to the root logger; a user of geoseg cannot act on it."""
@@ -252,20 +283,23 @@ def _copy_metadata(source: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
-def _calibration_chips(ckpt: Checkpoint, scene: str | os.PathLike, n: int = CALIBRATION_CHIPS) -> np.ndarray:
+def _calibration_chips(ckpt: Checkpoint, scene: str | os.PathLike, n: int = CALIBRATION_CHIPS,
+                       at_random: bool = False) -> np.ndarray:
     """``n`` normalised chips [n, bands, chip, chip]: spread over the checkpoint's training scenes when they
-    are reachable, else over ``scene``."""
+    are reachable, else over ``scene``; along each scene's diagonal, or ``at_random`` (seeded) within it."""
     from rasterio.windows import Window
 
 
     sources = _training_scenes(ckpt) or [Path(str(scene))]
     chip, chips = ckpt.chip_size, []
+    rng = np.random.default_rng(0)
     for k in range(n):
         path = sources[k % len(sources)]
         with open_raster(path) as src:
             bands = resolve_bands(src, path, ckpt.bands)
             f = (k // len(sources) + 0.5) / -(-n // len(sources))  # spread along the diagonal
-            window = Window(int((src.width - chip) * f), int((src.height - chip) * f), chip, chip)
+            fx, fy = rng.random(2) if at_random else (f, f)
+            window = Window(int((src.width - chip) * fx), int((src.height - chip) * fy), chip, chip)
             data, _, content = read_padded(src, window, bands)
         normalise(data, content, ckpt.mean, ckpt.std, ckpt.clip)
         chips.append(data)

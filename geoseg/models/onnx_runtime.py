@@ -21,7 +21,7 @@ from geoseg.models.checkpoint import MODEL_FORMATS, REBUILD, Checkpoint, ModelFo
 from geoseg.models.hardware import vector_isa
 
 
-def _onnx_checkpoint(path: str | os.PathLike) -> Checkpoint:
+def onnx_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """The checkpoint an exported model was made from (without weights: :meth:`Checkpoint.build` gives an
     :class:`OnnxModel`). The metadata is read by ONNX Runtime, unoptimised: importing the ``onnx`` package
     alone takes ten times longer. Read once per version of the file (a prediction asks for it more than
@@ -53,13 +53,21 @@ def _checkpoint_from_onnx(path: str, identity: str) -> Checkpoint:
     return checkpoint_from_fields(fields, Path(path), weights=False)
 
 
-class OnnxModel:
+class ArrayModel:
+    """A model prediction runs without torch: normalised chips [n, bands, h, w] (float32 numpy) in, class
+    probabilities [n, K, h, w] out (:meth:`probabilities`)."""
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OnnxModel(ArrayModel):
     """An exported model run by ONNX Runtime: normalised chips [n, bands, h, w] (float32) in, class
     probabilities out."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, bands: int | None = None,
-                 classes: int | None = None, chip: int | None = None):
-        self.session = onnx_session(Path(path), threads)
+                 classes: int | None = None, chip: int | None = None, spinning: bool = True):
+        self.session = onnx_session(Path(path), threads, spinning)
         self.outputs = [o.name for o in self.session.get_outputs()]
         _check_signature(self.session, Path(path), bands, classes, chip)
 
@@ -98,8 +106,9 @@ def _check_signature(session, path: Path, bands: int | None, classes: int | None
                               f"metadata says; {REBUILD}")
 
 
-def onnx_session(path: Path, threads: int | None = None):
-    """An ONNX Runtime session of ``path``.
+def onnx_session(path: Path, threads: int | None = None, spinning: bool = True):
+    """An ONNX Runtime session of ``path``; without ``spinning``, its threads sleep as soon as a run ends
+    (two sessions taking turns would otherwise spin against each other).
 
     For the exports geoseg caches beside a checkpoint (``.<name>.engines/``), the graph ONNX Runtime
     optimises for the first session is saved beside the export, and later sessions load it with optimisation
@@ -112,6 +121,8 @@ def onnx_session(path: Path, threads: int | None = None):
         o = ort.SessionOptions()
         if threads:
             o.intra_op_num_threads = threads
+        if not spinning:
+            o.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not optimise:
             o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         return o
@@ -154,4 +165,4 @@ def _build(ckpt: Checkpoint, threads: int | None) -> OnnxModel:
                      chip=ckpt.chip_size)
 
 
-MODEL_FORMATS[".onnx"] = ModelFormat(read=_onnx_checkpoint, build=_build)
+MODEL_FORMATS[".onnx"] = ModelFormat(read=onnx_checkpoint, build=_build)

@@ -62,7 +62,7 @@ class PredictAlgorithm(_GeosegAlgorithm):
             "replace earlier files of the same names only when the run finishes.")
 
     #: geoseg's engines and test-time augmentations (``geoseg predict --engine`` / ``--tta``).
-    ENGINES = ["auto", "torch", "onnx", "int8"]
+    ENGINES = ["auto", "torch", "onnx", "int8", "adaptive"]
     TTA = ["none", "flips"]
 
     def name(self):
