@@ -112,7 +112,7 @@ def test_a_blend_runs_in_torch_and_says_why_onnx_cannot_hold_it(tmp_path, networ
     path = save_checkpoint(blended_checkpoint(network, baseline.state_dict, 0.5, {}), tmp_path / "blend.ckpt")
     choice = select_engine(path)
     assert choice.kind == "torch" and "trees run in torch only" in choice.reason
-    for engine in ("onnx", "int8"):
+    for engine in ("onnx", "int8", "adaptive"):
         with pytest.raises(InputError, match="whose trees ONNX Runtime cannot run"):
             select_engine(path, engine)
     with pytest.raises(InputError, match="blends a network with the per-pixel baseline's trees, which ONNX "

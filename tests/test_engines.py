@@ -3,7 +3,7 @@ blocking; exported models are cached by the checkpoint's content; auto's choice 
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import numpy as np
 import pytest
@@ -52,18 +52,96 @@ def test_exported_models_are_cached_by_the_checkpoints_content(rgb_scene, tiny_c
     assert other.name.split("-")[0] != first.name.split("-")[0]
 
 
-def test_auto_says_which_engine_it_chose(rgb_scene, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+def test_auto_measures_the_engines_once_and_takes_the_fastest_that_keeps_fp32s_classes(
+        rgb_scene, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from geoseg.models.engine_speed import AGREEMENT, FASTER, NAMES
+
     monkeypatch.delenv("GEOSEG_ENGINE")
-    flags = set(" ".join(line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split())
-    if flags & {"avx512_bf16", "amx_bf16"}:  # the CPU computes in bf16
-        expected = "engine torch-bf16: bf16 on this CPU"
-    elif not flags & {"avx512f", "avx512bw"} and not Path("/dev/nvidia0").exists():  # no bf16 path at all
-        expected = "engine onnx-fp32: no bf16 on this CPU: ONNX Runtime fp32 is the faster fp32 engine"
-    else:
-        pytest.skip("AVX-512 without native bf16: torch decides, nothing independent to compare with")
-    predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "auto.tif")
-    assert expected in capsys.readouterr().out
+    first = predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "auto.tif")
+    out = capsys.readouterr().out
+    assert "measuring the engines for this model on this CPU (once)" in out
+    [kept] = engine_folder(load_checkpoint(tiny_checkpoint)).glob("*-auto-*-chip.json")
+    document = json.loads(kept.read_text())
+    ms, agreement = document["ms_per_chip"], document["agreement"]
+    bf16 = autocast_dtype(torch.device("cpu"), "auto") is not None
+    assert set(ms) == {"onnx", "adaptive"} | ({"torch"} if bf16 else set())
+    # the rule, applied here to the numbers kept: ONNX Runtime fp32 unless another is as right and faster
+    expected = "onnx"
+    for kind in ms:
+        if agreement[kind] >= AGREEMENT and ms[kind] * FASTER <= ms[expected]:
+            expected = kind
+    assert document["engine"] == expected and first.engine == NAMES[expected]
+    assert f"engine {first.engine}: measured on this CPU, {ms[expected]:.1f} ms a chip" in out
+    made = kept.stat().st_mtime_ns
+    again = predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "again.tif")
+    assert "measuring" not in capsys.readouterr().out  # read, not measured again
+    assert kept.stat().st_mtime_ns == made
+    assert again.engine == first.engine
+    predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "tile.tif", PredictOptions(tile=96))
+    assert "measuring the engines" in capsys.readouterr().out  # another tile: measured for it
+    assert kept.with_name(kept.name.replace("-chip.json", "-96.json")).exists()
+    kept.write_text(json.dumps({**document, "engine": "int8"}))  # not an engine auto takes: measured again
+    predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "damaged.tif")
+    assert "measuring the engines" in capsys.readouterr().out
+    assert json.loads(kept.read_text())["engine"] in NAMES
+
+
+def test_auto_takes_another_engine_only_where_it_keeps_fp32s_classes_and_is_faster(rgb_scene,
+                                                                                  tiny_checkpoint):
+    import time
+
+    from geoseg.models.engine_speed import measure
+    from geoseg.models.engines import _calibration_chips
+    from geoseg.models.onnx_runtime import OnnxModel
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    fp32 = select_engine(ckpt, "onnx").prepare(rgb_scene).checkpoint.path
+    int8 = select_engine(ckpt, "int8").prepare(rgb_scene).checkpoint.path
+    exact, fast = OnnxModel(fp32), OnnxModel(int8)
+    chips = _calibration_chips(ckpt, rgb_scene, 16, at_random=True)
+
+    def slowed(forward, seconds):
+        def run(x):
+            time.sleep(seconds)
+            return forward(x)
+        return run
+
+    # the same classes, 20 ms a chip faster than the reference: taken
+    late, timed = slowed(exact.probabilities, 0.02), chips[:4]
+    taken = measure({"onnx": late, "torch": exact.probabilities}, chips, timed)
+    assert taken.kind == "torch" and taken.agreement["torch"] == 1.0
+    # the same classes, slower: not taken
+    slower = measure({"onnx": exact.probabilities, "torch": late}, chips, timed)
+    assert slower.kind == "onnx"
+    # faster but other classes (int8 on this untrained model): not taken, and the reason says why
+    wrong = measure({"onnx": late, "adaptive": fast.probabilities}, chips, timed)
+    reference = np.stack([exact.probabilities(c[None])[0].argmax(0) for c in chips])
+    agree = np.mean(np.stack([fast.probabilities(c[None])[0].argmax(0) for c in chips]) == reference)
+    assert wrong.agreement["adaptive"] == pytest.approx(agree) and agree < 0.999 and wrong.kind == "onnx"
+    assert "of fp32's classes" in wrong.reason()
+
+
+GOOD_CHOICE = {"format": "geoseg-engine-choice", "version": 1, "engine": "torch",
+               "ms_per_chip": {"onnx": 12.0, "torch": 9.0}, "agreement": {"onnx": 1.0, "torch": 0.9995}}
+
+
+@pytest.mark.parametrize("change", [
+    {"format": "other"}, {"version": 2}, {"engine": "int8"}, {"engine": "adaptive"},
+    {"ms_per_chip": {"onnx": 12.0, "torch": float("nan")}}, {"ms_per_chip": {"onnx": 12.0, "torch": -1}},
+    {"ms_per_chip": {"onnx": 12.0, "torch": True}}, {"agreement": {"onnx": 1.0, "torch": 1.5}},
+    {"agreement": {"onnx": 1.0}}, {"ms_per_chip": {"onnx": 1.0, "torch": 1.0, "evil": 0.1}},
+    {"ms_per_chip": "fast"},
+])
+def test_autos_kept_measurement_is_read_field_by_field(tmp_path, change):
+    from geoseg.models.engine_speed import read_choice
+
+    path = tmp_path / "choice.json"
+    path.write_text(json.dumps(GOOD_CHOICE))
+    assert read_choice(path).kind == "torch"
+    path.write_text(json.dumps({**GOOD_CHOICE, **change}))
+    assert read_choice(path) is None  # measured again
+    path.write_bytes(b"\x80 not json")
+    assert read_choice(path) is None
 
 
 def test_an_exports_optimised_graph_is_saved_once_and_gives_the_same_logits(rgb_scene, tiny_checkpoint,
@@ -128,13 +206,11 @@ def test_a_cached_export_predicts_without_importing_torch(engine, rgb_scene, tin
         assert src.tags()["checkpoint"] == str(tiny_checkpoint.resolve())
 
 
-def test_auto_needs_no_torch_only_where_the_cpu_certainly_lacks_bf16(rgb_scene, tiny_checkpoint, tmp_path):
-    from geoseg.models.hardware import may_have_bf16, may_have_gpu
-
-    _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "first.tif", "onnx")  # cached
-    auto = _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "auto.tif", "auto")
-    certain = not may_have_bf16() and not may_have_gpu()
-    assert (auto["torch"] == []) == certain
-    bf16 = autocast_dtype(torch.device("cpu"), "auto") is not None
-    assert auto["engine"] == ("torch-bf16" if bf16 else "onnx-fp32")  # the same choice as torch's check
-
+def test_auto_needs_no_torch_once_measured_where_it_took_an_onnx_runtime_engine(rgb_scene, tiny_checkpoint,
+                                                                                  tmp_path):
+    first = _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "first.tif", "auto")
+    assert first["torch"]  # measuring: the export and, where the CPU has bf16, torch's own engine
+    again = _predict_in_a_fresh_process(rgb_scene, tiny_checkpoint, tmp_path / "again.tif", "auto")
+    assert again["engine"] == first["engine"]
+    assert (again["torch"] == []) == (again["engine"] != "torch-bf16")
+    assert np.array_equal(classes(tmp_path / "first.tif"), classes(tmp_path / "again.tif"))

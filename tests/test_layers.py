@@ -116,6 +116,7 @@ COVERED_BY = {
     "io/classes": ("test_labels.py", "ClassSchema"),
     "io/formats": ("test_qgis.py", ".fgb"),
     "io/geodesy": ("test_measures.py", "geoseg.io.geodesy"),
+    "models/engine_speed": ("test_engines.py", "geoseg.models.engine_speed"),
     "models/onnx_runtime": ("test_engines.py", "geoseg.models.onnx_runtime"),
     "outputs/panels": ("test_report.py", "geoseg.outputs.panels"),
     "outputs/polygons": ("test_vectorize.py", "geoseg.outputs.polygons"),

@@ -54,11 +54,12 @@ class PredictOptions:
     precision: str = option("auto", "torch's precision: bf16 autocast where the CPU or GPU has it (auto), or "
                             "as given.", flag="--precision", choices=PRECISIONS, show_default=True,
                             resume="fingerprint")
-    engine: str = option("auto", "auto: torch with bf16 where the CPU has it, else ONNX Runtime fp32; onnx; "
-                         "int8 (ONNX Runtime static quantization, calibrated on training chips); adaptive "
-                         "(int8, and fp32 again for the chips where int8 is unsure). Exported models are "
-                         "cached beside the checkpoint.", flag="--engine", choices=ENGINES,
-                         show_default=True, resume="fingerprint", qgis=True)
+    engine: str = option("auto", "auto: torch on a GPU; on a CPU the fastest of ONNX Runtime fp32, "
+                         "torch bf16 and adaptive that keeps fp32's classes, measured once per model and "
+                         "CPU; torch; onnx; int8 (ONNX Runtime static quantization, calibrated on training "
+                         "chips); adaptive (int8, and fp32 again for the chips where int8 is unsure). "
+                         "Exported models are cached beside the checkpoint.", flag="--engine",
+                         choices=ENGINES, show_default=True, resume="fingerprint", qgis=True)
     tta: str = option("none", "Test-time augmentation: average over flips (4× the compute).", flag="--tta",
                       choices=TTA_MODES, show_default=True, resume="fingerprint", qgis=True)
     workers: int | None = option(None, "dask workers of the local cluster (default 1).", flag="--workers",

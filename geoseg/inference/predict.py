@@ -203,7 +203,7 @@ def _predict_outputs(scene: str | os.PathLike, checkpoint_path: Path, paths: Out
                      options: PredictOptions, vector: VectorOptions, resume: bool,
                      implicit: bool) -> PredictOutputs:
     with bar(2, "load", unit="step") as loading:  # the model's fields (torch's import, where needed)
-        choice = select_engine(checkpoint_path, options.engine, options.precision)
+        choice = select_engine(checkpoint_path, options.engine, options.precision, options.tile)
         loading.update(1)
     checkpoint = choice.checkpoint
     if implicit:
@@ -276,7 +276,7 @@ def predict_scene(scene: str | os.PathLike, checkpoint: str | os.PathLike | Chec
     """
     model_path = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
     paths = _raster_paths(Path(output), None, options, overwrite, {"input scene": scene, "model": model_path})
-    choice = select_engine(checkpoint, options.engine, options.precision)
+    choice = select_engine(checkpoint, options.engine, options.precision, options.tile)
     return _predict_rasters(scene, choice, paths, options, resume, min_area)
 
 

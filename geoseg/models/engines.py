@@ -2,12 +2,12 @@
 Runtime fp32, ONNX Runtime int8 (static quantization) and adaptive precision (int8, with the chips where it
 may give another class than fp32 predicted again in fp32: :mod:`geoseg.models.adaptive`).
 
-``--engine auto`` (unless ``GEOSEG_ENGINE`` pins another) takes torch with bf16 on CPUs with AVX-512 BF16
-or AMX, where it is the fastest engine that agrees with fp32, and ONNX Runtime fp32 elsewhere, the faster
-fp32 engine with the same class raster to float rounding (the measurements are in docs/benchmarks.md). int8 is
-never chosen by ``auto``: it is faster still, but its class raster does not agree with fp32's closely enough
-on every reference model to be a default; ask for it with ``--engine int8``, or for ``--engine adaptive``,
-which recomputes in fp32 the chips a rule calibrated per model marks as uncertain.
+``--engine auto`` (unless ``GEOSEG_ENGINE`` pins another) takes torch on a GPU; on a CPU it measures, once
+per model, CPU and tile, ONNX Runtime fp32, torch bf16 (where the CPU has it) and adaptive precision on the
+model's own check chips and takes the fastest whose classes agree with fp32's
+(:mod:`geoseg.models.engine_speed`): which one that is depends on the CPU and on the tile (the measurements
+are in docs/benchmarks.md). int8 alone is never chosen by ``auto``: its class raster does not agree with
+fp32's closely enough on every reference model; ask for it with ``--engine int8``.
 
 Exported and quantized models are made once and cached beside the checkpoint in ``.<name>.engines/``, named
 by the checkpoint's content; the int8 model's calibration chips (drawn from the checkpoint's training scenes,
@@ -16,9 +16,7 @@ engine's model file (its rule, calibrated on check chips drawn the same way).
 
 The choice is made in one place, :func:`select_engine`. A prediction whose engine is such a cached model
 never imports torch (most of a cold start on a small CPU): the checkpoint's fields come from the export's
-metadata, and
-``auto`` decides from the CPU's flags (:mod:`geoseg.models.hardware`) where they certainly rule out bf16 and
-a GPU, asking torch only where they do not.
+metadata, and ``auto`` reads its measured choice, kept with the exports.
 """
 
 from __future__ import annotations
@@ -40,9 +38,11 @@ from geoseg.io.manifest import read_records
 from geoseg.io.raster import open_raster, read_padded, resolve_bands
 from geoseg.models.adaptive import SUFFIX, calibrate, write_adaptive_model
 from geoseg.models.checkpoint import Checkpoint, autocast_dtype, default_device, load_checkpoint
+from geoseg.models.engine_speed import TIMED_CHIPS, Measured, choice_path, measure, read_choice, write_choice
 from geoseg.models.fields import BASELINE, TORCH_ONLY
-from geoseg.models.hardware import may_have_bf16, may_have_gpu
+from geoseg.models.hardware import cuda_available, may_have_gpu
 from geoseg.models.onnx_runtime import OnnxModel
+from geoseg.progress import say
 
 ENGINES = ("auto", "torch", "onnx", "int8", "adaptive")
 
@@ -52,8 +52,6 @@ CALIBRATION_CHIPS = 8
 CHECK_PIXELS = 2 ** 21
 CHECK_CHIPS = (16, 128)
 
-#: Why ``auto`` takes ONNX Runtime fp32.
-NO_BF16 = "no bf16 on this CPU: ONNX Runtime fp32 is the faster fp32 engine"
 
 
 @dataclass(frozen=True)
@@ -72,15 +70,19 @@ class EngineChoice:
     engine's kind and why it was chosen. :meth:`prepare` builds what the engine runs."""
 
     checkpoint: Checkpoint
-    kind: str         # torch, onnx, int8, adaptive, or exported (the model file is itself an ONNX export)
+    kind: str         # torch, onnx, int8, adaptive, measure (auto: measured when prepared), or exported
     reason: str
     precision: str = "auto"
+    tile: int | None = None   # the side of the tiles predicted (None: the training chip), for ``measure``
 
     def prepare(self, scene: str | os.PathLike) -> Engine:
         """The engine ready to run: for ONNX Runtime the export (and the int8 model, calibrated on the
         training scenes or, where those are gone, on ``scene``, and the adaptive rule), made once, cached
         beside the checkpoint."""
         ckpt = self.checkpoint
+        if self.kind == "measure":
+            measured = _measure_engines(ckpt, scene, self.tile)
+            return replace(self, kind=measured.kind, reason=measured.reason()).prepare(scene)
         if self.kind == "exported":
             adaptive = ckpt.path is not None and ckpt.path.suffix.lower() == SUFFIX
             return Engine(ckpt, "onnx-int8+fp32" if adaptive else "onnx-fp32", self.reason)
@@ -102,15 +104,15 @@ class EngineChoice:
 
 
 def select_engine(model: str | os.PathLike | Checkpoint, engine: str = "auto",
-                  precision: str = "auto") -> EngineChoice:
+                  precision: str = "auto", tile: int | None = None) -> EngineChoice:
     """The engine for ``model`` (a checkpoint's path, a loaded checkpoint or an exported ``.onnx``) with
-    ``engine`` (one of :data:`ENGINES`, or ``GEOSEG_ENGINE``) and ``precision`` on this machine: the one place
-    the choice is made and checked.
+    ``engine`` (one of :data:`ENGINES`, or ``GEOSEG_ENGINE``) and ``precision`` on this machine, predicting
+    tiles of side ``tile`` (None: the training chip): the one place the choice is made and checked.
 
     Where the choice is an ONNX Runtime engine whose export is already cached
-    beside the checkpoint, the checkpoint's fields come from the export's
-    metadata: neither torch nor the weights are loaded, which saves seconds
-    before the first chip on a CPU.
+    beside the checkpoint (asked for, or ``auto``'s measured choice), the
+    checkpoint's fields come from the export's metadata: neither torch nor the
+    weights are loaded, which saves seconds before the first chip on a CPU.
     """
     asked = _asked_engine(engine)
     loaded = model if isinstance(model, Checkpoint) else None
@@ -118,19 +120,20 @@ def select_engine(model: str | os.PathLike | Checkpoint, engine: str = "auto",
     if path is not None and path.suffix.lower() in (".onnx", SUFFIX):
         what = "an exported ONNX model" if path.suffix.lower() == ".onnx" else "an adaptive model file"
         return EngineChoice(loaded or load_checkpoint(path), "exported", what, precision)
-    known = _engine_without_torch(asked, precision)
+    measured = _measured_choice(path, tile) if asked == "auto" and precision == "auto" else None
+    known = _engine_without_torch(asked) or (measured if measured and measured[0] != "torch" else None)
     if loaded is None:
         cached = _cached_model(path, known[0]) if known and path.is_file() else None
         loaded = replace(load_checkpoint(cached), path=path) if cached else load_checkpoint(path)
     if loaded.architecture in TORCH_ONLY:
         return EngineChoice(loaded, *_torch_only(loaded, asked), precision)
-    if known:
-        kind, reason = known
+    if known or measured:
+        kind, reason = known or measured
     elif asked == "auto":
         kind, reason = _auto_with_torch(precision)
     else:
         kind, reason = asked, "asked for"
-    return EngineChoice(loaded, kind, reason, precision)
+    return EngineChoice(loaded, kind, reason, precision, tile)
 
 
 def _torch_only(ckpt: Checkpoint, asked: str) -> tuple[str, str]:
@@ -152,26 +155,66 @@ def _asked_engine(engine: str) -> str:
     return engine
 
 
-def _engine_without_torch(engine: str, precision: str) -> tuple[str, str] | None:
-    """(engine, reason) where an ONNX Runtime engine is certain without asking torch: asked for, or ``auto``
-    on a CPU without any bf16 feature and a machine without a GPU; else None."""
+def _engine_without_torch(engine: str) -> tuple[str, str] | None:
+    """(engine, reason) where an ONNX Runtime engine is asked for; else None."""
     if engine in ("onnx", "int8", "adaptive"):
         return engine, "asked for"
-    if engine == "auto" and precision == "auto" and not may_have_bf16() and not may_have_gpu():
-        return "onnx", NO_BF16
     return None
 
 
-def _auto_with_torch(precision: str) -> tuple[str, str]:
+def _measured_choice(ckpt_path: Path | None, tile: int | None) -> tuple[str, str] | None:
+    """(engine, reason) as ``auto`` measured it for the checkpoint at ``ckpt_path`` on this CPU and
+    ``tile``, where it has (and no GPU may be used instead); else None."""
+    if ckpt_path is None or not ckpt_path.is_file() or (may_have_gpu() and cuda_available()):
+        return None
+    measured = read_choice(choice_path(_engine_folder(ckpt_path), cache_key(file_identity(ckpt_path)), tile))
+    return (measured.kind, measured.reason()) if measured else None
 
+
+def _auto_with_torch(precision: str) -> tuple[str, str]:
+    """(engine, reason) for ``auto`` not measured yet: torch on a GPU or at a precision asked for, else
+    ``measure`` (done when the engine is prepared)."""
     device = default_device()
     if device.type == "cuda":
         return "torch", "a GPU"
-    if autocast_dtype(device, precision) is not None:
-        return "torch", "bf16 on this CPU"
     if precision != "auto":
         return "torch", f"precision {precision} asked for"
-    return "onnx", NO_BF16
+    return "measure", "to be measured"
+
+
+def _measure_engines(ckpt: Checkpoint, scene: str | os.PathLike, tile: int | None) -> Measured:
+    """``auto``'s engine for ``ckpt`` on this CPU and ``tile``, measured on its check chips (the adaptive
+    rule's) and kept beside the exports; the engines it compares are made (and cached) on the way."""
+    say("measuring the engines for this model on this CPU (once) ...")
+    exported = _exported_model(ckpt)
+    adaptive = _adaptive_model(ckpt, exported, _quantized_model(ckpt, exported, scene), scene)
+    shape = dict(bands=len(ckpt.bands), classes=len(ckpt.classes))
+    forwards = {"onnx": OnnxModel(exported, spinning=False, **shape).probabilities}
+    if autocast_dtype(default_device(), "auto") is not None:
+        forwards["torch"] = _bf16_forward(ckpt)
+    forwards["adaptive"] = load_checkpoint(adaptive).build().probabilities
+    check = _calibration_chips(ckpt, scene, _check_count(ckpt), at_random=True)
+    side = tile or ckpt.chip_size
+    timed = check[:TIMED_CHIPS] if side == ckpt.chip_size else np.random.default_rng(0).normal(
+        size=(TIMED_CHIPS, len(ckpt.bands), side, side)).astype(np.float32)
+    measured = measure(forwards, check, timed)
+    write_choice(choice_path(engine_folder(ckpt), cache_key(file_identity(ckpt.path)), tile), measured)
+    return measured
+
+
+def _bf16_forward(ckpt: Checkpoint):
+    """Class probabilities of normalised chips by ``ckpt``'s torch model under bf16 autocast, channels last
+    (as torch predicts on a CPU with bf16)."""
+    import torch
+
+    model = ckpt.build().to(memory_format=torch.channels_last)
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+            return torch.softmax(model(t), dim=1).to(torch.float32).numpy()
+
+    return forward
 
 
 def _cached_model(ckpt_path: Path, engine: str) -> Path | None:
@@ -250,13 +293,17 @@ def _adaptive_model(ckpt: Checkpoint, exported: Path, quantized: Path, scene: st
     target = engine_folder(ckpt) / f"{cache_key(file_identity(ckpt.path))}-int8-fp32{SUFFIX}"
     if target.exists():
         return target
-    low, high = CHECK_CHIPS
-    chips = _calibration_chips(ckpt, scene, int(np.clip(CHECK_PIXELS // ckpt.chip_size ** 2, low, high)),
-                               at_random=True)
+    chips = _calibration_chips(ckpt, scene, _check_count(ckpt), at_random=True)
     shape = dict(bands=len(ckpt.bands), classes=len(ckpt.classes))
     calibration = calibrate(OnnxModel(quantized, **shape), OnnxModel(exported, **shape), chips)
     write_adaptive_model(target, quantized, exported, calibration)
     return target
+
+
+def _check_count(ckpt: Checkpoint) -> int:
+    """How many check chips: about :data:`CHECK_PIXELS` pixels, within :data:`CHECK_CHIPS`."""
+    low, high = CHECK_CHIPS
+    return int(np.clip(CHECK_PIXELS // ckpt.chip_size ** 2, low, high))
 
 
 @contextlib.contextmanager
