@@ -86,6 +86,17 @@ def test_auto_measures_the_engines_once_and_takes_the_fastest_that_keeps_fp32s_c
     assert json.loads(kept.read_text())["engine"] in NAMES
 
 
+def test_auto_predicts_in_torch_where_no_export_can_be_kept_beside_the_model(rgb_scene, tiny_checkpoint,
+                                                                            tmp_path, monkeypatch):
+    monkeypatch.delenv("GEOSEG_ENGINE")
+    engine_folder(load_checkpoint(tiny_checkpoint)).write_text("a file where the folder would go")
+    result = predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "out.tif")
+    assert result.engine.startswith("torch") and (tmp_path / "out.tif").exists()
+    reference = tmp_path / "torch.tif"
+    predict_scene(rgb_scene, tiny_checkpoint, reference, PredictOptions(engine="torch"))
+    assert np.array_equal(classes(tmp_path / "out.tif"), classes(reference))
+
+
 def test_auto_takes_another_engine_only_where_it_keeps_fp32s_classes_and_is_faster(rgb_scene,
                                                                                   tiny_checkpoint):
     import time

@@ -38,7 +38,7 @@ from geoseg.io.manifest import read_records
 from geoseg.io.raster import open_raster, read_padded, resolve_bands
 from geoseg.models.adaptive import SUFFIX, calibrate, write_adaptive_model
 from geoseg.models.checkpoint import Checkpoint, autocast_dtype, default_device, load_checkpoint
-from geoseg.models.engine_speed import TIMED_CHIPS, Measured, choice_path, measure, read_choice, write_choice
+from geoseg.models.engine_speed import TIMED_CHIPS, choice_path, measure, read_choice, write_choice
 from geoseg.models.fields import BASELINE, TORCH_ONLY
 from geoseg.models.hardware import cuda_available, may_have_gpu
 from geoseg.models.onnx_runtime import OnnxModel
@@ -81,8 +81,8 @@ class EngineChoice:
         beside the checkpoint."""
         ckpt = self.checkpoint
         if self.kind == "measure":
-            measured = _measure_engines(ckpt, scene, self.tile)
-            return replace(self, kind=measured.kind, reason=measured.reason()).prepare(scene)
+            kind, reason = _measured_engine(ckpt, scene, self.tile)
+            return replace(self, kind=kind, reason=reason).prepare(scene)
         if self.kind == "exported":
             adaptive = ckpt.path is not None and ckpt.path.suffix.lower() == SUFFIX
             return Engine(ckpt, "onnx-int8+fp32" if adaptive else "onnx-fp32", self.reason)
@@ -182,24 +182,33 @@ def _auto_with_torch(precision: str) -> tuple[str, str]:
     return "measure", "to be measured"
 
 
-def _measure_engines(ckpt: Checkpoint, scene: str | os.PathLike, tile: int | None) -> Measured:
-    """``auto``'s engine for ``ckpt`` on this CPU and ``tile``, measured on its check chips (the adaptive
-    rule's) and kept beside the exports; the engines it compares are made (and cached) on the way."""
+def _measured_engine(ckpt: Checkpoint, scene: str | os.PathLike, tile: int | None) -> tuple[str, str]:
+    """(engine, reason): ``auto``'s engine for ``ckpt`` on this CPU and ``tile``, measured on its check chips
+    (the adaptive rule's) and kept beside the exports; the engines it compares are made (and cached) on the
+    way. Where no export can be made beside the model (a folder that cannot take it), torch; where no int8
+    model can be made, the others are measured."""
     say("measuring the engines for this model on this CPU (once) ...")
-    exported = _exported_model(ckpt)
-    adaptive = _adaptive_model(ckpt, exported, _quantized_model(ckpt, exported, scene), scene)
+    try:
+        exported = _exported_model(ckpt)
+    except Exception as exc:  # prediction goes on in torch, as it did before auto measured
+        return "torch", f"no ONNX export could be kept beside the model ({type(exc).__name__})"
     shape = dict(bands=len(ckpt.bands), classes=len(ckpt.classes))
     forwards = {"onnx": OnnxModel(exported, spinning=False, **shape).probabilities}
     if autocast_dtype(default_device(), "auto") is not None:
         forwards["torch"] = _bf16_forward(ckpt)
-    forwards["adaptive"] = load_checkpoint(adaptive).build().probabilities
+    try:
+        adaptive = _adaptive_model(ckpt, exported, _quantized_model(ckpt, exported, scene), scene)
+        forwards["adaptive"] = load_checkpoint(adaptive).build().probabilities
+    except Exception:  # ONNX Runtime could not quantize this graph: the exact engines are measured
+        pass
     check = _calibration_chips(ckpt, scene, _check_count(ckpt), at_random=True)
     side = tile or ckpt.chip_size
     timed = check[:TIMED_CHIPS] if side == ckpt.chip_size else np.random.default_rng(0).normal(
         size=(TIMED_CHIPS, len(ckpt.bands), side, side)).astype(np.float32)
     measured = measure(forwards, check, timed)
-    write_choice(choice_path(engine_folder(ckpt), cache_key(file_identity(ckpt.path)), tile), measured)
-    return measured
+    with contextlib.suppress(OSError):  # not kept: measured again next time
+        write_choice(choice_path(engine_folder(ckpt), cache_key(file_identity(ckpt.path)), tile), measured)
+    return measured.kind, measured.reason()
 
 
 def _bf16_forward(ckpt: Checkpoint):
