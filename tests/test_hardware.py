@@ -3,6 +3,9 @@ than torch's own."""
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
 from geoseg.models import hardware
@@ -22,3 +25,18 @@ def test_the_cpu_check_is_never_less_cautious_than_torchs(monkeypatch):
     assert hardware.may_have_bf16() and hardware.vector_isa() == "avx512"
     monkeypatch.setattr(hardware, "cpu_flags", lambda: None)  # unknown: ask torch
     assert hardware.may_have_bf16()
+
+
+
+def test_the_cpu_is_named_as_lscpu_names_it():
+    import shutil
+    import subprocess
+
+    if shutil.which("lscpu") is None:
+        pytest.skip("no lscpu here")
+    listed = subprocess.run(["lscpu"], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+    names = [line.split(":", 1)[1].strip() for line in listed.stdout.splitlines()
+             if line.startswith("Model name")]
+    if listed.returncode or not names:
+        pytest.skip("lscpu does not name this CPU")
+    assert hardware.cpu_name() == names[0]

@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.io.atomic import atomic_write_text
-from geoseg.models.hardware import vector_isa
+from geoseg.models.hardware import cpu_name, vector_isa
 
 #: The share of check pixels whose class an engine must give as fp32 does to be ``auto``'s choice.
 AGREEMENT = 0.999
@@ -107,13 +106,7 @@ def choice_path(folder: Path, key: str, tile: int | None) -> Path:
 @functools.lru_cache(maxsize=1)
 def cpu_key() -> str:
     """A short name for this CPU as far as speed goes: its model, its cores and the vector instructions."""
-    name = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), name)
-    except OSError:
-        pass
-    text = f"{name}|{os.cpu_count()}|{vector_isa()}"
+    text = f"{cpu_name()}|{os.cpu_count()}|{vector_isa()}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -192,16 +192,18 @@ def _measured_engine(ckpt: Checkpoint, scene: str | os.PathLike, tile: int | Non
         exported = _exported_model(ckpt)
     except Exception as exc:  # prediction goes on in torch, as it did before auto measured
         return "torch", f"no ONNX export could be kept beside the model ({type(exc).__name__})"
+    check = _check_chips(ckpt, scene)
     shape = dict(bands=len(ckpt.bands), classes=len(ckpt.classes))
+    # threads that sleep between runs: the engines take turns in this process and must not spin against
+    # each other (the adaptive engine's two sessions run so in prediction too)
     forwards = {"onnx": OnnxModel(exported, spinning=False, **shape).probabilities}
     if autocast_dtype(default_device(), "auto") is not None:
         forwards["torch"] = _bf16_forward(ckpt)
     try:
-        adaptive = _adaptive_model(ckpt, exported, _quantized_model(ckpt, exported, scene), scene)
+        adaptive = _adaptive_model(ckpt, exported, _quantized_model(ckpt, exported, scene), scene, check)
         forwards["adaptive"] = load_checkpoint(adaptive).build().probabilities
     except Exception:  # ONNX Runtime could not quantize this graph: the exact engines are measured
         pass
-    check = _calibration_chips(ckpt, scene, _check_count(ckpt), at_random=True)
     side = tile or ckpt.chip_size
     timed = check[:TIMED_CHIPS] if side == ckpt.chip_size else np.random.default_rng(0).normal(
         size=(TIMED_CHIPS, len(ckpt.bands), side, side)).astype(np.float32)
@@ -296,23 +298,27 @@ def _quantized_model(ckpt: Checkpoint, exported: Path, scene: str | os.PathLike)
     return target
 
 
-def _adaptive_model(ckpt: Checkpoint, exported: Path, quantized: Path, scene: str | os.PathLike) -> Path:
+def _adaptive_model(ckpt: Checkpoint, exported: Path, quantized: Path, scene: str | os.PathLike,
+                    check: np.ndarray | None = None) -> Path:
     """The adaptive engine's model file: the int8 and fp32 models and their recompute rule, calibrated on
-    check chips drawn at random from the training scenes (or ``scene``), made once per checkpoint content."""
+    the ``check`` chips (:func:`_check_chips`, drawn here where not given), made once per checkpoint
+    content."""
     target = engine_folder(ckpt) / f"{cache_key(file_identity(ckpt.path))}-int8-fp32{SUFFIX}"
     if target.exists():
         return target
-    chips = _calibration_chips(ckpt, scene, _check_count(ckpt), at_random=True)
+    chips = _check_chips(ckpt, scene) if check is None else check
     shape = dict(bands=len(ckpt.bands), classes=len(ckpt.classes))
     calibration = calibrate(OnnxModel(quantized, **shape), OnnxModel(exported, **shape), chips)
     write_adaptive_model(target, quantized, exported, calibration)
     return target
 
 
-def _check_count(ckpt: Checkpoint) -> int:
-    """How many check chips: about :data:`CHECK_PIXELS` pixels, within :data:`CHECK_CHIPS`."""
+def _check_chips(ckpt: Checkpoint, scene: str | os.PathLike) -> np.ndarray:
+    """The model's check chips: about :data:`CHECK_PIXELS` pixels in :data:`CHECK_CHIPS` chips, drawn at
+    random (seeded) from the training scenes, or ``scene``."""
     low, high = CHECK_CHIPS
-    return int(np.clip(CHECK_PIXELS // ckpt.chip_size ** 2, low, high))
+    return _calibration_chips(ckpt, scene, int(np.clip(CHECK_PIXELS // ckpt.chip_size ** 2, low, high)),
+                              at_random=True)
 
 
 @contextlib.contextmanager

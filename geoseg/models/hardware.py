@@ -57,6 +57,19 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (else what the platform says), to name it in figures."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def vector_isa() -> str:
     """The widest vector instruction set ONNX Runtime's kernels use here: avx512, avx2 or default (x86-64),
     else the architecture's name."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 import rasterio
 
 from geoseg.io.classes import NODATA
+from geoseg.models.hardware import cpu_name
 
 ENGINES = {"fp32": ("torch", "fp32"), "auto": ("auto", "auto"), "onnx": ("onnx", "auto"),
            "int8": ("int8", "auto"), "adaptive": ("adaptive", "auto")}
@@ -114,7 +114,7 @@ def main() -> None:
         agreement[label] = same / total
     median = {label: statistics.median(s) for label, s in seconds.items()}
     print(json.dumps({
-        "cpu": platform.processor() or _cpu_name(), "scenes": len(scenes), "pixels": total,
+        "cpu": cpu_name(), "scenes": len(scenes), "pixels": total,
         "engines": {label: first[label]["engine"] for label in labels},
         "agreement_with_torch_fp32": agreement,
         "seconds": seconds, "median_seconds": median,
@@ -132,13 +132,6 @@ def _adaptive_rule(model: str) -> dict:
 
     found = sorted(engine_folder(load_checkpoint(model)).glob("*.adaptive"))
     return json.loads(found[-1].read_text()) if found else {}
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 if __name__ == "__main__":

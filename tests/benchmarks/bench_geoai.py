@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from geoseg.models.hardware import cpu_name
 from tests.benchmarks.bench_predict import MODEL, prepare
 
 GEOAI = """
@@ -78,14 +78,7 @@ def main() -> None:
         results[size] = {"runs": runs, "median_seconds": {t: m[0] for t, m in median.items()},
                          "peak_rss_gb": {t: m[1] for t, m in median.items()},
                          "speedup": median["geoai"][0] / median["geoseg"][0], "geoseg_summary": engine}
-    print(json.dumps({"cpu": _cpu_name(), "cores": os.cpu_count(), "results": results}, indent=1))
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
+    print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "results": results}, indent=1))
 
 
 if __name__ == "__main__":
