@@ -92,7 +92,7 @@ PREDICT_ERRORS = [
      "cannot write {out}/sub/lc.tif: folder {out}/sub does not exist"),
     ("output format unknown", lambda f: predict(f, f["scene"], out="lc.xyz"), 2,
      "cannot write {out}/lc.xyz: use .tif or one of .fgb, .geojson, .gpkg, .json, .parquet, .shp"),
-    ("--overlap too large", lambda f: predict(f, f["scene"], "--overlap", "40"), 2,
+    ("--overlap too large", lambda f: predict(f, f["scene"], "--overlap", "200"), 2,
      "--overlap must be between 0 and 32 pixels for 64 px chips"),
     ("--tile not a multiple of 32", lambda f: predict(f, f["scene"], "--tile", "100"), 2,
      "--tile must be a multiple of 32 between 32 and 4096 pixels, got 100"),

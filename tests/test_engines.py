@@ -54,24 +54,33 @@ def test_exported_models_are_cached_by_the_checkpoints_content(rgb_scene, tiny_c
 
 def test_auto_measures_the_engines_once_and_takes_the_fastest_that_keeps_fp32s_classes(
         rgb_scene, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from geoseg.io.grid import ChipGrid
     from geoseg.models.engine_speed import AGREEMENT, FASTER, NAMES
 
     monkeypatch.delenv("GEOSEG_ENGINE")
     first = predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "auto.tif")
     out = capsys.readouterr().out
     assert "measuring the engines for this model on this CPU (once)" in out
-    [kept] = engine_folder(load_checkpoint(tiny_checkpoint)).glob("*-auto-*-chip.json")
+    [kept] = engine_folder(load_checkpoint(tiny_checkpoint)).glob("*-auto-*-default.json")
     document = json.loads(kept.read_text())
-    ms, agreement = document["ms_per_chip"], document["agreement"]
+    ms, start, agreement = document["ms_per_mpx"], document["start_s"], document["agreement"]
     bf16 = autocast_dtype(torch.device("cpu"), "auto") is not None
-    assert set(ms) == {"onnx", "adaptive"} | ({"torch"} if bf16 else set())
-    # the rule, applied here to the numbers kept: ONNX Runtime fp32 unless another is as right and faster
+    assert set(ms) == set(start) == {"onnx", "adaptive"} | ({"torch"} if bf16 else set())
+    assert document["tile"] == 256  # the largest default tile of a local model on 64 px chips
+    assert all(0.1 < seconds < 120 for seconds in start.values())  # a fresh process each: real starts
+    # the rule, applied here to the numbers kept and this scene's tiles: ONNX Runtime fp32 unless another
+    # is as right and faster, start included
+    with rasterio.open(tmp_path / "auto.tif") as ds:
+        tile, overlap = int(ds.tags()["tile"]), int(ds.tags()["overlap"])
+    megapixels = len(ChipGrid.for_scene(200, 150, tile, overlap)) * tile * tile / 1e6
+    seconds = {kind: start[kind] + ms[kind] * megapixels / 1000 for kind in ms}
     expected = "onnx"
     for kind in ms:
-        if agreement[kind] >= AGREEMENT and ms[kind] * FASTER <= ms[expected]:
+        if agreement[kind] >= AGREEMENT and seconds[kind] * FASTER <= seconds[expected]:
             expected = kind
-    assert document["engine"] == expected and first.engine == NAMES[expected]
-    assert f"engine {first.engine}: measured on this CPU, {ms[expected]:.1f} ms a chip" in out
+    assert first.engine == NAMES[expected]
+    assert (f"engine {first.engine}: measured on this CPU for {megapixels:.1f} Mpx of 256 px tiles, "
+            f"{seconds[expected]:.1f} s") in out
     made = kept.stat().st_mtime_ns
     again = predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "again.tif")
     assert "measuring" not in capsys.readouterr().out  # read, not measured again
@@ -79,11 +88,12 @@ def test_auto_measures_the_engines_once_and_takes_the_fastest_that_keeps_fp32s_c
     assert again.engine == first.engine
     predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "tile.tif", PredictOptions(tile=96))
     assert "measuring the engines" in capsys.readouterr().out  # another tile: measured for it
-    assert kept.with_name(kept.name.replace("-chip.json", "-96.json")).exists()
-    kept.write_text(json.dumps({**document, "engine": "int8"}))  # not an engine auto takes: measured again
+    tile_96 = kept.with_name(kept.name.replace("-default.json", "-96.json"))
+    assert json.loads(tile_96.read_text())["tile"] == 96
+    kept.write_text(json.dumps({**document, "version": 1}))  # an older measurement: measured again
     predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "damaged.tif")
     assert "measuring the engines" in capsys.readouterr().out
-    assert json.loads(kept.read_text())["engine"] in NAMES
+    assert json.loads(kept.read_text())["version"] == 2
 
 
 def test_auto_predicts_in_torch_where_no_export_can_be_kept_beside_the_model(rgb_scene, tiny_checkpoint,
@@ -117,38 +127,52 @@ def test_auto_takes_another_engine_only_where_it_keeps_fp32s_classes_and_is_fast
             return forward(x)
         return run
 
-    # the same classes, 20 ms a chip faster than the reference: taken
+    # the same classes, 20 ms a chip faster than the reference, the same start: taken
     late, timed = slowed(exact.probabilities, 0.02), chips[:4]
-    taken = measure({"onnx": late, "torch": exact.probabilities}, chips, timed)
-    assert taken.kind == "torch" and taken.agreement["torch"] == 1.0
+    same_start = {"onnx": 1.0, "torch": 1.0, "adaptive": 1.0}
+    taken = measure({"onnx": late, "torch": exact.probabilities}, chips, timed, same_start)
+    assert taken.choose(1.0) == "torch" and taken.agreement["torch"] == 1.0
+    per_mpx = 20 / (64 * 64 / 1e6)  # the 20 ms sleep, in ms a megapixel of 64 px tiles
+    assert taken.tile == 64 and taken.ms_per_mpx["onnx"] > taken.ms_per_mpx["torch"] + 0.8 * per_mpx
+    # the same, starting 4 s later: taken for a large scene only, where its speed makes up for its start
+    late_start = measure({"onnx": late, "torch": exact.probabilities}, chips, timed,
+                         {"onnx": 1.0, "torch": 5.0})
+    onnx, bf16 = (late_start.ms_per_mpx[k] / 1000 for k in ("onnx", "torch"))  # seconds a megapixel
+    small, large = 0.1, 2 * (5.0 * 1.1 - 1.0) / (onnx - 1.1 * bf16)  # twice where torch starts to pay
+    assert late_start.choose(small) == "onnx" and late_start.choose(large) == "torch"
+    assert "(5.0 s start + " in late_start.reason("onnx", small)
     # the same classes, slower: not taken
-    slower = measure({"onnx": exact.probabilities, "torch": late}, chips, timed)
-    assert slower.kind == "onnx"
+    slower = measure({"onnx": exact.probabilities, "torch": late}, chips, timed, same_start)
+    assert slower.choose(1.0) == "onnx" and slower.choose(1000.0) == "onnx"
     # faster but other classes (int8 on this untrained model): not taken, and the reason says why
-    wrong = measure({"onnx": late, "adaptive": fast.probabilities}, chips, timed)
+    wrong = measure({"onnx": late, "adaptive": fast.probabilities}, chips, timed, same_start)
     reference = np.stack([exact.probabilities(c[None])[0].argmax(0) for c in chips])
     agree = np.mean(np.stack([fast.probabilities(c[None])[0].argmax(0) for c in chips]) == reference)
-    assert wrong.agreement["adaptive"] == pytest.approx(agree) and agree < 0.999 and wrong.kind == "onnx"
-    assert "of fp32's classes" in wrong.reason()
+    assert wrong.agreement["adaptive"] == pytest.approx(agree) and agree < 0.999
+    assert wrong.choose(1.0) == "onnx" and wrong.choose(1000.0) == "onnx"
+    assert "of fp32's classes" in wrong.reason("onnx", 1.0)
 
 
-GOOD_CHOICE = {"format": "geoseg-engine-choice", "version": 1, "engine": "torch",
-               "ms_per_chip": {"onnx": 12.0, "torch": 9.0}, "agreement": {"onnx": 1.0, "torch": 0.9995}}
+GOOD_CHOICE = {"format": "geoseg-engine-choice", "version": 2, "tile": 512,
+               "ms_per_mpx": {"onnx": 700.0, "torch": 400.0}, "start_s": {"onnx": 1.0, "torch": 4.5},
+               "agreement": {"onnx": 1.0, "torch": 0.9995}}
 
 
 @pytest.mark.parametrize("change", [
-    {"format": "other"}, {"version": 2}, {"engine": "int8"}, {"engine": "adaptive"},
-    {"ms_per_chip": {"onnx": 12.0, "torch": float("nan")}}, {"ms_per_chip": {"onnx": 12.0, "torch": -1}},
-    {"ms_per_chip": {"onnx": 12.0, "torch": True}}, {"agreement": {"onnx": 1.0, "torch": 1.5}},
-    {"agreement": {"onnx": 1.0}}, {"ms_per_chip": {"onnx": 1.0, "torch": 1.0, "evil": 0.1}},
-    {"ms_per_chip": "fast"},
+    {"format": "other"}, {"version": 1}, {"tile": 0}, {"tile": 512.5}, {"tile": True}, {"tile": None},
+    {"ms_per_mpx": {"onnx": 12.0, "torch": float("nan")}}, {"ms_per_mpx": {"onnx": 12.0, "torch": -1}},
+    {"ms_per_mpx": {"onnx": 12.0, "torch": True}}, {"agreement": {"onnx": 1.0, "torch": 1.5}},
+    {"agreement": {"onnx": 1.0}}, {"ms_per_mpx": {"onnx": 1.0, "torch": 1.0, "evil": 0.1}},
+    {"ms_per_mpx": "fast"}, {"start_s": {"onnx": 1.0, "torch": 1e6}}, {"start_s": {"torch": 1.0}},
+    {"start_s": None},
 ])
 def test_autos_kept_measurement_is_read_field_by_field(tmp_path, change):
     from geoseg.models.engine_speed import read_choice
 
     path = tmp_path / "choice.json"
     path.write_text(json.dumps(GOOD_CHOICE))
-    assert read_choice(path).kind == "torch"
+    kept = read_choice(path)
+    assert kept.choose(1.0) == "onnx" and kept.choose(100.0) == "torch"  # 4.5 s start + 0.4 s/Mpx
     path.write_text(json.dumps({**GOOD_CHOICE, **change}))
     assert read_choice(path) is None  # measured again
     path.write_bytes(b"\x80 not json")

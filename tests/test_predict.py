@@ -117,10 +117,18 @@ def _reference_prediction(scene, ckpt_path, overlap, tta="none", tile=None):
 
 @pytest.mark.parametrize("overlap", [0, 16, 32])
 def test_block_wise_prediction_equals_whole_scene_blending(rgb_scene, tiny_checkpoint, tmp_path, overlap):
-    """200×150 px is no multiple of the stride (64 - overlap) and has a nodata corner."""
+    """200×150 px is no multiple of the stride (tile - overlap) and has a nodata corner; the default tile
+    (64 px, or one 224 px tile where an overlap of 32 makes 64 px chips compute more) blended over the
+    whole scene."""
+    from geoseg.models.checkpoint import load_checkpoint
+    from geoseg.models.tiling import default_tile
+
     got, _, _ = _predict(rgb_scene, tiny_checkpoint, tmp_path / "out.tif", block_chips=2, overlap=overlap,
                          batch_size=1)
-    expected = _reference_prediction(rgb_scene, tiny_checkpoint, overlap)
+    tile = default_tile(load_checkpoint(tiny_checkpoint), 200, 150, overlap)
+    with rasterio.open(tmp_path / "out.tif") as ds:
+        assert ds.tags()["tile"] == str(tile)
+    expected = _reference_prediction(rgb_scene, tiny_checkpoint, overlap, tile=tile)
     assert (got == expected).mean() >= 0.9999
     assert ((got == NODATA) == (expected == NODATA)).all()
 

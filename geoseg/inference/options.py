@@ -41,15 +41,18 @@ def option(default: Any, help: str, *, flag: str | None = None, resume: str, des
 class PredictOptions:
     """How to run prediction; ``None`` picks a default from the checkpoint or the machine."""
 
-    tile: int | None = option(None, "Side of the chips the model predicts, in pixels, a multiple of 32 "
-                              "(default: its training chip; a fully convolutional model takes larger ones, "
-                              "with less overlap to compute).", flag="--tile", kind="int", minimum=32,
+    tile: int | None = option(None, "Side of the tiles the model predicts, in pixels, a multiple of 32 "
+                              "(default: for a U-Net, FPN or LinkNet on a convolutional encoder, the tile "
+                              "from its training chip to 4 chips that computes the fewest pixels for the "
+                              "scene; else its training chip).", flag="--tile", kind="int", minimum=32,
                               resume="fingerprint")
-    overlap: int | None = option(None, "Pixels shared by neighbouring chips (default chip/8).",
-                                 flag="--overlap", kind="int", resume="fingerprint", qgis=True)
+    overlap: int | None = option(None, "Pixels shared by neighbouring tiles (default: the training chip/8; "
+                                 "with --tile, the tile/8).", flag="--overlap", kind="int",
+                                 resume="fingerprint", qgis=True)
     block_chips: int = option(4, "Output block side in chip strides.", flag="--block-chips", kind="int",
                               show_default=True, resume="fingerprint")
-    batch_size: int | None = option(None, "Chips per forward pass (default 1 on CPU, 8 on GPU).",
+    batch_size: int | None = option(None, "Tiles per forward pass (default 1 on CPU; on GPU, the pixels of 8 "
+                                    "training chips).",
                                     flag="--batch-size", kind="int", minimum=1, resume="fingerprint")
     precision: str = option("auto", "torch's precision: bf16 autocast where the CPU or GPU has it (auto), or "
                             "as given.", flag="--precision", choices=PRECISIONS, show_default=True,

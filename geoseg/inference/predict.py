@@ -62,6 +62,7 @@ from geoseg.models.checkpoint import Checkpoint
 from geoseg.models.defaults import resolve_model
 from geoseg.models.engines import EngineChoice, select_engine
 from geoseg.models.fields import checked_tile
+from geoseg.models.tiling import computed_pixels, default_tile, overlap_for
 from geoseg.outputs.class_raster import (
     class_raster_profile,
     finish_raster,
@@ -286,7 +287,6 @@ def _predict_rasters(scene: str | os.PathLike, choice: EngineChoice, paths: Outp
     engine ``choice`` made for the model."""
     _check_options(options)
     ckpt = choice.checkpoint
-    options = replace(options, tile=_tile(options, choice))
     grid, bands = _inspect_scene(scene, _model_bands(options, ckpt), ckpt, polygons=paths.vector is not None,
                                  min_area=min_area)
     options = replace(options, bands=tuple(bands))
@@ -294,11 +294,14 @@ def _predict_rasters(scene: str | os.PathLike, choice: EngineChoice, paths: Outp
     scale = model_scale(ckpt, grid, scene) if options.sampling == "model" else (1.0, 1.0)
     if scale == (1.0, 1.0):
         _check_resolution(scene, grid, ckpt)
+    sampled = grid if scale == (1.0, 1.0) else grid.zoom(scale)
+    options = replace(options, tile=_tile(options, choice, sampled))
+    overlap = _overlap(options, ckpt)
+    megapixels = computed_pixels(sampled.width, sampled.height, options.tile, overlap) / 1e6
     with bar(2, "engine", unit="step") as loading:  # the engine: an export or int8 model made once
         loading.update(1)
-        engine = choice.prepare(scene)
+        engine = choice.prepare(scene, megapixels)
         loading.update(1)
-    overlap = _overlap(options, options.tile)
     scene_ref = str(scene) if is_remote(scene) else str(Path(scene).resolve())
     tags = {"geoseg_version": __version__, "checkpoint": str(ckpt.path.resolve()), "scene": scene_ref,
             "overlap": str(overlap), "chip_size": str(ckpt.chip_size), "tile": str(options.tile),
@@ -426,7 +429,8 @@ def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, over
         pbar = stack.enter_context(bar(todo, "predict", unit="block"))
         tasks = block_tasks(layout, grid, scene=scene_ref, checkpoint=model, chip=options.tile,
                             overlap=overlap, batch_size=options.batch_size, precision=options.precision,
-                            tta=options.tta, threads=threads, bands=tuple(options.bands), area=area)
+                            tta=options.tta, threads=threads, bands=tuple(options.bands), area=area,
+                            training_chip=ckpt.chip_size)
         finished = run_blocks(client, tasks, ckpt.classes.index_to_code_lut(), confidence=options.confidence,
                               probabilities=options.probabilities,
                               max_in_flight=2 * (options.workers or 1) + 2, skip=writer.done)
@@ -525,18 +529,25 @@ def _check_options(options: PredictOptions) -> None:
         parse_time(options.acquired)
 
 
-def _overlap(options: PredictOptions, chip: int) -> int:
-    overlap = chip // 8 if options.overlap is None else options.overlap
+def _overlap(options: PredictOptions, ckpt: Checkpoint) -> int:
+    """Pixels shared by neighbouring tiles (``options.tile`` already resolved)."""
+    chip = options.tile
+    overlap = overlap_for(ckpt, chip, options.overlap)
     if not 0 <= overlap <= chip // 2:
         raise InputError(f"--overlap must be between 0 and {chip // 2} pixels for {chip} px chips")
     return overlap
 
 
-def _tile(options: PredictOptions, choice: EngineChoice) -> int:
-    """The side of the chips the model predicts: ``--tile``, else its training chip. An exported ONNX
-    model keeps its own (its input may be fixed at it)."""
+def _tile(options: PredictOptions, choice: EngineChoice, grid: GeoGrid) -> int:
+    """The side of the tiles the model predicts on ``grid`` (the scene at the model's sampling): ``--tile``,
+    else the default of :func:`~geoseg.models.tiling.default_tile`. An exported ONNX model keeps its own
+    (its input may be fixed at it), and so does a prediction restricted to an area of interest."""
     chip = choice.checkpoint.chip_size
-    if options.tile is None or options.tile == chip:
+    if options.tile is None:
+        if choice.kind == "exported" or options.aoi:
+            return chip
+        return default_tile(choice.checkpoint, grid.width, grid.height, options.overlap)
+    if options.tile == chip:
         return chip
     tile = checked_tile(options.tile)
     if choice.kind == "exported":

@@ -206,10 +206,12 @@ def check_workers(client, scene: str, checkpoint: str) -> None:
 
 def block_tasks(layout: list[list[GridBlock]], grid: GeoGrid, *, scene: str, checkpoint: ModelRef, chip: int,
                 overlap: int, batch_size: int | None, precision: str, tta: str, threads: int,
-                bands: tuple[int, ...], area: bytes | None = None) -> list[list[BlockTask]]:
+                bands: tuple[int, ...], area: bytes | None = None,
+                training_chip: int | None = None) -> list[list[BlockTask]]:
     """One :class:`~geoseg.inference.blocks.BlockTask` per output block; each hands ``overlap`` pixels
-    (clipped to the scene) to its right and lower neighbours."""
-    batch = batch_size or (8 if cuda_available() else 1)
+    (clipped to the scene) to its right and lower neighbours. Without ``batch_size``: one tile at a time on
+    a CPU, and on a GPU as many tiles as hold the pixels of 8 ``training_chip`` chips (at least one)."""
+    batch = batch_size or (default_gpu_batch(chip, training_chip or chip) if cuda_available() else 1)
     tasks = []
     for row in layout:
         out_row = []
@@ -221,6 +223,11 @@ def block_tasks(layout: list[list[GridBlock]], grid: GeoGrid, *, scene: str, che
                                      threads, bands, area))
         tasks.append(out_row)
     return tasks
+
+
+def default_gpu_batch(tile: int, training_chip: int) -> int:
+    """Tiles of ``tile`` px a GPU predicts at once: the pixels of 8 training chips, at least one tile."""
+    return max(1, 8 * training_chip * training_chip // (tile * tile))
 
 
 def run_blocks(client, tasks: list[list[BlockTask]], lut: np.ndarray, *, confidence: bool,

@@ -4,10 +4,10 @@ may give another class than fp32 predicted again in fp32: :mod:`geoseg.models.ad
 
 ``--engine auto`` (unless ``GEOSEG_ENGINE`` pins another) takes torch on a GPU; on a CPU it measures, once
 per model, CPU and tile, ONNX Runtime fp32, torch bf16 (where the CPU has it) and adaptive precision on the
-model's own check chips and takes the fastest whose classes agree with fp32's
-(:mod:`geoseg.models.engine_speed`): which one that is depends on the CPU and on the tile (the measurements
-are in docs/benchmarks.md). int8 alone is never chosen by ``auto``: its class raster does not agree with
-fp32's closely enough on every reference model; ask for it with ``--engine int8``.
+model's own check chips and, for each scene, takes the fastest whose classes agree with fp32's, start
+included (:mod:`geoseg.models.engine_speed`): which one that is depends on the CPU, the tile and the scene's
+size (the measurements are in docs/benchmarks.md). int8 alone is never chosen by ``auto``: its class raster
+does not agree with fp32's closely enough on every reference model; ask for it with ``--engine int8``.
 
 Exported and quantized models are made once and cached beside the checkpoint in ``.<name>.engines/``, named
 by the checkpoint's content; the int8 model's calibration chips (drawn from the checkpoint's training scenes,
@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
+import sys
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,10 +40,11 @@ from geoseg.io.manifest import read_records
 from geoseg.io.raster import open_raster, read_padded, resolve_bands
 from geoseg.models.adaptive import SUFFIX, calibrate, write_adaptive_model
 from geoseg.models.checkpoint import Checkpoint, autocast_dtype, default_device, load_checkpoint
-from geoseg.models.engine_speed import TIMED_CHIPS, choice_path, measure, read_choice, write_choice
+from geoseg.models.engine_speed import Measured, choice_path, measure, read_choice, timed_tiles, write_choice
 from geoseg.models.fields import BASELINE, TORCH_ONLY
 from geoseg.models.hardware import cuda_available, may_have_gpu
 from geoseg.models.onnx_runtime import OnnxModel
+from geoseg.models.tiling import is_local, largest_tile
 from geoseg.progress import say
 
 ENGINES = ("auto", "torch", "onnx", "int8", "adaptive")
@@ -70,19 +73,29 @@ class EngineChoice:
     engine's kind and why it was chosen. :meth:`prepare` builds what the engine runs."""
 
     checkpoint: Checkpoint
-    kind: str         # torch, onnx, int8, adaptive, measure (auto: measured when prepared), or exported
-    reason: str
+    kind: str   # torch, onnx, int8, adaptive, exported; auto on a CPU: measure (measured when prepared) or
+    reason: str  # measured (the engine taken for each scene from ``measured``)
     precision: str = "auto"
-    tile: int | None = None   # the side of the tiles predicted (None: the training chip), for ``measure``
+    tile: int | None = None   # the side of the tiles asked for (None: the default tile), for ``measure``
+    measured: Measured | None = None
 
-    def prepare(self, scene: str | os.PathLike) -> Engine:
-        """The engine ready to run: for ONNX Runtime the export (and the int8 model, calibrated on the
-        training scenes or, where those are gone, on ``scene``, and the adaptive rule), made once, cached
-        beside the checkpoint."""
+    def prepare(self, scene: str | os.PathLike, megapixels: float = 0.0) -> Engine:
+        """The engine ready to run for ``scene``, whose tiles hold ``megapixels`` (what ``auto``'s choice
+        weighs against each engine's start): for ONNX Runtime the export (and the int8 model, calibrated on
+        the training scenes or, where those are gone, on ``scene``, and the adaptive rule), made once,
+        cached beside the checkpoint."""
         ckpt = self.checkpoint
         if self.kind == "measure":
-            kind, reason = _measured_engine(ckpt, scene, self.tile)
-            return replace(self, kind=kind, reason=reason).prepare(scene)
+            measured, why_not = _measure_engines(ckpt, scene, self.tile)
+            if measured is None:
+                return replace(self, kind="torch", reason=why_not).prepare(scene)
+            return replace(self, kind="measured", measured=measured).prepare(scene, megapixels)
+        if self.kind == "measured":
+            kind = self.measured.choose(megapixels)
+            if kind == "torch" and not ckpt.state_dict:  # the fields came from the export: the weights now
+                ckpt = load_checkpoint(ckpt.path)
+            return replace(self, checkpoint=ckpt, kind=kind,
+                           reason=self.measured.reason(kind, megapixels)).prepare(scene)
         if self.kind == "exported":
             adaptive = ckpt.path is not None and ckpt.path.suffix.lower() == SUFFIX
             return Engine(ckpt, "onnx-int8+fp32" if adaptive else "onnx-fp32", self.reason)
@@ -121,14 +134,17 @@ def select_engine(model: str | os.PathLike | Checkpoint, engine: str = "auto",
         what = "an exported ONNX model" if path.suffix.lower() == ".onnx" else "an adaptive model file"
         return EngineChoice(loaded or load_checkpoint(path), "exported", what, precision)
     measured = _measured_choice(path, tile) if asked == "auto" and precision == "auto" else None
-    known = _engine_without_torch(asked) or (measured if measured and measured[0] != "torch" else None)
+    known = _engine_without_torch(asked)
     if loaded is None:
-        cached = _cached_model(path, known[0]) if known and path.is_file() else None
+        source = known[0] if known else "onnx" if measured else None
+        cached = _cached_model(path, source) if source and path.is_file() else None
         loaded = replace(load_checkpoint(cached), path=path) if cached else load_checkpoint(path)
     if loaded.architecture in TORCH_ONLY:
         return EngineChoice(loaded, *_torch_only(loaded, asked), precision)
-    if known or measured:
-        kind, reason = known or measured
+    if measured:
+        return EngineChoice(loaded, "measured", "measured", precision, tile, measured)
+    if known:
+        kind, reason = known
     elif asked == "auto":
         kind, reason = _auto_with_torch(precision)
     else:
@@ -162,13 +178,12 @@ def _engine_without_torch(engine: str) -> tuple[str, str] | None:
     return None
 
 
-def _measured_choice(ckpt_path: Path | None, tile: int | None) -> tuple[str, str] | None:
-    """(engine, reason) as ``auto`` measured it for the checkpoint at ``ckpt_path`` on this CPU and
-    ``tile``, where it has (and no GPU may be used instead); else None."""
+def _measured_choice(ckpt_path: Path | None, tile: int | None) -> Measured | None:
+    """What ``auto`` measured for the checkpoint at ``ckpt_path`` on this CPU and ``tile`` (None: the
+    default tile), where it has (and no GPU may be used instead); else None."""
     if ckpt_path is None or not ckpt_path.is_file() or (may_have_gpu() and cuda_available()):
         return None
-    measured = read_choice(choice_path(_engine_folder(ckpt_path), cache_key(file_identity(ckpt_path)), tile))
-    return (measured.kind, measured.reason()) if measured else None
+    return read_choice(choice_path(_engine_folder(ckpt_path), cache_key(file_identity(ckpt_path)), tile))
 
 
 def _auto_with_torch(precision: str) -> tuple[str, str]:
@@ -182,35 +197,76 @@ def _auto_with_torch(precision: str) -> tuple[str, str]:
     return "measure", "to be measured"
 
 
-def _measured_engine(ckpt: Checkpoint, scene: str | os.PathLike, tile: int | None) -> tuple[str, str]:
-    """(engine, reason): ``auto``'s engine for ``ckpt`` on this CPU and ``tile``, measured on its check chips
-    (the adaptive rule's) and kept beside the exports; the engines it compares are made (and cached) on the
-    way. Where no export can be made beside the model (a folder that cannot take it), torch; where no int8
-    model can be made, the others are measured."""
+def _measure_engines(ckpt: Checkpoint, scene: str | os.PathLike,
+                     tile: int | None) -> tuple[Measured | None, str]:
+    """``auto``'s measurement for ``ckpt`` on this CPU at ``tile`` (None: the largest default tile), on its
+    check chips (the adaptive rule's) and on tiles read from the same scenes, kept beside the exports; the
+    engines it compares are made (and cached) on the way. Where no export can be made beside the model (a
+    folder that cannot take it): None, and why (prediction goes on in torch); where no int8 model can be
+    made, the others are measured."""
     say("measuring the engines for this model on this CPU (once) ...")
     try:
         exported = _exported_model(ckpt)
     except Exception as exc:  # prediction goes on in torch, as it did before auto measured
-        return "torch", f"no ONNX export could be kept beside the model ({type(exc).__name__})"
+        return None, f"no ONNX export could be kept beside the model ({type(exc).__name__})"
     check = _check_chips(ckpt, scene)
     shape = dict(bands=len(ckpt.bands), classes=len(ckpt.classes))
     # threads that sleep between runs: the engines take turns in this process and must not spin against
     # each other (the adaptive engine's two sessions run so in prediction too)
     forwards = {"onnx": OnnxModel(exported, spinning=False, **shape).probabilities}
+    models = {"onnx": exported}
     if autocast_dtype(default_device(), "auto") is not None:
         forwards["torch"] = _bf16_forward(ckpt)
+        models["torch"] = ckpt.path
     try:
         adaptive = _adaptive_model(ckpt, exported, _quantized_model(ckpt, exported, scene), scene, check)
         forwards["adaptive"] = load_checkpoint(adaptive).build().probabilities
+        models["adaptive"] = adaptive
     except Exception:  # ONNX Runtime could not quantize this graph: the exact engines are measured
         pass
-    side = tile or ckpt.chip_size
-    timed = check[:TIMED_CHIPS] if side == ckpt.chip_size else np.random.default_rng(0).normal(
-        size=(TIMED_CHIPS, len(ckpt.bands), side, side)).astype(np.float32)
-    measured = measure(forwards, check, timed)
+    side = tile or (largest_tile(ckpt.chip_size) if is_local(ckpt) else ckpt.chip_size)
+    timed = check[:timed_tiles(ckpt.chip_size, side)] if side == ckpt.chip_size else _calibration_chips(
+        ckpt, scene, timed_tiles(ckpt.chip_size, side), at_random=True, side=side)
+    starts = {kind: _start_seconds(kind, model, ckpt) for kind, model in models.items()}
+    measured = measure({k: f for k, f in forwards.items() if starts[k] is not None}, check, timed,
+                       {k: v or 0.0 for k, v in starts.items()})
     with contextlib.suppress(OSError):  # not kept: measured again next time
         write_choice(choice_path(engine_folder(ckpt), cache_key(file_identity(ckpt.path)), tile), measured)
-    return measured.kind, measured.reason()
+    return measured, "measured"
+
+
+#: A fresh process that makes an engine ready and predicts one tile with it; prints the seconds it took.
+_START = """
+import sys, time
+start = time.perf_counter()
+from geoseg.models.engines import _first_tile
+_first_tile(*sys.argv[1:])
+print(time.perf_counter() - start)
+"""
+
+
+def _start_seconds(kind: str, model: Path, ckpt: Checkpoint) -> float | None:
+    """Seconds a fresh process takes from its imports to ``kind``'s first tile (what a prediction pays
+    before its first chip); None where that process fails (the engine is then not measured; for ONNX
+    Runtime fp32, the reference, the starts are then left out: 0 for all)."""
+    import geoseg
+
+    root = str(Path(geoseg.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        done = subprocess.run([sys.executable, "-c", _START, kind, str(model), str(ckpt.chip_size)],
+                              capture_output=True, text=True, env=env, timeout=300, check=True)
+        return float(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return 0.0 if kind == "onnx" else None
+
+
+def _first_tile(kind: str, model: str, side: str) -> None:
+    """Make ``kind``'s engine from ``model`` and predict one tile of ``side`` px with it (for
+    :func:`_start_seconds`, in a fresh process)."""
+    ckpt = load_checkpoint(model)
+    forward = _bf16_forward(ckpt) if kind == "torch" else ckpt.build().probabilities
+    forward(np.zeros((1, len(ckpt.bands), int(side), int(side)), np.float32))
 
 
 def _bf16_forward(ckpt: Checkpoint):
@@ -346,14 +402,15 @@ def _copy_metadata(source: Path, target: Path) -> None:
 
 
 def _calibration_chips(ckpt: Checkpoint, scene: str | os.PathLike, n: int = CALIBRATION_CHIPS,
-                       at_random: bool = False) -> np.ndarray:
-    """``n`` normalised chips [n, bands, chip, chip]: spread over the checkpoint's training scenes when they
-    are reachable, else over ``scene``; along each scene's diagonal, or ``at_random`` (seeded) within it."""
+                       at_random: bool = False, side: int | None = None) -> np.ndarray:
+    """``n`` normalised chips [n, bands, side, side] (``side``: the training chip unless given): spread over
+    the checkpoint's training scenes when they are reachable, else over ``scene``; along each scene's
+    diagonal, or ``at_random`` (seeded) within it."""
     from rasterio.windows import Window
 
 
     sources = _training_scenes(ckpt) or [Path(str(scene))]
-    chip, chips = ckpt.chip_size, []
+    chip, chips = side or ckpt.chip_size, []
     rng = np.random.default_rng(0)
     for k in range(n):
         path = sources[k % len(sources)]
