@@ -297,7 +297,8 @@ def _predict_rasters(scene: str | os.PathLike, choice: EngineChoice, paths: Outp
     sampled = grid if scale == (1.0, 1.0) else grid.zoom(scale)
     options = replace(options, tile=_tile(options, choice, sampled))
     overlap = _overlap(options, ckpt)
-    megapixels = computed_pixels(sampled.width, sampled.height, options.tile, overlap) / 1e6
+    passes = 1 if options.tta == "none" else 4  # flips: four forward passes a tile
+    megapixels = passes * computed_pixels(sampled.width, sampled.height, options.tile, overlap) / 1e6
     with bar(2, "engine", unit="step") as loading:  # the engine: an export or int8 model made once
         loading.update(1)
         engine = choice.prepare(scene, megapixels)
