@@ -7,8 +7,9 @@ U-Net resnet34 checkpoint with 512 px chips (speed does not depend on the weight
 then alternates fresh processes: (a) ``predict_scene`` end to end, file to file
 (dask, reading, blending, writing the class GeoTIFF), once cold (model load) and
 once warm; (b) the bare forward of the engine predict chose (``--engine``, default
-``auto``: ONNX Runtime fp32 on CPUs without bf16) on the main thread over as many
-chips, at the same batch size and precision. Separate processes keep one side's OpenMP
+``auto``, as measured for the model and the scene) on the main thread over as many
+tiles of the size predict used (the raster's ``tile`` tag), at the same batch size and
+precision. Separate processes keep one side's OpenMP
 thread team from slowing the other's. Reports medians and throughput ratios.
 """
 
@@ -87,11 +88,20 @@ def bare_forward(ckpt: Path, n_chips: int, chip: int, batch: int, precision: str
     return time.perf_counter() - start, cold_s
 
 
+#: The ``--engine`` that runs an engine predict names, and the precision it runs at.
+ENGINE_KINDS = {"onnx-fp32": ("onnx", "auto"), "onnx-int8": ("int8", "auto"),
+                "onnx-int8+fp32": ("adaptive", "auto"), "torch-bf16": ("torch", "bf16"),
+                "torch-fp32": ("torch", "fp32"), "torch-fp16": ("torch", "auto")}
+
+
 def child_predict(scene: Path, ckpt: Path, out: Path, opts: PredictOptions) -> dict:
     """In a fresh process: predict twice; the first run is cold (model load), the second warm."""
     cold = predict_scene(scene, ckpt, out, opts, overwrite=True)
     warm = predict_scene(scene, ckpt, out, opts, overwrite=True)
-    return {"chips": warm.chips, "cold_s": cold.seconds, "warm_s": warm.seconds, "engine": warm.engine}
+    with rasterio.open(out) as ds:
+        tile = int(ds.tags()["tile"])
+    return {"chips": warm.chips, "cold_s": cold.seconds, "warm_s": warm.seconds, "engine": warm.engine,
+            "tile": tile}
 
 
 def child_bare(ckpt: Path, chips: int, chip: int, batch: int, precision: str, engine: str,
@@ -101,12 +111,13 @@ def child_bare(ckpt: Path, chips: int, chip: int, batch: int, precision: str, en
     return {"bare_main_s": warm_s, "bare_cold_s": cold_s}
 
 
-def _in_child(kind: str, args: argparse.Namespace, chips: int = 0) -> dict:
+def _in_child(kind: str, args: argparse.Namespace, chips: int = 0, tile: int = 0, engine: str = "",
+              precision: str = "") -> dict:
     cmd = [sys.executable, "-m", "tests.benchmarks.bench_predict", "--child", kind, "--size", str(args.size),
-           "--chip", str(args.chip), "--precision", args.precision, "--batch-size", str(args.batch_size),
-           "--block-chips", str(args.block_chips), "--workers", str(args.workers), "--work", str(args.work),
-           "--engine", args.engine,
-           "--chips", str(chips)]
+           "--chip", str(args.chip), "--precision", precision or args.precision,
+           "--batch-size", str(args.batch_size), "--block-chips", str(args.block_chips),
+           "--workers", str(args.workers), "--work", str(args.work), "--engine", engine or args.engine,
+           "--chips", str(chips), "--tile", str(tile or args.chip)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(r.stderr)
@@ -126,6 +137,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench"))
     ap.add_argument("--child", choices=["predict", "bare"])
     ap.add_argument("--chips", type=int, default=0)
+    ap.add_argument("--tile", type=int, default=0, help="(child) the side of the tiles the bare forward runs")
     args = ap.parse_args()
     scene, ckpt = prepare(args.work, args.size, args.chip)
     opts = PredictOptions(precision=args.precision, engine=args.engine, batch_size=args.batch_size,
@@ -135,13 +147,13 @@ def main() -> None:
         print(json.dumps(child_predict(scene, ckpt, args.work / "out.tif", opts)))
         return
     if args.child == "bare":
-        print(json.dumps(child_bare(ckpt, args.chips, args.chip, args.batch_size, args.precision, args.engine,
-                                    scene)))
+        print(json.dumps(child_bare(ckpt, args.chips, args.tile or args.chip, args.batch_size, args.precision,
+                                    args.engine, scene)))
         return
     runs = []
     for _ in range(args.repeats):  # each side in its own fresh process, alternating
         p = _in_child("predict", args)
-        b = _in_child("bare", args, p["chips"])
+        b = _in_child("bare", args, p["chips"], p["tile"], *ENGINE_KINDS[p["engine"]])
         runs.append({**p, **b})
     with rasterio.open(args.work / "out.tif") as ds:
         assert ds.shape == (args.size, args.size)
@@ -149,7 +161,8 @@ def main() -> None:
     med = {k: statistics.median(r[k] for r in runs) for k in ("cold_s", "warm_s", "bare_main_s",
                                                               "bare_cold_s")}
     print(json.dumps({
-        "size": args.size, "chips": chips, "engine": runs[0]["engine"], "precision": args.precision,
+        "size": args.size, "chips": chips, "tile": runs[0]["tile"], "engine": runs[0]["engine"],
+        "precision": args.precision,
         "batch_size": args.batch_size,
         "runs": runs, "bare_chips_per_s": chips / med["bare_main_s"],
         "predict_warm_chips_per_s": chips / med["warm_s"], "predict_cold_chips_per_s": chips / med["cold_s"],
