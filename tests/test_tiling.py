@@ -125,6 +125,9 @@ def test_prediction_takes_the_default_tile_with_the_chips_overlap(wide_scene, ti
     predict_scene(wide_scene, tiny_checkpoint, tmp_path / "chip.tif", PredictOptions(**FP32, tile=64))
     tags, chip = _tags(tmp_path / "chip.tif")
     assert (tags["tile"], tags["overlap"]) == ("64", "8")
+    # a tile asked for overlaps by its own eighth, as --tile always did
+    predict_scene(wide_scene, tiny_checkpoint, tmp_path / "96.tif", PredictOptions(**FP32, tile=96))
+    assert (_tags(tmp_path / "96.tif")[0]["tile"], _tags(tmp_path / "96.tif")[0]["overlap"]) == ("96", "12")
     assert (chip != default).any()  # another tiling, another blend: the default really changed it
 
 

@@ -295,8 +295,9 @@ def _predict_rasters(scene: str | os.PathLike, choice: EngineChoice, paths: Outp
     if scale == (1.0, 1.0):
         _check_resolution(scene, grid, ckpt)
     sampled = grid if scale == (1.0, 1.0) else grid.zoom(scale)
-    options = replace(options, tile=_tile(options, choice, sampled))
-    overlap = _overlap(options, ckpt)
+    tile = _tile(options, choice, sampled)
+    overlap = _overlap(options, ckpt, tile)  # from the tile asked for, before it is resolved
+    options = replace(options, tile=tile)
     passes = 1 if options.tta == "none" else 4  # flips: four forward passes a tile
     megapixels = passes * computed_pixels(sampled.width, sampled.height, options.tile, overlap) / 1e6
     with bar(2, "engine", unit="step") as loading:  # the engine: an export or int8 model made once
@@ -530,12 +531,11 @@ def _check_options(options: PredictOptions) -> None:
         parse_time(options.acquired)
 
 
-def _overlap(options: PredictOptions, ckpt: Checkpoint) -> int:
-    """Pixels shared by neighbouring tiles (``options.tile`` already resolved)."""
-    chip = options.tile
-    overlap = overlap_for(ckpt, chip, options.overlap)
-    if not 0 <= overlap <= chip // 2:
-        raise InputError(f"--overlap must be between 0 and {chip // 2} pixels for {chip} px chips")
+def _overlap(options: PredictOptions, ckpt: Checkpoint, tile: int) -> int:
+    """Pixels shared by neighbouring tiles of ``tile`` px (``options`` as asked)."""
+    overlap = overlap_for(ckpt, options.tile, options.overlap)
+    if not 0 <= overlap <= tile // 2:
+        raise InputError(f"--overlap must be between 0 and {tile // 2} pixels for {tile} px chips")
     return overlap
 
 

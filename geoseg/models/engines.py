@@ -73,8 +73,10 @@ class EngineChoice:
     engine's kind and why it was chosen. :meth:`prepare` builds what the engine runs."""
 
     checkpoint: Checkpoint
-    kind: str   # torch, onnx, int8, adaptive, exported; auto on a CPU: measure (measured when prepared) or
-    reason: str  # measured (the engine taken for each scene from ``measured``)
+    # torch, onnx, int8, adaptive or exported; for auto on a CPU, measure (measured when prepared) or
+    # measured (the engine taken for each scene from ``measured``)
+    kind: str
+    reason: str
     precision: str = "auto"
     tile: int | None = None   # the side of the tiles asked for (None: the default tile), for ``measure``
     measured: Measured | None = None
@@ -228,8 +230,10 @@ def _measure_engines(ckpt: Checkpoint, scene: str | os.PathLike,
     timed = check[:timed_tiles(ckpt.chip_size, side)] if side == ckpt.chip_size else _calibration_chips(
         ckpt, scene, timed_tiles(ckpt.chip_size, side), at_random=True, side=side)
     starts = {kind: _start_seconds(kind, model, ckpt) for kind, model in models.items()}
-    measured = measure({k: f for k, f in forwards.items() if starts[k] is not None}, check, timed,
-                       {k: v or 0.0 for k, v in starts.items()})
+    if starts["onnx"] is None:  # the reference's start unknown: the engines are compared on speed alone
+        starts = dict.fromkeys(starts, 0.0)
+    forwards = {kind: forward for kind, forward in forwards.items() if starts[kind] is not None}
+    measured = measure(forwards, check, timed, starts)
     with contextlib.suppress(OSError):  # not kept: measured again next time
         write_choice(choice_path(engine_folder(ckpt), cache_key(file_identity(ckpt.path)), tile), measured)
     return measured, "measured"
@@ -247,8 +251,8 @@ print(time.perf_counter() - start)
 
 def _start_seconds(kind: str, model: Path, ckpt: Checkpoint) -> float | None:
     """Seconds a fresh process takes from its imports to ``kind``'s first tile (what a prediction pays
-    before its first chip); None where that process fails (the engine is then not measured; for ONNX
-    Runtime fp32, the reference, the starts are then left out: 0 for all)."""
+    before its first chip); None where that process fails (the engine is then not measured; where ONNX
+    Runtime fp32's fails, the starts are left out: 0 for all)."""
     import geoseg
 
     root = str(Path(geoseg.__file__).resolve().parent.parent)
@@ -258,7 +262,7 @@ def _start_seconds(kind: str, model: Path, ckpt: Checkpoint) -> float | None:
                               capture_output=True, text=True, env=env, timeout=300, check=True)
         return float(done.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return 0.0 if kind == "onnx" else None
+        return None
 
 
 def _first_tile(kind: str, model: str, side: str) -> None:

@@ -33,12 +33,12 @@ _LOCAL_ENCODERS = ("resnet", "resnext", "vgg", "densenet", "mobilenet_v2", "timm
 _SE_ENCODER_PARTS = ("se_", "seresnext", "resnest", "regnety", "skresnet", "ecaresnet", "gcresnet")
 
 
-def overlap_for(ckpt: Checkpoint, tile: int, asked: int | None) -> int:
-    """Pixels shared by neighbouring tiles: ``asked``, else the training chip's eighth where the tile is the
-    default or the chip, else the tile's eighth (as a ``--tile`` always had)."""
+def overlap_for(ckpt: Checkpoint, asked_tile: int | None, asked: int | None) -> int:
+    """Pixels shared by neighbouring tiles: ``asked`` (``--overlap``), else the eighth of the tile asked for
+    (``--tile``, as it always had), else the training chip's eighth (the default tile)."""
     if asked is not None:
         return asked
-    return tile // 8 if tile == ckpt.chip_size else ckpt.chip_size // 8
+    return (asked_tile or ckpt.chip_size) // 8
 
 
 def is_local(ckpt: Checkpoint) -> bool:
@@ -67,7 +67,7 @@ def default_tile(ckpt: Checkpoint, width: int, height: int, overlap: int | None 
     chip = ckpt.chip_size
     if not is_local(ckpt) or chip % STEP:
         return chip
-    shared = ckpt.chip_size // 8 if overlap is None else overlap
+    shared = overlap_for(ckpt, None, overlap)
     candidates = [chip, *range((chip // STEP + 1) * STEP, largest_tile(chip) + 1, STEP)]
     fitting = [tile for tile in candidates if 2 * shared <= tile]  # the overlap at most half a tile
     if not fitting:

@@ -15,11 +15,8 @@ wall time and peak RSS. The CPU is printed with the figures.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +26,7 @@ from geoseg.evaluation.evaluate import evaluate_model
 from geoseg.inference.options import PredictOptions
 from geoseg.models.checkpoint import load_checkpoint
 from geoseg.models.hardware import cpu_name
-
-
-def timed(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of ``command`` run to its end."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command[:3]} failed: {process.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024 ** 2
+from tests.benchmarks.bench_geoai import timed
 
 
 def agreement(first: Path, second: Path) -> tuple[int, int]:
