@@ -90,10 +90,10 @@ def test_auto_measures_the_engines_once_and_takes_the_fastest_that_keeps_fp32s_c
     assert "measuring the engines" in capsys.readouterr().out  # another tile: measured for it
     tile_96 = kept.with_name(kept.name.replace("-default.json", "-96.json"))
     assert json.loads(tile_96.read_text())["tile"] == 96
-    kept.write_text(json.dumps({**document, "version": 1}))  # an older measurement: measured again
+    kept.write_text(json.dumps({**document, "version": 2}))  # an older measurement: measured again
     predict_scene(rgb_scene, tiny_checkpoint, tmp_path / "damaged.tif")
     assert "measuring the engines" in capsys.readouterr().out
-    assert json.loads(kept.read_text())["version"] == 2
+    assert json.loads(kept.read_text())["version"] == 3
 
 
 def test_auto_predicts_in_torch_where_no_export_can_be_kept_beside_the_model(rgb_scene, tiny_checkpoint,
@@ -153,13 +153,14 @@ def test_auto_takes_another_engine_only_where_it_keeps_fp32s_classes_and_is_fast
     assert "of fp32's classes" in wrong.reason("onnx", 1.0)
 
 
-GOOD_CHOICE = {"format": "geoseg-engine-choice", "version": 2, "tile": 512,
+GOOD_CHOICE = {"format": "geoseg-engine-choice", "version": 3, "tile": 512,
                "ms_per_mpx": {"onnx": 700.0, "torch": 400.0}, "start_s": {"onnx": 1.0, "torch": 4.5},
                "agreement": {"onnx": 1.0, "torch": 0.9995}}
 
 
 @pytest.mark.parametrize("change", [
-    {"format": "other"}, {"version": 1}, {"tile": 0}, {"tile": 512.5}, {"tile": True}, {"tile": None},
+    {"format": "other"}, {"version": 1}, {"version": 2}, {"tile": 0}, {"tile": 512.5}, {"tile": True},
+    {"tile": None},
     {"ms_per_mpx": {"onnx": 12.0, "torch": float("nan")}}, {"ms_per_mpx": {"onnx": 12.0, "torch": -1}},
     {"ms_per_mpx": {"onnx": 12.0, "torch": True}}, {"agreement": {"onnx": 1.0, "torch": 1.5}},
     {"agreement": {"onnx": 1.0}}, {"ms_per_mpx": {"onnx": 1.0, "torch": 1.0, "evil": 0.1}},

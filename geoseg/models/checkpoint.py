@@ -71,6 +71,17 @@ def build_model(architecture: str, model_config: dict[str, Any], pretrained: boo
         raise error from None
 
 
+def untrained_network(architecture: str, model_config: dict[str, Any]) -> torch.nn.Module:
+    """The network a checkpoint's weights are loaded into: built in plain torch by
+    :mod:`geoseg.models.unet_resnet` where that builds it exactly (no segmentation-models-pytorch, timm or
+    torchvision to import before the first tile), else by segmentation-models-pytorch."""
+    from geoseg.models.unet_resnet import build, supports
+
+    if supports(architecture, model_config):
+        return build(model_config)
+    return build_model(architecture, model_config, pretrained=False)
+
+
 #: Seconds the weights' host is given to answer before the local cache alone is asked (offline machines then
 #: fail at once instead of after the hub client's retries).
 HUB_TIMEOUT = 3.0
@@ -277,7 +288,7 @@ class Checkpoint:
         if self.architecture == BLEND:
             return self._build_blend()
         self._check_weights_fit()
-        model = build_model(self.architecture, self.model_config, pretrained=False)
+        model = untrained_network(self.architecture, self.model_config)
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:
@@ -305,7 +316,7 @@ class Checkpoint:
         where = self.path or "the checkpoint"
         with torch.device("meta"):
             try:
-                expected = build_model(self.architecture, self.model_config, pretrained=False).state_dict()
+                expected = untrained_network(self.architecture, self.model_config).state_dict()
             except ConfigError as exc:
                 raise CheckpointError(f"{where} describes a model geoseg cannot build ({exc}); {REBUILD}") \
                     from None
