@@ -63,7 +63,7 @@ def _tiny_checkpoint(folder):
 def _long_scene(tmp_path):
     """A scene big enough for a tiny model to take several seconds in 1-chip blocks."""
     rng = np.random.default_rng(3)
-    y, x = np.mgrid[0:1000, 0:1000]
+    y, x = np.mgrid[0:1600, 0:1600]
     data = np.stack([(x * 0.9) % 255, (y * 1.3) % 255, ((x + y) * 0.4) % 255]).astype(np.uint8)
     data = np.clip(data.astype(int) + rng.integers(-20, 21, data.shape), 1, 255).astype(np.uint8)
     data[:, :60, :90] = 0  # a nodata corner

@@ -165,19 +165,24 @@ def _has_bokeh() -> bool:
     return True
 
 
-def preload_model(checkpoint: Checkpoint, threads: int) -> threading.Thread:
+def preload_model(checkpoint: Checkpoint, threads: int) -> threading.Event:
     """Build the model in a thread (while the cluster starts) for a worker that is a thread of this process:
-    it finds the model in the per-process cache instead of loading the checkpoint again."""
-    thread = threading.Thread(target=_build_quietly, args=(checkpoint, threads), daemon=True)
-    thread.start()
-    return thread
+    it finds the model in the per-process cache instead of loading the checkpoint again. The event returned
+    is set once the thread is done; wait on it, also when interrupted, before leaving: a process that exits
+    while the thread is inside torch aborts, and an interrupted ``Thread.join`` takes the thread for finished
+    while it still runs (Python 3.11)."""
+    done = threading.Event()
+    threading.Thread(target=_build_quietly, args=(checkpoint, threads, done), daemon=True).start()
+    return done
 
 
-def _build_quietly(checkpoint: Checkpoint, threads: int) -> None:
+def _build_quietly(checkpoint: Checkpoint, threads: int, done: threading.Event) -> None:
     try:
         model_for(checkpoint.path, threads, checkpoint=checkpoint)
     except Exception:  # the worker's own load reports it
         pass
+    finally:
+        done.set()
 
 
 def access_problem(scene: str, checkpoint: str) -> str | None:
