@@ -422,8 +422,6 @@ def _stream_blocks(writer, scene_ref: str, ckpt: Checkpoint, grid: GeoGrid, over
     with contextlib.ExitStack() as stack:
         in_process = not options.scheduler and not local_processes(options.workers, options.processes)
         preload = preload_model(ckpt, threads) if in_process else None
-        if preload:  # also interrupted, the run leaves only once the model is built
-            stack.callback(preload.wait)
         client = stack.enter_context(dask_client(options.scheduler, options.workers, options.processes))
         if preload:
             preload.wait()

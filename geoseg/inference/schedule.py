@@ -167,12 +167,12 @@ def _has_bokeh() -> bool:
 
 def preload_model(checkpoint: Checkpoint, threads: int) -> threading.Event:
     """Build the model in a thread (while the cluster starts) for a worker that is a thread of this process:
-    it finds the model in the per-process cache instead of loading the checkpoint again. The event returned
-    is set once the thread is done; wait on it, also when interrupted, before leaving: a process that exits
-    while the thread is inside torch aborts, and an interrupted ``Thread.join`` takes the thread for finished
-    while it still runs (Python 3.11)."""
+    it finds the model in the per-process cache instead of loading the checkpoint again. Returns an event set
+    once the thread is done. The thread is not a daemon, so an interrupted run exits only after it (a process
+    that finalizes while a thread is inside torch aborts); wait on the event, not with ``Thread.join``, which,
+    interrupted, takes the thread for finished while it still runs (Python 3.11)."""
     done = threading.Event()
-    threading.Thread(target=_build_quietly, args=(checkpoint, threads, done), daemon=True).start()
+    threading.Thread(target=_build_quietly, args=(checkpoint, threads, done), name="geoseg-preload").start()
     return done
 
 
