@@ -165,8 +165,7 @@ class _ResNetEncoder(nn.Module):
                 inputs = planes * kind.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.channels = [in_channels, 64] + [p * kind.expansion for p in (64, 128, 256, 512)]
-        self.channels = self.channels[:depth + 1]
+        self.channels = ([in_channels, 64] + [p * kind.expansion for p in (64, 128, 256, 512)])[:depth + 1]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = [x]

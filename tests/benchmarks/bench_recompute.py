@@ -6,20 +6,19 @@ of int8, on tiles of several sides drawn at random from the model's training sce
 
 For each side: the rule, the share of tiles it sends to fp32 (to keep bf16's disagreement with fp32 at the
 adaptive engine's target, half of 0.1 %), both engines' milliseconds per megapixel timed on those tiles one at
-a time (medians of 3 passes), and the cost per megapixel of bf16 plus its recomputed share in fp32 against
-fp32's. ``--pixels-of N``: as many pixels per side as N tiles of 512 px. Prints the CPU.
+a time (``auto``'s timing: medians of 3 rounds), and the cost per megapixel of bf16 plus its recomputed share
+in fp32 against fp32's. ``--pixels-of N``: as many pixels per side as N tiles of 512 px. Prints the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
 from geoseg.models.adaptive import calibrate
 from geoseg.models.checkpoint import load_checkpoint
+from geoseg.models.engine_speed import _ms_per_tile
 from geoseg.models.engines import _bf16_forward, _calibration_chips, _exported_model
 from geoseg.models.hardware import cpu_name
 
@@ -30,15 +29,9 @@ class _Bf16:
 
 
 def ms_per_mpx(model, tiles: np.ndarray) -> float:
-    """Milliseconds a megapixel, ``tiles`` predicted one at a time (median of 3 passes, after a warm-up)."""
-    model.probabilities(tiles[:1])
-    passes = []
-    for _ in range(3):
-        start = time.perf_counter()
-        for i in range(len(tiles)):
-            model.probabilities(tiles[i:i + 1])
-        passes.append(time.perf_counter() - start)
-    return statistics.median(passes) * 1000 / (tiles[:, 0].size / 1e6)
+    """Milliseconds a megapixel, ``tiles`` predicted one at a time (``auto``'s own timing: the median of its
+    rounds, after a warm-up)."""
+    return _ms_per_tile({"model": model.probabilities}, tiles)["model"] / (tiles[0, 0].size / 1e6)
 
 
 def main() -> None:
