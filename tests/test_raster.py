@@ -47,6 +47,37 @@ def test_padded_reads_reflect_the_scene_and_mark_outside_as_invalid(tmp_path):
     assert not content[1, 2] and content[0, 2] and content[1, 0]
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+@pytest.mark.parametrize("shape", [(9, 13), (1, 6), (2, 1), (40, 33)])
+def test_padded_reads_are_numpy_reflect_padding_for_any_window(tmp_path, dtype, shape):
+    """Windows across every edge and corner, larger than the scene, and reflected many times over a scene a
+    pixel or two across: values and validity as ``numpy.pad(mode="reflect")`` of the whole scene gives them
+    (the rows and columns copied run by run must be the gather's), NaN invalid in a float scene."""
+    rng = np.random.default_rng(3)
+    h, w = shape
+    data = rng.integers(1, 60000, (2, h, w)).astype(dtype)
+    if dtype == "float32":
+        data[1, h // 2, w // 2] = np.nan
+    path = write_raster(tmp_path / "s.tif", data)
+    pad = 3 * max(h, w) + 5
+    padded = np.pad(data, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    finite = np.isfinite(data).all(axis=0)
+    windows = [Window(-2, -1, w + 4, h + 3), Window(-pad, -pad, w + 2 * pad, h + 2 * pad),
+               Window(w - 1, h - 1, 2 * w + 3, h + 7), Window(-3 * w, -2 * h, 3 * w + 1, 2 * h + 1)]
+    with open_raster(path) as src:
+        for window in windows:
+            c0, r0, ww, wh = int(window.col_off), int(window.row_off), int(window.width), int(window.height)
+            values, valid, content = read_padded(src, window, [1, 2])
+            expected = padded[:, pad + r0:pad + r0 + wh, pad + c0:pad + c0 + ww]
+            np.testing.assert_array_equal(values, expected.astype(np.float32), err_msg=str(window))
+            rows = np.arange(r0, r0 + wh)
+            cols = np.arange(c0, c0 + ww)
+            inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None]
+            assert np.array_equal(content, np.isfinite(values).all(axis=0)), window
+            assert np.array_equal(valid, content & inside), window
+    assert dtype == "uint16" or not finite.all()
+
+
 def test_a_window_wholly_outside_is_empty_and_invalid(tmp_path):
     path = write_raster(tmp_path / "s.tif", np.ones((3, 4, 4), np.uint8))
     with open_raster(path) as src:

@@ -40,7 +40,9 @@ def normalise(data: np.ndarray, valid: np.ndarray, mean: Sequence[float], std: S
         np.clip(data, per_band(clip[0]), per_band(clip[1]), out=data)
     data -= per_band(mean)
     data /= per_band(std)
-    data[:, ~valid] = 0.0
+    invalid = ~valid
+    if invalid.any():
+        data[:, invalid] = 0.0
     return data
 
 

@@ -143,15 +143,54 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
                     int(rows.max() - rows.min() + 1))
     with read_errors(src):
         data = to_physical(src.read(list(bands), window=source, out_dtype="float32"), src, bands)
-        ok = (src.dataset_mask(window=source) > 0) & finite_pixels(data)
+        ok = src.dataset_mask(window=source) > 0
+        if not all(np.issubdtype(src.dtypes[b - 1], np.integer) for b in bands):  # integers are finite
+            ok &= finite_pixels(data)
     if (inner.width, inner.height) == (w, h):  # all inside: nothing to reflect
         return data, ok, ok
-    r, c = (rows - int(rows.min()))[:, None], cols - int(cols.min())
-    data, content = data[:, r, c], ok[r, c]  # one gather each
+    data, content = _reflected(data, rows - int(rows.min()), cols - int(cols.min())), \
+        _reflected(ok, rows - int(rows.min()), cols - int(cols.min()))
     inside = np.zeros((h, w), bool)
     inside[int(inner.row_off) - r0:int(inner.row_off + inner.height) - r0,
            int(inner.col_off) - c0:int(inner.col_off + inner.width) - c0] = True
     return data, content & inside, content
+
+
+def _reflected(data: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``data[..., rows[:, None], cols]``: copied run by run, each run of consecutive rows or columns (either
+    way) a slice, which costs a fraction of a gather of every pixel; a gather where the indices make many
+    runs (a scene a few pixels across, reflected many times)."""
+    row_runs, col_runs = _runs(rows), _runs(cols)
+    if len(row_runs) * len(col_runs) > _MOST_RUNS:
+        return data[..., rows[:, None], cols]
+    out = np.empty((*data.shape[:-2], len(rows), len(cols)), data.dtype)
+    for r0, r1, source_rows in row_runs:
+        for c0, c1, source_cols in col_runs:
+            out[..., r0:r1, c0:c1] = data[..., source_rows, source_cols]
+    return out
+
+
+#: Above this many blocks of runs, :func:`_reflected` gathers instead.
+_MOST_RUNS = 16
+
+
+def _runs(index: np.ndarray) -> list[tuple[int, int, slice]]:
+    """``index`` cut into runs of consecutive values, ascending or descending: ``(start, stop, source)`` for
+    each, where ``index[start:stop]`` is ``range(...)[source]``."""
+    runs, start, n = [], 0, len(index)
+    while start < n:
+        stop = start + 1
+        step = int(index[stop] - index[start]) if stop < n else 1
+        if step in (1, -1):
+            while stop < n and index[stop] - index[stop - 1] == step:
+                stop += 1
+        else:
+            step = 1
+        first, last = int(index[start]), int(index[stop - 1])
+        runs.append((start, stop, slice(first, last + 1) if step == 1 else
+                     slice(first, last - 1 if last > 0 else None, -1)))
+        start = stop
+    return runs
 
 
 def _reflect_index(index: np.ndarray, n: int) -> np.ndarray:
