@@ -2,7 +2,7 @@
 U-Net resnet34 weights, each tool with its defaults.
 
     python -m tests.benchmarks.bench_geoai --geoai-python /path/to/geoai-venv/bin/python \
-        [--sizes 2048 4096] [--rounds 3]
+        [--sizes 2048 4096] [--rounds 3] [--model trained.ckpt]
 
 geoai is never a dependency of geoseg (its install is ~7 GB): give the Python of a separate virtual
 environment where ``pip install geoai-py`` was run. The scene and the untrained checkpoint (7 classes, 512 px
@@ -11,6 +11,10 @@ saved as the plain state dict geoai loads. One untimed ``geoseg predict`` first 
 ``auto``'s measurement (once per model and CPU, as for a user); then the two commands alternate, ``--rounds``
 times per size, each in a fresh process: wall time and peak RSS (``wait4``) of the whole command, start-up
 included. Prints the medians, geoseg's speed-up and the CPU.
+
+``--model``: a trained checkpoint instead (a smp ``Unet`` with smp's default decoder, as geoai builds it, on 3
+bands sampled as the scene is, 0.5 m): which engine ``auto`` may take depends on the weights (an untrained
+model's nearly equal probabilities make any reduced precision change classes), not the speed of each engine.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from pathlib import Path
 
 import torch
 
+from geoseg.models.checkpoint import load_checkpoint
 from geoseg.models.hardware import cpu_name
-from tests.benchmarks.bench_predict import MODEL, prepare
+from tests.benchmarks.bench_predict import prepare
 
 GEOAI = """
 import sys, geoai
 geoai.semantic_segmentation(sys.argv[1], sys.argv[2], sys.argv[3], architecture="unet",
-                            encoder_name="resnet34", num_channels=3, num_classes=int(sys.argv[4]), quiet=True)
+                            encoder_name=sys.argv[5], num_channels=3, num_classes=int(sys.argv[4]),
+                            quiet=True)
 """
 
 
@@ -53,20 +59,21 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("runs/bench"))
+    ap.add_argument("--model", type=Path, help="a trained checkpoint to use instead of the untrained one")
     args = ap.parse_args()
     geoseg = str(Path(sys.executable).with_name("geoseg"))
     results = {}
     for size in args.sizes:
         scene, ckpt = prepare(args.work, size, 512)
-        weights = args.work / "unet_resnet34_state_dict.pth"
+        ckpt = args.model or ckpt
+        loaded = load_checkpoint(ckpt)
+        weights = args.work / f"{Path(ckpt).stem}_state_dict.pth"
         if not weights.exists():
-            from geoseg.models.checkpoint import load_checkpoint
-
-            torch.save(load_checkpoint(ckpt).state_dict, weights)
+            torch.save(loaded.state_dict, weights)
         out = args.work / f"geoseg_{size}.tif"
         ours = [geoseg, "predict", str(scene), "-o", str(out), "--model", str(ckpt), "--overwrite", "--quiet"]
         theirs = [args.geoai_python, "-c", GEOAI, str(scene), str(args.work / f"geoai_{size}.tif"),
-                  str(weights), str(MODEL["classes"])]
+                  str(weights), str(len(loaded.classes)), loaded.model_config["encoder_name"]]
         first = subprocess.run([*ours[:-1]], capture_output=True, text=True, check=True)  # engines made once
         engine = next((line for line in first.stdout.splitlines() if "chips/s" in line), "")
         runs = {"geoseg": [], "geoai": []}
