@@ -143,13 +143,11 @@ def read_padded(src, window: Window, bands: Sequence[int]) -> tuple[np.ndarray, 
                     int(rows.max() - rows.min() + 1))
     with read_errors(src):
         data = to_physical(src.read(list(bands), window=source, out_dtype="float32"), src, bands)
-        ok = src.dataset_mask(window=source) > 0
-        if not all(np.issubdtype(src.dtypes[b - 1], np.integer) for b in bands):  # integers are finite
-            ok &= finite_pixels(data)
+        ok = (src.dataset_mask(window=source) > 0) & finite_pixels(data)
     if (inner.width, inner.height) == (w, h):  # all inside: nothing to reflect
         return data, ok, ok
-    data, content = _reflected(data, rows - int(rows.min()), cols - int(cols.min())), \
-        _reflected(ok, rows - int(rows.min()), cols - int(cols.min()))
+    rows, cols = rows - int(rows.min()), cols - int(cols.min())
+    data, content = _reflected(data, rows, cols), _reflected(ok, rows, cols)
     inside = np.zeros((h, w), bool)
     inside[int(inner.row_off) - r0:int(inner.row_off + inner.height) - r0,
            int(inner.col_off) - c0:int(inner.col_off + inner.width) - c0] = True

@@ -67,9 +67,8 @@ def main() -> None:
         scene, ckpt = prepare(args.work, size, 512)
         ckpt = args.model or ckpt
         loaded = load_checkpoint(ckpt)
-        weights = args.work / f"{Path(ckpt).stem}_state_dict.pth"
-        if not weights.exists():
-            torch.save(loaded.state_dict, weights)
+        weights = args.work / "state_dict.pth"  # written each time: --model may name another checkpoint
+        torch.save(loaded.state_dict, weights)
         out = args.work / f"geoseg_{size}.tif"
         ours = [geoseg, "predict", str(scene), "-o", str(out), "--model", str(ckpt), "--overwrite", "--quiet"]
         theirs = [args.geoai_python, "-c", GEOAI, str(scene), str(args.work / f"geoai_{size}.tif"),
